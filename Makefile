@@ -1,0 +1,31 @@
+# The two commands of the README: `make demo` (set up + run the main job) and `make test` (set up + test).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PIP_FLAGS ?= -q --disable-pip-version-check
+
+.PHONY: install data demo test bench clean
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install $(PIP_FLAGS) -c requirements/constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Downloads the benchmark tables into the data directory unless they are there and verified.
+data: install
+	$(BIN)/archsweep data fetch
+
+demo: data
+	$(BIN)/archsweep demo
+
+test: data
+	$(BIN)/python -m pytest
+
+bench: data
+	$(BIN)/python bench/enumerate_nb101.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,31 @@
+"""Errors a user can act on. The CLI prints their message and exits non-zero; nothing else is shown."""
+
+
+class ArchsweepError(Exception):
+    """Base class: the message names what is wrong and how to fix it."""
+
+
+class UnknownNameError(ArchsweepError, KeyError):
+    """A name (space, benchmark, dataset, split, ...) that no registry knows."""
+
+    def __init__(self, kind: str, name: object, allowed):
+        self.kind, self.name, self.allowed = kind, name, tuple(allowed)
+        super().__init__(f"unknown {kind} {name!r}; allowed: {', '.join(map(str, self.allowed))}")
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return self.args[0]
+
+
+class DataError(ArchsweepError):
+    """A data file is missing, truncated or corrupted."""
+
+
+class InvalidCellError(ArchsweepError, ValueError):
+    """A cell that breaks its space's rules was used where a valid one is required."""
+
+
+class NotInTableError(ArchsweepError, KeyError):
+    """A valid cell that the loaded benchmark table has no entry for (a gap in the table, not in the space)."""
+
+    def __str__(self) -> str:
+        return self.args[0]

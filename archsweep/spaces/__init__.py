@@ -1,0 +1,92 @@
+"""Search spaces: pure Python + numpy (no torch, no ray), exact to each benchmark's own rules.
+
+>>> space = get_space("nasbench201")
+>>> cell = space.from_arch_str("|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|")
+>>> space.is_valid(cell), len(space.canonical_hash(cell))
+(True, 32)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from archsweep.errors import UnknownNameError
+from archsweep.spaces import nasbench101, nasbench201
+from archsweep.spaces.cell import Cell, GraphArrays
+from archsweep.spaces.enumeration import Enumeration, cached
+
+__all__ = ["Cell", "Enumeration", "GraphArrays", "SearchSpace", "get_space", "SPACES"]
+
+
+@runtime_checkable
+class SearchSpace(Protocol):
+    name: str
+    op_vocab: tuple[str, ...]
+    max_vertices: int
+    num_cells: int
+
+    def cell(self, adjacency, ops: Sequence[str]) -> Cell: ...
+    def why_invalid(self, cell: Cell) -> str | None: ...
+    def is_valid(self, cell: Cell) -> bool: ...
+    def prune(self, cell: Cell) -> Cell | None: ...
+    def canonical_hash(self, cell: Cell) -> str: ...
+    def enumerate(self, cache_dir: str | os.PathLike | None = None) -> Enumeration: ...
+    def random_cell(self, rng: np.random.Generator) -> Cell: ...
+    def to_graph(self, cell: Cell) -> GraphArrays: ...
+    def from_graph(self, adjacency: np.ndarray, ops: Sequence[int]) -> Cell: ...
+
+
+class _ModuleSpace:
+    """A `SearchSpace` over one module of pure functions; adds the cached enumeration."""
+
+    def __init__(self, module: ModuleType, max_vertices: int, build: Callable[[], Enumeration]):
+        self._m = module
+        self._build = build
+        self.name: str = module.NAME
+        self.op_vocab: tuple[str, ...] = module.OP_VOCAB
+        self.ops: tuple[str, ...] = module.OPS
+        self.max_vertices = max_vertices
+        self.num_cells: int = module.NUM_CELLS
+        self.why_invalid = module.why_invalid
+        self.is_valid = module.is_valid
+        self.prune = module.prune
+        self.canonical_hash = module.canonical_hash
+        self.random_cell = module.random_cell
+        self.to_graph = module.to_graph
+        self.from_graph = module.from_graph
+
+    def __getattr__(self, attr: str):  # space-specific helpers, e.g. from_arch_str for NAS-Bench-201
+        if attr.startswith("_"):
+            raise AttributeError(attr)
+        return getattr(self._m, attr)
+
+    def __repr__(self) -> str:
+        return f"<search space {self.name}>"
+
+    def cell(self, adjacency, ops: Sequence[str]) -> Cell:
+        return Cell(adjacency, tuple(ops))
+
+    def enumerate(self, cache_dir: str | os.PathLike | None = None) -> Enumeration:
+        """All of the benchmark's cells, built once and then loaded from the cache directory."""
+        from archsweep.settings import cache_dir as resolve
+
+        path = resolve(cache_dir) / f"{self.name}-cells.npz"
+        return cached(path, self._build, expected_size=self.num_cells)
+
+
+SPACES: dict[str, Callable[[], SearchSpace]] = {
+    nasbench101.NAME: lambda: _ModuleSpace(nasbench101, nasbench101.MAX_VERTICES, nasbench101.build_enumeration),
+    nasbench201.NAME: lambda: _ModuleSpace(nasbench201, nasbench201.NUM_VERTICES, nasbench201.build_enumeration),
+}
+
+
+def get_space(name: str) -> SearchSpace:
+    try:
+        return SPACES[name]()
+    except KeyError:
+        raise UnknownNameError("search space", name, SPACES) from None
