@@ -8,9 +8,10 @@ class ArchsweepError(Exception):
 class UnknownNameError(ArchsweepError, KeyError):
     """A name (space, benchmark, dataset, split, ...) that no registry knows."""
 
-    def __init__(self, kind: str, name: object, allowed):
+    def __init__(self, kind: str, name: object, allowed, hint: str | None = None):
         self.kind, self.name, self.allowed = kind, name, tuple(allowed)
-        super().__init__(f"unknown {kind} {name!r}; allowed: {', '.join(map(str, self.allowed))}")
+        message = f"unknown {kind} {name!r}; allowed: {', '.join(map(str, self.allowed))}"
+        super().__init__(message + (f". {hint}" if hint else ""))
 
     def __str__(self) -> str:  # KeyError would otherwise repr() the message
         return self.args[0]

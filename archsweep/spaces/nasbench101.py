@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from archsweep.errors import InvalidCellError
 from archsweep.spaces.cell import Cell, GraphArrays, upper_triangular
 from archsweep.spaces.enumeration import Enumeration
 
@@ -93,6 +94,12 @@ def is_valid(cell: Cell) -> bool:
     return why_invalid(cell) is None
 
 
+def _require_valid(cell: Cell) -> None:
+    reason = why_invalid(cell)
+    if reason is not None:
+        raise InvalidCellError(f"invalid NAS-Bench-101 cell ({reason}): {cell!r}")
+
+
 def _md5(text: str) -> str:
     return hashlib.md5(text.encode("utf-8")).hexdigest()
 
@@ -123,11 +130,7 @@ def _adjacency_lists(adjacency: np.ndarray) -> tuple[list[list[int]], list[list[
 
 def canonical_hash(cell: Cell) -> str:
     """Module hash of the pruned cell (32 hex digits), equal to the benchmark's `module_hash` key."""
-    reason = why_invalid(cell)
-    if reason is not None:
-        from archsweep.errors import InvalidCellError
-
-        raise InvalidCellError(f"invalid NAS-Bench-101 cell ({reason}): {cell!r}")
+    _require_valid(cell)
     pruned = prune(cell)
     preds, succs = _adjacency_lists(pruned.adjacency)
     return _module_hash([HASH_LABELS[op] for op in pruned.ops], preds, succs)
@@ -146,11 +149,8 @@ def random_cell(rng: np.random.Generator) -> Cell:
 
 def to_graph(cell: Cell) -> GraphArrays:
     """Pad a valid cell to 7 vertices: pad vertices (no edges) go before the output, which stays last."""
-    cell = prune(cell) if is_valid(cell) else None
-    if cell is None:
-        from archsweep.errors import InvalidCellError
-
-        raise InvalidCellError("to_graph needs a valid NAS-Bench-101 cell")
+    _require_valid(cell)
+    cell = prune(cell)
     n = cell.num_vertices
     slot = list(range(n - 1)) + [MAX_VERTICES - 1]  # new position of each vertex
     adj = np.zeros((MAX_VERTICES, MAX_VERTICES), dtype=np.uint8)

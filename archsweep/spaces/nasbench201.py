@@ -11,7 +11,7 @@ Arch strings list the edges into node 1, 2, 3 with their source node:
 >>> to_arch_str(from_arch_str(s)) == s
 True
 >>> canonical_string(from_arch_str(s))
-'#+((0)@nor_conv_3x3)@nor_conv_1x1+(0)@avg_pool_3x3+(0)@nor_conv_3x3'
+'#+(0)@nor_conv_3x3+((0)@nor_conv_3x3)@nor_conv_1x1+(0)@avg_pool_3x3'
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from archsweep.errors import InvalidCellError
 from archsweep.spaces.cell import Cell, GraphArrays
 from archsweep.spaces.enumeration import Enumeration
 
@@ -84,9 +85,7 @@ def from_arch_str(arch: str) -> Cell:
 
 
 def to_arch_str(cell: Cell) -> str:
-    reason = why_invalid(cell)
-    if reason is not None:
-        raise ValueError(f"invalid NAS-Bench-201 cell: {reason}")
+    _require_valid(cell)
     edge_ops = cell.ops[1:-1]
     nodes = []
     for target in range(1, NUM_NODES):
@@ -113,6 +112,12 @@ def is_valid(cell: Cell) -> bool:
     return why_invalid(cell) is None
 
 
+def _require_valid(cell: Cell) -> None:
+    reason = why_invalid(cell)
+    if reason is not None:
+        raise InvalidCellError(f"invalid NAS-Bench-201 cell ({reason}): {cell!r}")
+
+
 def prune(cell: Cell) -> Cell:
     """NAS-Bench-201 cells keep all vertices; `none` edges are handled by the canonical form instead."""
     return cell
@@ -126,11 +131,7 @@ def canonical_string(cell: Cell) -> str:
     terms sorted and joined by "+". The output node's string is the cell's form: cells that compute the same
     function up to reordering of summands get the same string. 6,466 classes over the 15,625 cells.
     """
-    reason = why_invalid(cell)
-    if reason is not None:
-        from archsweep.errors import InvalidCellError
-
-        raise InvalidCellError(f"invalid NAS-Bench-201 cell: {reason}")
+    _require_valid(cell)
     edge_ops = cell.ops[1:-1]
     node = ["0"]
     for target in range(1, NUM_NODES):
@@ -160,11 +161,7 @@ def random_cell(rng: np.random.Generator) -> Cell:
 
 
 def to_graph(cell: Cell) -> GraphArrays:
-    reason = why_invalid(cell)
-    if reason is not None:
-        from archsweep.errors import InvalidCellError
-
-        raise InvalidCellError(f"to_graph needs a valid NAS-Bench-201 cell: {reason}")
+    _require_valid(cell)
     return GraphArrays(np.array(ADJACENCY), np.array([OP_VOCAB.index(op) for op in cell.ops], dtype=np.int64))
 
 
@@ -173,7 +170,7 @@ def from_graph(adjacency: np.ndarray, ops: Sequence[int]) -> Cell:
     return Cell(np.asarray(adjacency), tuple(OP_VOCAB[int(i)] for i in ops))
 
 
-def build_enumeration() -> Enumeration:
+def build_enumeration(progress=None) -> Enumeration:
     """All 15,625 cells, edge ops in lexicographic order of `OPS` indices (edge 0 slowest)."""
     combos = np.array(list(itertools.product(range(len(OPS)), repeat=len(EDGES))), dtype=np.uint8)
     ops = np.empty((len(combos), NUM_VERTICES), dtype=np.uint8)
@@ -182,4 +179,6 @@ def build_enumeration() -> Enumeration:
     hashes = np.array([np.frombuffer(bytes.fromhex(canonical_hash(cell_from_ops([OPS[i] for i in c]))), np.uint8)
                        for c in combos])
     edge_bits = np.full(len(combos), Enumeration.pack_edges(ADJACENCY), dtype=np.uint64)
+    if progress is not None:
+        progress(len(combos), len(combos))
     return Enumeration(NAME, OP_VOCAB, np.full(len(combos), NUM_VERTICES, np.uint8), edge_bits, ops, hashes)

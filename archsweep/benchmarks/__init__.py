@@ -1,0 +1,29 @@
+"""Benchmark tables behind one query interface (no torch, no ray).
+
+>>> bench = load_benchmark("nasbench201")                                          # doctest: +SKIP
+>>> cell = bench.space.from_arch_str("|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|")  # doctest: +SKIP
+>>> bench.query(cell, dataset="cifar10", split="val"), bench.budget.queries       # doctest: +SKIP
+(90.769..., 1)
+"""
+
+from __future__ import annotations
+
+import os
+
+from archsweep.benchmarks import nasbench101, nasbench201
+from archsweep.benchmarks.table import Budget, Split, TableBenchmark
+from archsweep.errors import UnknownNameError
+
+__all__ = ["BENCHMARKS", "Budget", "Split", "TableBenchmark", "load_benchmark"]
+
+BENCHMARKS = {nasbench101.NAME: nasbench101.load, nasbench201.NAME: nasbench201.load}
+
+
+def load_benchmark(name: str, data_dir: str | os.PathLike | None = None, **options) -> TableBenchmark:
+    """Load a benchmark's table from the data directory (checksums verified). Options: NAS-Bench-101's
+    `table="subset"|"full"`."""
+    try:
+        loader = BENCHMARKS[name]
+    except KeyError:
+        raise UnknownNameError("benchmark", name, BENCHMARKS) from None
+    return loader(data_dir, **options)
