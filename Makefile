@@ -25,7 +25,7 @@ test: data
 	$(BIN)/python -m pytest
 
 bench: data
-	$(BIN)/python bench/enumerate_nb101.py
+	$(BIN)/python bench/enumerate_nb101.py --write
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,89 @@
+"""The `archsweep` command, run as a user runs it: the installed entry point in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ARCHSWEEP = shutil.which("archsweep", path=os.path.dirname(sys.executable)) or "archsweep"
+
+
+def run(*args, env=None, data_dir=None):
+    full_env = {**os.environ, **(env or {})}
+    if data_dir is not None:
+        full_env["ARCHSWEEP_DATA_DIR"] = str(data_dir)
+    return subprocess.run([ARCHSWEEP, *args], capture_output=True, text=True, env=full_env, timeout=300)
+
+
+def test_help_lists_the_commands():
+    result = run("--help")
+    assert result.returncode == 0
+    for command in ("data", "space", "benchmark", "demo"):
+        assert command in result.stdout
+
+
+def test_core_packages_import_neither_torch_nor_ray():
+    code = ("import sys, archsweep.cli, archsweep.spaces, archsweep.benchmarks; "
+            "print(sorted(m for m in ('torch', 'ray', 'torch_geometric', 'deepspeed', 'transformers', 'wandb') "
+            "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_cli_module_imports_only_click_up_front():
+    code = "import sys, archsweep.cli; print('numpy' in sys.modules, 'rich' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False False"
+
+
+def test_data_verify(data_dir):
+    result = run("data", "verify", data_dir=data_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count(" ok ") == 7
+
+
+def test_data_verify_flags_a_damaged_file(data_copy):
+    path = data_copy / "nasbench201" / "nasbench201_cifar10.csv"
+    path.write_bytes(path.read_bytes()[:-10])
+    result = run("--data-dir", str(data_copy), "data", "verify")
+    assert result.returncode == 1
+    assert "corrupted or truncated" in result.stdout and "nasbench201_cifar10.csv" in result.stdout
+
+
+def test_data_fetch_from_mirror(data_dir, tmp_path):
+    result = run("--data-dir", str(tmp_path / "d"), "data", "fetch", "--from", str(data_dir))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("copied from") == 7
+
+
+def test_space_stats_nasbench201():
+    result = run("space", "stats", "nasbench201")
+    assert result.returncode == 0, result.stderr
+    assert "15,625" in result.stdout and "6,466" in result.stdout
+
+
+def test_benchmark_stats(data_dir):
+    result = run("benchmark", "stats", "nasbench201", data_dir=data_dir)
+    assert result.returncode == 0, result.stderr
+    for figure in ("91.61 (6111)", "94.37", "73.49 (9930)", "73.51", "47.31 (857)"):
+        assert figure in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (("space", "stats", "nasbench301"), "error: unknown search space 'nasbench301'; allowed: nasbench101, nasbench201"),
+    (("benchmark", "stats", "nasbench301"), "error: unknown benchmark 'nasbench301'"),
+])
+def test_errors_are_one_clear_line(args, message):
+    result = run(*args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_data_is_a_clear_error(tmp_path):
+    result = run("--data-dir", str(tmp_path / "nothing"), "benchmark", "stats", "nasbench201")
+    assert result.returncode == 2
+    assert "missing" in result.stderr and "archsweep data fetch" in result.stderr
