@@ -183,6 +183,50 @@ def benchmark_stats(names):
         console.print(benchmark_stats_table(name))
 
 
+# --- training stages -----------------------------------------------------------------------------------------
+
+
+@cli.group()
+def train():
+    """Run one pipeline stage on its own."""
+
+
+@train.command("vqvae", context_settings={"ignore_unknown_options": False})
+@click.argument("overrides", nargs=-1)
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="YAML config file.")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Output directory; rerunning with the same one resumes from its last checkpoint.")
+@click.option("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all).")
+def train_vqvae(overrides, config_path, out_dir, num_cpus):
+    """Train the VQ-VAE (or `vqvae.model=vae`) and write model.pt, codes.npz and metrics.json.
+
+    OVERRIDES are config keys, e.g. `space=nasbench201 vqvae.codebook_size=64 vqvae.seq_len=8`.
+    """
+    from archsweep.config import load_config
+
+    cfg = load_config(config_path, overrides)
+    from archsweep.runtime import init_local_ray, worker_env
+    from archsweep.stages import vqvae
+
+    init_local_ray(num_cpus=num_cpus)
+    results = vqvae.run(cfg, out_dir, env=worker_env())
+    _console().print(_results_table(results, f"VQ-VAE stage: {out_dir}"))
+
+
+def _results_table(results: dict, title: str):
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False)
+    rows = {k: v for k, v in results.items() if k not in ("config", "training")}
+    for key, value in rows.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items())
+        elif isinstance(value, float):
+            value = f"{value:.4f}"
+        table.add_row(key, str(value))
+    return table
+
+
 @cli.command()
 def demo():
     """The main job on this machine: verify the data, enumerate the spaces, summarise the benchmarks."""

@@ -39,6 +39,7 @@ class SearchSpace(Protocol):
     def random_cell(self, rng: np.random.Generator) -> Cell: ...
     def to_graph(self, cell: Cell) -> GraphArrays: ...
     def from_graph(self, adjacency: np.ndarray, ops: Sequence[int]) -> Cell: ...
+    def graph_arrays(self, enum: Enumeration) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 class _ModuleSpace:
@@ -70,6 +71,11 @@ class _ModuleSpace:
 
     def cell(self, adjacency, ops: Sequence[str]) -> Cell:
         return Cell(adjacency, tuple(ops))
+
+    def graph_arrays(self, enum: Enumeration) -> tuple[np.ndarray, np.ndarray]:
+        """`to_graph` of every enumerated cell at once: ops [N, max_vertices], adjacency [N, V, V]."""
+        pad = self.op_vocab.index("pad") if "pad" in self.op_vocab else -1
+        return enum.graph_arrays(self.max_vertices, pad)
 
     def enumerate(self, cache_dir: str | os.PathLike | None = None, progress=None) -> Enumeration:
         """All of the benchmark's cells, built once (`progress(done, total)` while building) and then loaded

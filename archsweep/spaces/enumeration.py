@@ -65,6 +65,23 @@ class Enumeration:
             index.setdefault(h, k)
         return index
 
+    def graph_arrays(self, max_vertices: int, pad_index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every cell in the fixed-size graph form, vectorised: ops [N, V] (int64) and adjacency [N, V, V]
+        (uint8). A cell of n < V vertices keeps vertices 0..n-2 in place, moves its output to V-1 and pads
+        between with `pad_index` vertices without edges (the layout of each space's `to_graph`)."""
+        count = len(self)
+        bits = (self.edge_bits[:, None] >> np.arange(STRIDE * STRIDE, dtype=np.uint64)) & np.uint64(1)
+        raw = bits.astype(np.uint8).reshape(count, STRIDE, STRIDE)
+        ops = np.full((count, max_vertices), pad_index, dtype=np.int64)
+        adj = np.zeros((count, max_vertices, max_vertices), dtype=np.uint8)
+        for n in np.unique(self.num_vertices):
+            n = int(n)
+            rows = np.flatnonzero(self.num_vertices == n)
+            slot = [*range(n - 1), max_vertices - 1]
+            ops[np.ix_(rows, slot)] = self.ops[rows, :n]
+            adj[np.ix_(rows, slot, slot)] = raw[rows, :n, :n]
+        return ops, adj
+
     def save(self, path: Path) -> None:
         """Write atomically (temp file + rename), so concurrent builders never leave a torn cache."""
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,198 @@
+"""Typed configuration: dataclasses (omegaconf structured configs), YAML files and `key=value` overrides.
+
+Unknown keys, wrong types, out-of-range values and names no registry knows are rejected before anything
+starts, with the key, what was given and what is allowed. Nothing in a config is ever imported or executed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from archsweep.errors import ArchsweepError
+
+
+class ConfigError(ArchsweepError, ValueError):
+    """A configuration a run cannot start from."""
+
+
+@dataclass
+class VQVAEConfig:
+    model: str = "vqvae"  # vqvae: discrete codes | vae: the continuous (arch2vec-style) baseline
+    latent: str = "pooled"  # pooled: L learned queries attend over the nodes | per_node: one latent per vertex
+    seq_len: int = 8  # L, the number of codes per cell (per_node: must equal the space's vertex count)
+    codebook_size: int = 64  # K
+    code_dim: int = 16
+    hidden_dim: int = 128
+    gin_layers: int = 4
+    decoder_hidden: int = 512
+    beta: float = 0.25  # commitment loss weight
+    ema: bool = True  # codebook by exponential moving averages instead of gradients
+    ema_decay: float = 0.99
+    dead_code_restart: bool = True  # re-seed unused codes from encoder outputs
+    kl_weight: float = 0.005  # vae only
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 256  # per worker
+    lr: float = 1e-3
+    lr_schedule: str = "cosine"  # cosine: decays to 0 over all steps | constant
+    weight_decay: float = 0.0
+    train_fraction: float = 0.9  # seeded permutation of the space's cells; the rest is held out
+    num_workers: int = 1  # Ray Train workers (data parallel)
+    cpus_per_worker: int = 1
+    use_gpu: bool = False
+    checkpoint_every: int = 1  # epochs
+    max_failures: int = 0  # worker failures survived by restarting from the last checkpoint
+
+
+@dataclass
+class Config:
+    space: str = "nasbench201"
+    seed: int = 0
+    vqvae: VQVAEConfig = field(default_factory=VQVAEConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+CHOICES = {
+    "vqvae.model": ("vqvae", "vae"),
+    "vqvae.latent": ("pooled", "per_node"),
+    "train.lr_schedule": ("cosine", "constant"),
+}
+# key -> (test, what is allowed)
+RANGES = {
+    "seed": (lambda v: v >= 0, ">= 0"),
+    "vqvae.seq_len": (lambda v: 1 <= v <= 256, "1..256"),
+    "vqvae.codebook_size": (lambda v: 2 <= v <= 65536, "2..65536"),
+    "vqvae.code_dim": (lambda v: v >= 1, ">= 1"),
+    "vqvae.hidden_dim": (lambda v: v >= 1, ">= 1"),
+    "vqvae.gin_layers": (lambda v: v >= 1, ">= 1"),
+    "vqvae.decoder_hidden": (lambda v: v >= 1, ">= 1"),
+    "vqvae.beta": (lambda v: v >= 0, ">= 0"),
+    "vqvae.ema_decay": (lambda v: 0 < v < 1, "between 0 and 1, exclusive"),
+    "vqvae.kl_weight": (lambda v: v >= 0, ">= 0"),
+    "train.epochs": (lambda v: v >= 1, ">= 1"),
+    "train.batch_size": (lambda v: v >= 1, ">= 1"),
+    "train.lr": (lambda v: v > 0, "> 0"),
+    "train.weight_decay": (lambda v: v >= 0, ">= 0"),
+    "train.train_fraction": (lambda v: 0 < v < 1, "between 0 and 1, exclusive"),
+    "train.num_workers": (lambda v: v >= 1, ">= 1"),
+    "train.cpus_per_worker": (lambda v: v >= 1, ">= 1"),
+    "train.checkpoint_every": (lambda v: v >= 1, ">= 1"),
+    "train.max_failures": (lambda v: v >= -1, ">= -1 (-1: unlimited)"),
+}
+
+
+def _keys(cls, prefix: str = "") -> dict[str, str]:
+    """Every leaf key with its type name, e.g. {"vqvae.codebook_size": "int", ...}."""
+    out = {}
+    for f in fields(cls):
+        key = prefix + f.name
+        default = f.default_factory() if callable(f.default_factory) else f.default
+        out |= _keys(type(default), key + ".") if is_dataclass(default) else {key: str(f.type)}
+    return out
+
+
+ALL_KEYS = _keys(Config)
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key, ALL_KEYS, n=1, cutoff=0.6)
+    if not close:  # a right leaf under a wrong section, e.g. `codebook_size` for `vqvae.codebook_size`
+        leaf = key.rsplit(".", 1)[-1]
+        close = [k for k in ALL_KEYS if k.rsplit(".", 1)[-1] == leaf][:1]
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _translate(exc: Exception, source: str) -> ConfigError:
+    """An omegaconf error as one line that names the key, the value and the fix."""
+    from omegaconf.errors import ConfigKeyError, ValidationError
+
+    key = getattr(exc, "full_key", None) or ""
+    if isinstance(exc, ConfigKeyError):
+        return ConfigError(f"{source}: unknown config key {key!r}{_suggest(key)}")
+    if isinstance(exc, ValidationError) and key in ALL_KEYS:
+        return ConfigError(f"{source}: {key!r} must be of type {ALL_KEYS[key]}; got {getattr(exc, 'value', None)!r}")
+    return ConfigError(f"{source}: {exc}")
+
+
+def _merge(base, other, source: str):
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.merge(base, other)
+    except OmegaConfBaseException as exc:
+        raise _translate(exc, source) from None
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the YAML file at `path`, then `key=value` overrides; validated."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    cfg = OmegaConf.structured(Config)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = OmegaConf.load(path)
+        except Exception as exc:  # YAML syntax errors carry the line and column
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        cfg = _merge(cfg, loaded, str(path))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. vqvae.codebook_size=64)")
+        key = item.split("=", 1)[0].strip()
+        if key not in ALL_KEYS:
+            raise ConfigError(f"override {item!r}: unknown config key {key!r}{_suggest(key)}")
+        try:
+            cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"override {item!r}")
+        except OmegaConfBaseException as exc:
+            raise _translate(exc, f"override {item!r}") from None
+    config = OmegaConf.to_object(cfg)
+    validate(config)
+    return config
+
+
+def _get(config: Config, key: str) -> Any:
+    value = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def validate(config: Config) -> None:
+    from archsweep.spaces import SPACES, get_space
+
+    if config.space not in SPACES:
+        raise ConfigError(f"'space' is {config.space!r}; allowed: {', '.join(SPACES)}")
+    for key, allowed in CHOICES.items():
+        if _get(config, key) not in allowed:
+            raise ConfigError(f"{key!r} is {_get(config, key)!r}; allowed: {', '.join(allowed)}")
+    for key, (ok, allowed) in RANGES.items():
+        if not ok(_get(config, key)):
+            raise ConfigError(f"{key!r} is {_get(config, key)!r}; allowed: {allowed}")
+    vertices = get_space(config.space).max_vertices
+    if config.vqvae.latent == "per_node" and config.vqvae.seq_len != vertices:
+        raise ConfigError(f"'vqvae.latent' is per_node, so 'vqvae.seq_len' must be {vertices} (the vertices of a "
+                          f"{config.space} cell); got {config.vqvae.seq_len}. Set vqvae.seq_len={vertices}.")
+
+
+def to_dict(config: Config) -> dict:
+    return asdict(config)
+
+
+def from_dict(data: dict) -> Config:
+    """Rebuild (and re-validate) a config that travelled as a plain dict, e.g. to a Ray worker."""
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.to_object(_merge(OmegaConf.structured(Config), OmegaConf.create(data), "config"))
+    validate(config)
+    return config

@@ -1,0 +1,69 @@
+"""The one definition of every generation metric (DESIGN.md, "Metrics"); tables, logs and W&B read these.
+
+- validity = valid / samples
+- uniqueness = distinct canonical hashes among valid / valid
+- novelty = valid samples whose canonical hash is not in the training split / valid
+- uniqueness_str, novelty_str: the same on the exact decoded string (adjacency + ops, vertex order kept)
+- valid_unique = validity x uniqueness; valid_unique_novel = validity x uniqueness x novelty
+- reconstruction accuracy: decoded cell has the canonical hash of its input (invalid decodes are misses)
+- codebook usage: fraction of codes used; perplexity: exp(entropy) of the code distribution
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from archsweep.spaces import Cell, SearchSpace
+
+STANDARD_SAMPLES = 10_000
+
+
+def _ratio(num: int, den: int) -> float:
+    return num / den if den else 0.0
+
+
+def generation_metrics(samples: Sequence[Cell], space: SearchSpace, train_hashes: Iterable[str] = (),
+                       train_strings: Iterable[str] = ()) -> dict[str, float]:
+    """Validity, uniqueness and novelty (hash and string variants) of generated cells."""
+    valid = [cell for cell in samples if space.is_valid(cell)]
+    hashes = [space.canonical_hash(cell) for cell in valid]
+    strings = [cell.to_string() for cell in valid]
+    train_hashes, train_strings = set(train_hashes), set(train_strings)
+    validity = _ratio(len(valid), len(samples))
+    uniqueness = _ratio(len(set(hashes)), len(valid))
+    novelty = _ratio(sum(h not in train_hashes for h in hashes), len(valid))
+    return {
+        "samples": len(samples),
+        "validity": validity,
+        "uniqueness": uniqueness,
+        "novelty": novelty,
+        "uniqueness_str": _ratio(len(set(strings)), len(valid)),
+        "novelty_str": _ratio(sum(s not in train_strings for s in strings), len(valid)),
+        "valid_unique": validity * uniqueness,
+        "valid_unique_novel": validity * uniqueness * novelty,
+    }
+
+
+def reconstruction_accuracy(inputs: Sequence[Cell], decoded: Sequence[Cell], space: SearchSpace) -> float:
+    """Fraction of decoded cells that are valid and equal to their input up to the canonical hash."""
+    if len(inputs) != len(decoded):
+        raise ValueError(f"{len(inputs)} inputs but {len(decoded)} decoded cells")
+    hits = 0
+    for original, cell in zip(inputs, decoded):
+        if cell == original or (space.is_valid(cell) and space.canonical_hash(cell) == space.canonical_hash(original)):
+            hits += 1
+    return _ratio(hits, len(inputs))
+
+
+def codebook_stats(codes: np.ndarray, codebook_size: int) -> dict[str, float]:
+    """Usage (fraction of the K codes that occur) and perplexity (exp of the code entropy, at most K)."""
+    return codebook_stats_from_counts(np.bincount(np.asarray(codes).ravel(), minlength=codebook_size))
+
+
+def codebook_stats_from_counts(counts: np.ndarray) -> dict[str, float]:
+    """`codebook_stats` from the occurrence count of each code (e.g. summed across workers)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    p = counts[counts > 0] / max(counts.sum(), 1.0)
+    return {"codebook_usage": float((counts > 0).mean()), "perplexity": float(np.exp(-(p * np.log(p)).sum()))}

@@ -1,0 +1,24 @@
+"""Starting Ray: the embedded default is a local, private, in-process instance."""
+
+from __future__ import annotations
+
+import os
+
+# Variables every Ray worker needs so it reads the same data and cache as the driver.
+PROPAGATED_ENV = ("ARCHSWEEP_DATA_DIR", "ARCHSWEEP_CACHE_DIR")
+
+
+def worker_env() -> dict[str, str]:
+    return {k: os.environ[k] for k in PROPAGATED_ENV if os.environ.get(k)}
+
+
+def init_local_ray(num_cpus: int | None = None, num_gpus: int | None = None) -> None:
+    """Start a local Ray in this process (no-op if one is running). Its dashboard is off and nothing listens
+    beyond this machine; token auth is off unless the user set RAY_AUTH_MODE."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+             runtime_env={"env_vars": worker_env()}, logging_level="WARNING", configure_logging=True)

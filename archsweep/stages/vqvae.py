@@ -1,0 +1,120 @@
+"""The VQ-VAE stage: train (Ray Train), then encode every cell of the space and measure the model.
+
+Artifacts in the output directory:
+- `model.pt`: the trained model (weights + config), loadable with `load_model`
+- `codes.npz`: every cell's code sequence (VQ-VAE) or latent means (VAE), its canonical hash and its split;
+  the LM stage reads this
+- `metrics.json`: training curves' last values, throughput, held-out reconstruction accuracy, codebook usage and
+  perplexity, and the generation metrics of decoding random codes (VQ-VAE) or prior samples (VAE)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from archsweep import metrics as M
+from archsweep.config import Config, from_dict, to_dict
+
+log = logging.getLogger(__name__)
+
+
+def load_model(path: str | Path):
+    """(model in eval mode, its Config) from a `model.pt` written by this stage."""
+    from archsweep.models.vqvae import build_model
+    from archsweep.spaces import get_space
+
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    cfg = from_dict(state["config"])
+    space = get_space(cfg.space)
+    model = build_model(cfg.vqvae, len(space.op_vocab), space.max_vertices)
+    model.load_state_dict(state["model"])
+    return model.eval(), cfg
+
+
+def _decode_cells(space, model, latents: torch.Tensor, batch: int = 4096):
+    cells = []
+    for chunk in latents.split(batch):
+        ops, adj = model.decode(chunk)
+        cells += [space.from_graph(a, o) for o, a in zip(ops.numpy(), adj.numpy())]
+    return cells
+
+
+def _encode_all(model, ops: torch.Tensor, adj: torch.Tensor, batch: int = 8192) -> torch.Tensor:
+    return torch.cat([model.encode(o, a) for o, a in zip(ops.split(batch), adj.split(batch))])
+
+
+@torch.no_grad()
+def evaluate(model, cfg: Config, samples: int = M.STANDARD_SAMPLES, seed: int = 0) -> tuple[dict, dict]:
+    """(metrics, codes artifact arrays) of a trained model over its whole space."""
+    from archsweep.spaces import get_space
+    from archsweep.train.vqvae import load_cells
+
+    space = get_space(cfg.space)
+    enum = space.enumerate()
+    ops, adj, train = load_cells(cfg)
+    latents = _encode_all(model, ops, adj)
+    held = np.flatnonzero(~train)
+    decoded = _decode_cells(space, model, latents[torch.from_numpy(held)])
+    out = {"cells": len(ops), "held_out": len(held),
+           "reconstruction_accuracy": M.reconstruction_accuracy([enum.cell(int(i)) for i in held], decoded, space)}
+    train_hashes = {enum.hash(int(i)) for i in np.flatnonzero(train)}
+    train_strings = {space.from_graph(adj[i].numpy(), ops[i].numpy()).to_string() for i in np.flatnonzero(train)}
+    rng = torch.Generator().manual_seed(seed)
+    if cfg.vqvae.model == "vqvae":
+        out |= M.codebook_stats(latents.numpy(), cfg.vqvae.codebook_size)
+        random_codes = torch.randint(0, cfg.vqvae.codebook_size, (samples, cfg.vqvae.seq_len), generator=rng)
+        generated = _decode_cells(space, model, random_codes)
+        out["random_codes"] = M.generation_metrics(generated, space, train_hashes, train_strings)
+        arrays = {"codes": latents.numpy().astype(np.int32)}
+    else:
+        flat = latents[torch.from_numpy(np.flatnonzero(train))].flatten(1).double()
+        mean, cov = flat.mean(0), torch.cov(flat.T) + 1e-6 * torch.eye(flat.shape[1], dtype=torch.float64)
+        prior = torch.distributions.MultivariateNormal(mean, covariance_matrix=cov)
+        torch.manual_seed(seed)
+        z = prior.sample((samples,)).float().view(samples, cfg.vqvae.seq_len, cfg.vqvae.code_dim)
+        out["prior_samples"] = M.generation_metrics(_decode_cells(space, model, z), space, train_hashes, train_strings)
+        arrays = {"latents": latents.numpy().astype(np.float32)}
+    arrays |= {"hashes": enum.hashes, "train": train}
+    return out, arrays
+
+
+def run(cfg: Config, out_dir: str | Path, env: dict[str, str] | None = None) -> dict:
+    """Train (or resume) and evaluate; writes model.pt, codes.npz and metrics.json into `out_dir`."""
+    from archsweep.models.vqvae import build_model
+    from archsweep.spaces import get_space
+    from archsweep.train.vqvae import fit
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    result = fit(cfg, out_dir, env)
+    if result.error is not None:
+        raise result.error
+    train_seconds = time.perf_counter() - start
+    with result.checkpoint.as_directory() as directory:
+        state = torch.load(Path(directory) / "state.pt", map_location="cpu", weights_only=False)
+    space = get_space(cfg.space)
+    model = build_model(cfg.vqvae, len(space.op_vocab), space.max_vertices)
+    model.load_state_dict(state["model"])
+    model.eval()
+    torch.save({"config": to_dict(cfg), "model": model.state_dict()}, out_dir / "model.pt")
+
+    measured, arrays = evaluate(model, cfg)
+    np.savez(out_dir / "codes.npz", space=np.array(cfg.space), **arrays)
+    history = result.metrics_dataframe
+    results = {
+        "config": to_dict(cfg),
+        "training": {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))},
+        "graphs_per_s": float(history["graphs_per_s"].mean()) if history is not None and len(history) else None,
+        "train_wall_s": train_seconds,
+        **measured,
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(results, indent=2))
+    log.info("VQ-VAE stage done: %s", out_dir)
+    return results

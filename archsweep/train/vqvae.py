@@ -1,0 +1,151 @@
+"""Train the graph VQ-VAE (or the continuous VAE baseline) with Ray Train: data parallel, checkpointed, resumable.
+
+`train_loop` runs on every Ray Train worker and reads top to bottom: set up, resume, then per epoch train,
+evaluate on the held-out cells, checkpoint and report. `fit` launches it; rerunning `fit` on the same output
+directory resumes from the last checkpoint (Ray Train restores its run state from `storage_path/name`).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from archsweep.config import Config, from_dict, to_dict
+
+RUN_NAME = "vqvae"
+
+
+def load_cells(cfg: Config) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """All cells of the space in graph form, and the seeded train mask (`train_fraction` of them)."""
+    from archsweep.spaces import get_space
+
+    space = get_space(cfg.space)
+    ops, adj = space.graph_arrays(space.enumerate())
+    order = np.random.default_rng(cfg.seed).permutation(len(ops))
+    train = np.zeros(len(ops), dtype=bool)
+    train[order[: int(round(cfg.train.train_fraction * len(ops)))]] = True
+    return torch.from_numpy(ops), torch.from_numpy(adj), train
+
+
+def train_loop(loop_config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+    import torch.distributed as dist
+
+    from archsweep.metrics import codebook_stats_from_counts
+    from archsweep.models.vqvae import build_model, decode_graph
+    from archsweep.spaces import get_space
+
+    # --- set up ---------------------------------------------------------------------------------------------
+    os.environ.update(loop_config.get("env", {}))
+    cfg = from_dict(loop_config["config"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.manual_seed(cfg.seed)
+    space = get_space(cfg.space)
+    ops, adj, train_mask = load_cells(cfg)
+    train_idx, held_idx = torch.from_numpy(np.flatnonzero(train_mask)), torch.from_numpy(np.flatnonzero(~train_mask))
+    device = ray.train.torch.get_device()
+    model = ray.train.torch.prepare_model(build_model(cfg.vqvae, len(space.op_vocab), space.max_vertices))
+    module = model.module if hasattr(model, "module") else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    batch = cfg.train.batch_size
+    steps = max(1, len(train_idx) // (batch * world))  # equal on every rank, so data-parallel steps stay paired
+    total_steps = steps * cfg.train.epochs
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: (
+        0.5 * (1 + np.cos(np.pi * min(s, total_steps) / total_steps)) if cfg.train.lr_schedule == "cosine" else 1.0))
+
+    # --- resume ---------------------------------------------------------------------------------------------
+    start_epoch = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = torch.load(Path(directory) / "state.pt", map_location=device, weights_only=False)
+        module.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        start_epoch = state["epoch"] + 1
+
+    for epoch in range(start_epoch, cfg.train.epochs):
+        # --- train ------------------------------------------------------------------------------------------
+        model.train()
+        order = train_idx[torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))]
+        shard = order[rank::world]
+        sums = torch.zeros(3)
+        start = time.perf_counter()
+        for step in range(steps):
+            rows = shard[step * batch:(step + 1) * batch]
+            out = model(ops[rows].to(device), adj[rows].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            optimizer.step()
+            schedule.step()
+            sums += torch.tensor([out.loss.item(), out.recon_loss.item(), out.latent_loss.item()])
+        seconds = time.perf_counter() - start
+
+        # --- evaluate on this rank's share of the held-out cells ---------------------------------------------
+        model.eval()
+        totals = torch.zeros(2, dtype=torch.float64)  # exact reconstructions, cells
+        counts = torch.zeros(cfg.vqvae.codebook_size, dtype=torch.float64)
+        with torch.no_grad():
+            for rows in held_idx[rank::world].split(4096):
+                o, a = ops[rows].to(device), adj[rows].to(device)
+                out = module(o, a)
+                pred_ops, pred_adj = decode_graph(out.op_logits, out.adj_logits)
+                totals += torch.tensor([float(((pred_ops == o).all(1) & (pred_adj == a).flatten(1).all(1)).sum()),
+                                        float(len(rows))], dtype=torch.float64)
+                if out.codes is not None:
+                    counts += torch.bincount(out.codes.flatten().cpu(), minlength=cfg.vqvae.codebook_size).double()
+        if world > 1:
+            for tensor in (totals, counts, sums):
+                dist.all_reduce(tensor)
+            sums /= world
+
+        # --- checkpoint and report ----------------------------------------------------------------------------
+        metrics = {
+            "epoch": epoch,
+            "loss": float(sums[0]) / steps,
+            "recon_loss": float(sums[1]) / steps,
+            "latent_loss": float(sums[2]) / steps,
+            "heldout_exact_graph": float(totals[0] / totals[1]),
+            "graphs_per_s": steps * batch * world / seconds,
+            "lr": schedule.get_last_lr()[0],
+        }
+        if cfg.vqvae.model == "vqvae":
+            metrics |= codebook_stats_from_counts(counts.numpy())
+        last = epoch == cfg.train.epochs - 1
+        with tempfile.TemporaryDirectory() as directory:
+            checkpoint = None
+            if rank == 0 and (last or (epoch + 1) % cfg.train.checkpoint_every == 0):
+                torch.save({"model": module.state_dict(), "optimizer": optimizer.state_dict(),
+                            "schedule": schedule.state_dict(), "epoch": epoch,
+                            "config": to_dict(cfg)}, Path(directory) / "state.pt")
+                checkpoint = ray.train.Checkpoint.from_directory(directory)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def fit(cfg: Config, out_dir: Path, env: dict[str, str] | None = None):
+    """Run `train_loop` on `cfg.train.num_workers` Ray Train workers; returns Ray's `Result`.
+
+    The run lives in `out_dir/ray/vqvae`: calling `fit` again with the same directory resumes it from its last
+    checkpoint, and a finished run is not trained again.
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    resources = {"CPU": cfg.train.cpus_per_worker} | ({"GPU": 1} if cfg.train.use_gpu else {})
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"config": to_dict(cfg), "env": env or {}},
+        scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(name=RUN_NAME, storage_path=str(Path(out_dir).resolve() / "ray"),
+                             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+    )
+    return trainer.fit()

@@ -1,0 +1,58 @@
+"""The one definition of each generation metric, pinned on hand-made sample sets with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from archsweep import metrics as M
+from archsweep.spaces import Cell, get_space
+
+nb101 = get_space("nasbench101")
+nb201 = get_space("nasbench201")
+C3, C1 = "conv3x3-bn-relu", "conv1x1-bn-relu"
+
+A = Cell([[0, 1, 0], [0, 0, 1], [0, 0, 0]], ["input", C3, "output"])
+A_PADDED = Cell([[0, 1, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0], [0, 0, 0, 0]], ["input", C3, "pad", "output"])  # == A
+B = Cell([[0, 1, 0], [0, 0, 1], [0, 0, 0]], ["input", C1, "output"])
+INVALID = Cell([[0, 0], [0, 0]], ["input", "output"])  # no path
+
+
+def test_generation_metrics_known_answers():
+    samples = [A, A_PADDED, B, B, INVALID]
+    got = M.generation_metrics(samples, nb101, train_hashes=[nb101.canonical_hash(B)],
+                               train_strings=[B.to_string()])
+    assert got["samples"] == 5
+    assert got["validity"] == pytest.approx(4 / 5)
+    assert got["uniqueness"] == pytest.approx(2 / 4)  # A and A_PADDED are one cell; B twice
+    assert got["novelty"] == pytest.approx(2 / 4)  # both As are new; both Bs were trained on
+    assert got["uniqueness_str"] == pytest.approx(3 / 4)  # as decoded, A and A_PADDED are different strings
+    assert got["novelty_str"] == pytest.approx(2 / 4)
+    assert got["valid_unique"] == pytest.approx(4 / 5 * 2 / 4)
+    assert got["valid_unique_novel"] == pytest.approx(4 / 5 * 2 / 4 * 2 / 4)
+
+
+def test_generation_metrics_of_nothing_valid():
+    got = M.generation_metrics([INVALID, INVALID], nb101)
+    assert got["validity"] == 0 and got["uniqueness"] == 0 and got["valid_unique"] == 0
+
+
+def test_nb201_isomorphic_samples_count_once():
+    a = nb201.from_arch_str("|skip_connect~0|+|none~0|none~1|+|none~0|nor_conv_3x3~1|none~2|")
+    b = nb201.from_arch_str("|none~0|+|none~0|none~1|+|nor_conv_3x3~0|none~1|none~2|")
+    got = M.generation_metrics([a, b], nb201)
+    assert got["uniqueness"] == 0.5 and got["uniqueness_str"] == 1.0
+
+
+def test_reconstruction_accuracy():
+    assert M.reconstruction_accuracy([A, A, B, B], [A_PADDED, B, B, INVALID], nb101) == pytest.approx(2 / 4)
+    with pytest.raises(ValueError):
+        M.reconstruction_accuracy([A], [], nb101)
+
+
+def test_codebook_stats():
+    uniform = M.codebook_stats(np.arange(8).repeat(3), 8)
+    assert uniform == {"codebook_usage": 1.0, "perplexity": pytest.approx(8.0)}
+    half = M.codebook_stats(np.array([[0, 1], [0, 1]]), 4)
+    assert half == {"codebook_usage": 0.5, "perplexity": pytest.approx(2.0)}
+    assert M.codebook_stats(np.zeros(10, dtype=int), 16)["perplexity"] == pytest.approx(1.0)
