@@ -208,8 +208,11 @@ def train_vqvae(overrides, config_path, out_dir, num_cpus):
     from archsweep.runtime import init_local_ray, worker_env
     from archsweep.stages import vqvae
 
-    init_local_ray(num_cpus=num_cpus)
-    results = vqvae.run(cfg, out_dir, env=worker_env())
+    verbose = click.get_current_context().find_root().params["verbose"]
+    init_local_ray(num_cpus=num_cpus, verbose=verbose > 0)
+    _console(stderr=True).print(f"training {cfg.vqvae.model} on {cfg.space} with {cfg.train.num_workers} Ray Train "
+                                f"worker(s) for {cfg.train.epochs} epochs; rerun the same command to resume")
+    results = vqvae.run(cfg, out_dir, env=worker_env(), log_level="INFO" if verbose else "WARNING")
     _console().print(_results_table(results, f"VQ-VAE stage: {out_dir}"))
 
 

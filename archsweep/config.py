@@ -39,7 +39,7 @@ class VQVAEConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 20
-    batch_size: int = 256  # per worker
+    batch_size: int = 256  # global: split across the workers, so the optimisation is the same for any count
     lr: float = 1e-3
     lr_schedule: str = "cosine"  # cosine: decays to 0 over all steps | constant
     weight_decay: float = 0.0
@@ -179,6 +179,9 @@ def validate(config: Config) -> None:
     for key, (ok, allowed) in RANGES.items():
         if not ok(_get(config, key)):
             raise ConfigError(f"{key!r} is {_get(config, key)!r}; allowed: {allowed}")
+    if config.train.batch_size < config.train.num_workers:
+        raise ConfigError(f"'train.batch_size' ({config.train.batch_size}) is the global batch and must be at least "
+                          f"'train.num_workers' ({config.train.num_workers})")
     vertices = get_space(config.space).max_vertices
     if config.vqvae.latent == "per_node" and config.vqvae.seq_len != vertices:
         raise ConfigError(f"'vqvae.latent' is per_node, so 'vqvae.seq_len' must be {vertices} (the vertices of a "

@@ -142,9 +142,14 @@ class GraphVAE(nn.Module):
         self.encoder = GINEncoder(num_ops, num_vertices, cfg.hidden_dim, cfg.gin_layers)
         self.head = LatentHead(cfg.latent, cfg.hidden_dim, cfg.seq_len, 2 * cfg.code_dim)
         self.decoder = Decoder(cfg.seq_len, cfg.code_dim, cfg.decoder_hidden, num_vertices, num_ops)
+        self.norm = nn.LayerNorm(cfg.code_dim, elementwise_affine=False)  # as the VQ-VAE's latents
+
+    def _posterior(self, ops: torch.Tensor, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.head(self.encoder(ops, adj.float())).chunk(2, dim=-1)
+        return self.norm(mu), logvar
 
     def forward(self, ops: torch.Tensor, adj: torch.Tensor) -> Output:
-        mu, logvar = self.head(self.encoder(ops, adj.float())).chunk(2, dim=-1)
+        mu, logvar = self._posterior(ops, adj)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
         op_logits, adj_logits = self.decoder(z)
         recon = reconstruction_loss(op_logits, adj_logits, ops, adj)
@@ -154,7 +159,7 @@ class GraphVAE(nn.Module):
     @torch.no_grad()
     def encode(self, ops: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
         """Latent means [B, L, code_dim]."""
-        return self.head(self.encoder(ops, adj.float())).chunk(2, dim=-1)[0]
+        return self._posterior(ops, adj)[0]
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

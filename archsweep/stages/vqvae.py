@@ -84,7 +84,7 @@ def evaluate(model, cfg: Config, samples: int = M.STANDARD_SAMPLES, seed: int = 
     return out, arrays
 
 
-def run(cfg: Config, out_dir: str | Path, env: dict[str, str] | None = None) -> dict:
+def run(cfg: Config, out_dir: str | Path, env: dict[str, str] | None = None, log_level: str = "WARNING") -> dict:
     """Train (or resume) and evaluate; writes model.pt, codes.npz and metrics.json into `out_dir`."""
     from archsweep.models.vqvae import build_model
     from archsweep.spaces import get_space
@@ -93,7 +93,7 @@ def run(cfg: Config, out_dir: str | Path, env: dict[str, str] | None = None) -> 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    result = fit(cfg, out_dir, env)
+    result = fit(cfg, out_dir, env, log_level)
     if result.error is not None:
         raise result.error
     train_seconds = time.perf_counter() - start

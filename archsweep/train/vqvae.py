@@ -54,7 +54,7 @@ def train_loop(loop_config: dict) -> None:
     model = ray.train.torch.prepare_model(build_model(cfg.vqvae, len(space.op_vocab), space.max_vertices))
     module = model.module if hasattr(model, "module") else model
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    batch = cfg.train.batch_size
+    batch = max(1, cfg.train.batch_size // world)  # this worker's share of the global batch
     steps = max(1, len(train_idx) // (batch * world))  # equal on every rank, so data-parallel steps stay paired
     total_steps = steps * cfg.train.epochs
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: (
@@ -129,13 +129,13 @@ def train_loop(loop_config: dict) -> None:
             ray.train.report(metrics, checkpoint=checkpoint)
 
 
-def fit(cfg: Config, out_dir: Path, env: dict[str, str] | None = None):
+def fit(cfg: Config, out_dir: Path, env: dict[str, str] | None = None, log_level: str = "WARNING"):
     """Run `train_loop` on `cfg.train.num_workers` Ray Train workers; returns Ray's `Result`.
 
     The run lives in `out_dir/ray/vqvae`: calling `fit` again with the same directory resumes it from its last
     checkpoint, and a finished run is not trained again.
     """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     resources = {"CPU": cfg.train.cpus_per_worker} | ({"GPU": 1} if cfg.train.use_gpu else {})
@@ -146,6 +146,7 @@ def fit(cfg: Config, out_dir: Path, env: dict[str, str] | None = None):
                                      resources_per_worker=resources),
         run_config=RunConfig(name=RUN_NAME, storage_path=str(Path(out_dir).resolve() / "ray"),
                              failure_config=FailureConfig(max_failures=cfg.train.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             logging_config=LoggingConfig(log_level=log_level)),
     )
     return trainer.fit()
