@@ -26,6 +26,7 @@ test: data
 
 bench: data
 	$(BIN)/python bench/enumerate_nb101.py --write
+	$(BIN)/python bench/vqvae.py --write
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

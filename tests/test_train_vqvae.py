@@ -68,3 +68,18 @@ def test_stage_writes_model_codes_and_metrics(local_ray, tmp_path):
 
     ops, adj, _ = load_cells(cfg)
     assert np.array_equal(model.encode(ops[:100], adj[:100]).numpy(), codes["codes"][:100])
+
+
+def test_rerunning_a_finished_stage_does_not_train_again(local_ray, tmp_path):
+    import torch
+
+    from archsweep.stages import vqvae
+
+    cfg = load_config(overrides=[*TINY, "train.epochs=1"])
+    first = vqvae.run(cfg, tmp_path, local_ray)
+    weights = torch.load(tmp_path / "model.pt", weights_only=False)["model"]
+    again = vqvae.run(cfg, tmp_path, local_ray)
+    rerun_weights = torch.load(tmp_path / "model.pt", weights_only=False)["model"]
+    assert all(torch.equal(weights[k], rerun_weights[k]) for k in weights)
+    assert again["reconstruction_accuracy"] == first["reconstruction_accuracy"]
+    assert again["training"]["epoch"] == 0

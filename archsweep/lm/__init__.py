@@ -1,0 +1,1 @@
+"""The language-model prior over code sequences."""
