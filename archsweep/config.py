@@ -52,11 +52,40 @@ class TrainConfig:
 
 
 @dataclass
+class LMConfig:
+    name: str = "gpt2-small"  # <gpt2|llama|t5>-<tiny|small|base>, or pretrained:<name or local path>
+    epochs: int = 10
+    batch_size: int = 256  # global: micro batch x gradient accumulation x workers
+    grad_accum: int = 1
+    lr: float = 5e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    zero_stage: int = 2  # DeepSpeed ZeRO stage: 0 (plain data parallel) .. 3 (parameters sharded too)
+    bf16: bool = False  # GPU only
+    num_workers: int = 1
+    cpus_per_worker: int = 1
+    use_gpu: bool = False
+    checkpoint_every: int = 1
+    max_failures: int = 0
+
+
+@dataclass
+class SampleConfig:
+    samples: int = 10_000
+    temperature: float = 1.0
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1.0: off
+    seed: int = 0
+
+
+@dataclass
 class Config:
     space: str = "nasbench201"
     seed: int = 0
     vqvae: VQVAEConfig = field(default_factory=VQVAEConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    lm: LMConfig = field(default_factory=LMConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
 
 
 CHOICES = {
@@ -85,6 +114,21 @@ RANGES = {
     "train.cpus_per_worker": (lambda v: v >= 1, ">= 1"),
     "train.checkpoint_every": (lambda v: v >= 1, ">= 1"),
     "train.max_failures": (lambda v: v >= -1, ">= -1 (-1: unlimited)"),
+    "lm.epochs": (lambda v: v >= 1, ">= 1"),
+    "lm.batch_size": (lambda v: v >= 1, ">= 1"),
+    "lm.grad_accum": (lambda v: v >= 1, ">= 1"),
+    "lm.lr": (lambda v: v > 0, "> 0"),
+    "lm.warmup_steps": (lambda v: v >= 0, ">= 0"),
+    "lm.weight_decay": (lambda v: v >= 0, ">= 0"),
+    "lm.zero_stage": (lambda v: v in (0, 1, 2, 3), "0, 1, 2 or 3"),
+    "lm.num_workers": (lambda v: v >= 1, ">= 1"),
+    "lm.cpus_per_worker": (lambda v: v >= 1, ">= 1"),
+    "lm.checkpoint_every": (lambda v: v >= 1, ">= 1"),
+    "lm.max_failures": (lambda v: v >= -1, ">= -1 (-1: unlimited)"),
+    "sample.samples": (lambda v: v >= 1, ">= 1"),
+    "sample.temperature": (lambda v: v > 0, "> 0"),
+    "sample.top_k": (lambda v: v >= 0, ">= 0 (0: off)"),
+    "sample.top_p": (lambda v: 0 < v <= 1, "in (0, 1] (1: off)"),
 }
 
 
@@ -182,6 +226,17 @@ def validate(config: Config) -> None:
     if config.train.batch_size < config.train.num_workers:
         raise ConfigError(f"'train.batch_size' ({config.train.batch_size}) is the global batch and must be at least "
                           f"'train.num_workers' ({config.train.num_workers})")
+    from archsweep.lm.models import check_name
+
+    try:
+        check_name(config.lm.name)
+    except ArchsweepError as exc:
+        raise ConfigError(f"'lm.name': {exc}") from None
+    if config.lm.bf16 and not config.lm.use_gpu:
+        raise ConfigError("'lm.bf16' needs 'lm.use_gpu': bf16 training runs on GPUs only")
+    if config.lm.batch_size % (config.lm.grad_accum * config.lm.num_workers):
+        raise ConfigError(f"'lm.batch_size' ({config.lm.batch_size}) must be a multiple of 'lm.grad_accum' x "
+                          f"'lm.num_workers' ({config.lm.grad_accum} x {config.lm.num_workers})")
     vertices = get_space(config.space).max_vertices
     if config.vqvae.latent == "per_node" and config.vqvae.seq_len != vertices:
         raise ConfigError(f"'vqvae.latent' is per_node, so 'vqvae.seq_len' must be {vertices} (the vertices of a "

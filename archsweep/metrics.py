@@ -7,6 +7,8 @@
 - valid_unique = validity x uniqueness; valid_unique_novel = validity x uniqueness x novelty
 - reconstruction accuracy: decoded cell has the canonical hash of its input (invalid decodes are misses)
 - codebook usage: fraction of codes used; perplexity: exp(entropy) of the code distribution
+- accuracy of generated cells (where the benchmark has them): max, mean, and the means of the top 1/5/10 %,
+  over the distinct valid cells the table covers; coverage = the fraction of distinct valid cells it covers
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ def _ratio(num: int, den: int) -> float:
     return num / den if den else 0.0
 
 
-def generation_metrics(samples: Sequence[Cell], space: SearchSpace, train_hashes: Iterable[str] = (),
+def generation_metrics(samples: Sequence[Cell | None], space: SearchSpace, train_hashes: Iterable[str] = (),
                        train_strings: Iterable[str] = ()) -> dict[str, float]:
-    """Validity, uniqueness and novelty (hash and string variants) of generated cells."""
-    valid = [cell for cell in samples if space.is_valid(cell)]
+    """Validity, uniqueness and novelty (hash and string variants) of generated cells. A sample that is None
+    (model output that does not even parse) is an invalid sample."""
+    valid = [cell for cell in samples if cell is not None and space.is_valid(cell)]
     hashes = [space.canonical_hash(cell) for cell in valid]
     strings = [cell.to_string() for cell in valid]
     train_hashes, train_strings = set(train_hashes), set(train_strings)
@@ -67,3 +70,24 @@ def codebook_stats_from_counts(counts: np.ndarray) -> dict[str, float]:
     counts = np.asarray(counts, dtype=np.float64)
     p = counts[counts > 0] / max(counts.sum(), 1.0)
     return {"codebook_usage": float((counts > 0).mean()), "perplexity": float(np.exp(-(p * np.log(p)).sum()))}
+
+
+def accuracy_stats(samples: Sequence[Cell | None], space: SearchSpace, benchmark, dataset: str | None = None,
+                   split: str = "val") -> dict[str, float]:
+    """Benchmark accuracy (percent) of the distinct valid generated cells, read without charging a budget."""
+    distinct: dict[str, Cell] = {}
+    for cell in samples:
+        if cell is not None and space.is_valid(cell):
+            distinct.setdefault(space.canonical_hash(cell), cell)
+    accuracies = []
+    for cell in distinct.values():
+        if cell in benchmark:
+            accuracies.append(benchmark.lookup(benchmark.index_of(cell), dataset, split))
+    out = {"coverage": _ratio(len(accuracies), len(distinct)), "covered": len(accuracies)}
+    if not accuracies:
+        return out
+    ranked = np.sort(np.asarray(accuracies))[::-1]
+    out |= {"max": float(ranked[0]), "mean": float(ranked.mean())}
+    for percent in (1, 5, 10):
+        out[f"top{percent}_mean"] = float(ranked[: max(1, int(np.ceil(len(ranked) * percent / 100)))].mean())
+    return out

@@ -56,3 +56,31 @@ def test_codebook_stats():
     half = M.codebook_stats(np.array([[0, 1], [0, 1]]), 4)
     assert half == {"codebook_usage": 0.5, "perplexity": pytest.approx(2.0)}
     assert M.codebook_stats(np.zeros(10, dtype=int), 16)["perplexity"] == pytest.approx(1.0)
+
+
+def test_unparseable_samples_are_invalid():
+    got = M.generation_metrics([A, None, None, B], nb101)
+    assert got["validity"] == 0.5 and got["uniqueness"] == 1.0
+
+
+def test_accuracy_stats_on_nb201(data_dir):
+    from archsweep.benchmarks import load_benchmark
+
+    bench = load_benchmark("nasbench201", data_dir)
+    best, worst = bench.cell(6111), bench.cell(int(np.nanargmin(bench.accuracy[("cifar10", "val", 200)])))
+    got = M.accuracy_stats([best, best, worst, None, INVALID], nb201, bench, "cifar10", "val")
+    assert got["coverage"] == 1.0 and got["covered"] == 2
+    assert got["max"] == pytest.approx(bench.best("cifar10", "val")[1])
+    assert got["top1_mean"] == got["max"]  # the top 1 % of two cells is the best one
+    assert got["mean"] == pytest.approx((got["max"] + bench.lookup(bench.index_of(worst), "cifar10", "val")) / 2)
+    assert bench.budget.queries == 0  # reading accuracies for a report costs no search budget
+
+
+def test_accuracy_stats_coverage_of_the_nb101_subset(data_dir, nb101_cells):
+    from archsweep.benchmarks import load_benchmark
+
+    bench = load_benchmark("nasbench101", data_dir)
+    inside = bench.cell(0)
+    outside = next(nb101_cells.cell(k) for k in range(len(nb101_cells)) if nb101_cells.cell(k) not in bench)
+    got = M.accuracy_stats([inside, outside], nb101, bench)
+    assert got["coverage"] == 0.5 and got["max"] == bench.lookup(0)

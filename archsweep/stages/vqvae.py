@@ -80,7 +80,8 @@ def evaluate(model, cfg: Config, samples: int = M.STANDARD_SAMPLES, seed: int = 
         z = prior.sample((samples,)).float().view(samples, cfg.vqvae.seq_len, cfg.vqvae.code_dim)
         out["prior_samples"] = M.generation_metrics(_decode_cells(space, model, z), space, train_hashes, train_strings)
         arrays = {"latents": latents.numpy().astype(np.float32)}
-    arrays |= {"hashes": enum.hashes, "train": train}
+    arrays |= {"hashes": enum.hashes, "train": train, "codebook_size": np.array(cfg.vqvae.codebook_size),
+               "seq_len": np.array(cfg.vqvae.seq_len)}
     return out, arrays
 
 

@@ -1,0 +1,87 @@
+"""The LM prior on DeepSpeed under Ray Train, on CPU: ZeRO-2 and ZeRO-3 with 2 workers over gloo; checkpoints
+every rank writes, resume, and the full weights recovered from the shards for sampling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from archsweep.config import load_config
+
+pytestmark = pytest.mark.ray
+
+K, L = 16, 4
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    from archsweep.runtime import init_local_ray, worker_env
+
+    init_local_ray(num_cpus=2)
+    yield worker_env()
+    ray.shutdown()
+
+
+@pytest.fixture
+def codes_file(tmp_path):
+    """A codes artifact as the VQ-VAE stage writes it: 32 distinct sequences repeated, 10 % held out."""
+    rng = np.random.default_rng(0)
+    patterns = rng.integers(0, K, size=(32, L))
+    codes = patterns[rng.integers(0, 32, size=2000)].astype(np.int32)
+    train = rng.random(2000) < 0.9
+    path = tmp_path / "codes.npz"
+    np.savez(path, codes=codes, train=train, hashes=np.zeros((2000, 16), np.uint8), codebook_size=np.array(K),
+             seq_len=np.array(L))
+    return path
+
+
+def config(*overrides):
+    return load_config(overrides=[f"vqvae.seq_len={L}", f"vqvae.codebook_size={K}", "lm.name=gpt2-tiny",
+                                  "lm.batch_size=64", "lm.num_workers=2", "lm.lr=3e-3", "lm.warmup_steps=5",
+                                  *overrides])
+
+
+def test_zero2_trains_checkpoints_and_resumes(local_ray, codes_file, tmp_path):
+    from archsweep.train.lm import fit
+
+    first = fit(config("lm.zero_stage=2", "lm.epochs=2"), codes_file, tmp_path / "run", local_ray)
+    assert first.error is None, first.error
+    history = first.metrics_dataframe
+    assert history["epoch"].tolist() == [0, 1]
+    assert history["heldout_loss"].iloc[-1] < history["heldout_loss"].iloc[0]
+    assert (history["tokens_per_s"] > 0).all()
+
+    resumed = fit(config("lm.zero_stage=2", "lm.epochs=3"), codes_file, tmp_path / "run", local_ray)
+    assert resumed.error is None, resumed.error
+    epochs = resumed.metrics_dataframe["epoch"].tolist()
+    assert epochs[-1] == 2 and epochs.count(2) == 1 and 0 not in epochs
+
+
+def test_zero3_checkpoint_gives_full_weights_for_sampling(local_ray, codes_file, tmp_path):
+    from archsweep.lm.models import build
+    from archsweep.lm.sampling import IGNORE, collate, sample
+    from archsweep.train.lm import fit, full_state_dict, load_codes
+
+    result = fit(config("lm.zero_stage=3", "lm.epochs=2"), codes_file, tmp_path / "run", local_ray)
+    assert result.error is None, result.error
+    with result.checkpoint.as_directory() as directory:
+        weights = full_state_dict(directory)  # reassembled from both ranks' parameter shards
+    lm = build("gpt2-tiny", K, L)
+    missing, unexpected = lm.model.load_state_dict(weights, strict=False)
+    assert not missing and not unexpected
+
+    # the reassembled weights are exactly the trained model: they reproduce the held-out loss the workers reported
+    _, held, _ = load_codes(codes_file)
+    lm.model.eval()
+    with torch.no_grad():
+        batch = collate(lm, held)
+        tokens = (batch["labels"] != IGNORE).sum()
+        loss = lm.model(**batch).loss
+    assert float(loss) == pytest.approx(result.metrics["heldout_loss"], abs=1e-4)
+    assert tokens > 0
+
+    codes, texts = sample(lm, 100, K, seed=0)
+    assert len(texts) == 100 and sum(c is not None for c in codes) >= 50
