@@ -217,6 +217,54 @@ def train_vqvae(overrides, config_path, out_dir, num_cpus):
     _console().print(_results_table(results, f"VQ-VAE stage: {out_dir}"))
 
 
+@train.command("lm")
+@click.argument("overrides", nargs=-1)
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="YAML config file.")
+@click.option("--vqvae", "vqvae_dir", type=click.Path(exists=True, file_okay=False), required=True,
+              help="A finished VQ-VAE stage's directory (its model.pt and codes.npz).")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Output directory; rerunning with the same one resumes from its last checkpoint.")
+@click.option("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all).")
+def train_lm(overrides, config_path, vqvae_dir, out_dir, num_cpus):
+    """Train the LM prior on a VQ-VAE's codes (DeepSpeed on Ray Train), sample it and score the samples.
+
+    OVERRIDES are config keys, e.g. `lm.name=llama-small lm.zero_stage=3 sample.temperature=0.8`; the space and
+    vqvae.* keys must match the VQ-VAE stage's.
+    """
+    from archsweep.config import load_config
+
+    cfg = load_config(config_path, overrides)
+    from archsweep.runtime import init_local_ray, worker_env
+    from archsweep.stages import lm
+
+    verbose = click.get_current_context().find_root().params["verbose"]
+    init_local_ray(num_cpus=num_cpus, verbose=verbose > 0)
+    results = lm.run(cfg, vqvae_dir, out_dir, env=worker_env(), log_level="INFO" if verbose else "WARNING")
+    _console().print(_results_table(results, f"LM stage: {out_dir}"))
+
+
+@cli.command("run")
+@click.argument("overrides", nargs=-1)
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="YAML config file.")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Output directory; rerunning with the same one continues an interrupted run.")
+@click.option("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all).")
+def run_pipeline(overrides, config_path, out_dir, num_cpus):
+    """One configuration end to end: VQ-VAE, codes, LM, samples, metrics."""
+    from archsweep.config import load_config
+
+    cfg = load_config(config_path, overrides)
+    from archsweep.runtime import init_local_ray, worker_env
+    from archsweep.stages import pipeline
+
+    verbose = click.get_current_context().find_root().params["verbose"]
+    init_local_ray(num_cpus=num_cpus, verbose=verbose > 0)
+    results = pipeline.run(cfg, out_dir, env=worker_env(), log_level="INFO" if verbose else "WARNING")
+    console = _console()
+    console.print(_results_table(results["vqvae"], f"VQ-VAE stage: {out_dir}/vqvae"))
+    console.print(_results_table(results["lm"], f"LM stage: {out_dir}/lm"))
+
+
 def _results_table(results: dict, title: str):
     from rich.table import Table
 

@@ -1,0 +1,27 @@
+"""One configuration end to end: VQ-VAE -> codes -> LM -> samples -> metrics, each stage in its own directory.
+
+`out_dir/vqvae/` and `out_dir/lm/` hold each stage's artifacts; `out_dir/metrics.json` joins their metrics. A
+stage whose directory already holds a finished run is not trained again, so rerunning an interrupted pipeline
+continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from archsweep.config import Config, to_dict
+
+
+def run(cfg: Config, out_dir: str | Path, env: dict[str, str] | None = None, data_dir: str | None = None,
+        log_level: str = "WARNING") -> dict:
+    from archsweep.stages import lm, vqvae
+
+    out_dir = Path(out_dir)
+    vq = vqvae.run(cfg, out_dir / "vqvae", env, log_level)
+    prior = lm.run(cfg, out_dir / "vqvae", out_dir / "lm", env, data_dir, log_level)
+    results = {"config": to_dict(cfg),
+               "vqvae": {k: v for k, v in vq.items() if k != "config"},
+               "lm": {k: v for k, v in prior.items() if k != "config"}}
+    (out_dir / "metrics.json").write_text(json.dumps(results, indent=2))
+    return results
