@@ -184,6 +184,15 @@ def benchmark_stats(names):
         console.print(benchmark_stats_table(name))
 
 
+def _start_local_ray(num_cpus: int | None) -> str:
+    """Start the embedded local Ray; returns the Ray Train log level that matches the CLI's verbosity."""
+    from archsweep.runtime import init_local_ray
+
+    verbose = click.get_current_context().find_root().params["verbose"]
+    init_local_ray(num_cpus=num_cpus, verbose=verbose > 0)
+    return "INFO" if verbose else "WARNING"
+
+
 # --- training stages -----------------------------------------------------------------------------------------
 
 
@@ -206,14 +215,13 @@ def train_vqvae(overrides, config_path, out_dir, num_cpus):
     from archsweep.config import load_config
 
     cfg = load_config(config_path, overrides)
-    from archsweep.runtime import init_local_ray, worker_env
+    from archsweep.runtime import worker_env
     from archsweep.stages import vqvae
 
-    verbose = click.get_current_context().find_root().params["verbose"]
-    init_local_ray(num_cpus=num_cpus, verbose=verbose > 0)
+    log_level = _start_local_ray(num_cpus)
     _console(stderr=True).print(f"training {cfg.vqvae.model} on {cfg.space} with {cfg.train.num_workers} Ray Train "
                                 f"worker(s) for {cfg.train.epochs} epochs; rerun the same command to resume")
-    results = vqvae.run(cfg, out_dir, env=worker_env(), log_level="INFO" if verbose else "WARNING")
+    results = vqvae.run(cfg, out_dir, env=worker_env(), log_level=log_level)
     _console().print(_results_table(results, f"VQ-VAE stage: {out_dir}"))
 
 
@@ -234,12 +242,10 @@ def train_lm(overrides, config_path, vqvae_dir, out_dir, num_cpus):
     from archsweep.config import load_config
 
     cfg = load_config(config_path, overrides)
-    from archsweep.runtime import init_local_ray, worker_env
+    from archsweep.runtime import worker_env
     from archsweep.stages import lm
 
-    verbose = click.get_current_context().find_root().params["verbose"]
-    init_local_ray(num_cpus=num_cpus, verbose=verbose > 0)
-    results = lm.run(cfg, vqvae_dir, out_dir, env=worker_env(), log_level="INFO" if verbose else "WARNING")
+    results = lm.run(cfg, vqvae_dir, out_dir, env=worker_env(), log_level=_start_local_ray(num_cpus))
     _console().print(_results_table(results, f"LM stage: {out_dir}"))
 
 
@@ -254,12 +260,10 @@ def run_pipeline(overrides, config_path, out_dir, num_cpus):
     from archsweep.config import load_config
 
     cfg = load_config(config_path, overrides)
-    from archsweep.runtime import init_local_ray, worker_env
+    from archsweep.runtime import worker_env
     from archsweep.stages import pipeline
 
-    verbose = click.get_current_context().find_root().params["verbose"]
-    init_local_ray(num_cpus=num_cpus, verbose=verbose > 0)
-    results = pipeline.run(cfg, out_dir, env=worker_env(), log_level="INFO" if verbose else "WARNING")
+    results = pipeline.run(cfg, out_dir, env=worker_env(), log_level=_start_local_ray(num_cpus))
     console = _console()
     console.print(_results_table(results["vqvae"], f"VQ-VAE stage: {out_dir}/vqvae"))
     console.print(_results_table(results["lm"], f"LM stage: {out_dir}/lm"))

@@ -123,24 +123,15 @@ def train_loop(loop_config: dict) -> None:
 
 def fit(cfg: Config, codes_path: str | Path, out_dir: str | Path, env: dict[str, str] | None = None,
         log_level: str = "WARNING"):
-    """Run `train_loop` on `cfg.lm.num_workers` Ray Train workers; returns Ray's `Result`."""
-    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    """Run `train_loop` on `cfg.lm.num_workers` Ray Train workers; rerunning on `out_dir` resumes."""
+    from archsweep.train import run_trainer
 
     _, _, codebook_size = load_codes(codes_path)
-    resources = {"CPU": cfg.lm.cpus_per_worker} | ({"GPU": 1} if cfg.lm.use_gpu else {})
-    trainer = TorchTrainer(
-        train_loop,
-        train_loop_config={"config": to_dict(cfg), "env": env or {}, "codes": str(Path(codes_path).resolve()),
-                           "codebook_size": codebook_size},
-        scaling_config=ScalingConfig(num_workers=cfg.lm.num_workers, use_gpu=cfg.lm.use_gpu,
-                                     resources_per_worker=resources),
-        run_config=RunConfig(name=RUN_NAME, storage_path=str(Path(out_dir).resolve() / "ray"),
-                             failure_config=FailureConfig(max_failures=cfg.lm.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2),
-                             logging_config=LoggingConfig(log_level=log_level)),
-    )
-    return trainer.fit()
+    loop_config = {"config": to_dict(cfg), "env": env or {}, "codes": str(Path(codes_path).resolve()),
+                   "codebook_size": codebook_size}
+    return run_trainer(train_loop, loop_config, name=RUN_NAME, out_dir=out_dir, num_workers=cfg.lm.num_workers,
+                       cpus_per_worker=cfg.lm.cpus_per_worker, use_gpu=cfg.lm.use_gpu,
+                       max_failures=cfg.lm.max_failures, log_level=log_level)
 
 
 def full_state_dict(checkpoint_dir: str | Path) -> dict[str, torch.Tensor]:

@@ -130,23 +130,10 @@ def train_loop(loop_config: dict) -> None:
 
 
 def fit(cfg: Config, out_dir: Path, env: dict[str, str] | None = None, log_level: str = "WARNING"):
-    """Run `train_loop` on `cfg.train.num_workers` Ray Train workers; returns Ray's `Result`.
+    """Run `train_loop` on `cfg.train.num_workers` Ray Train workers; rerunning on `out_dir` resumes."""
+    from archsweep.train import run_trainer
 
-    The run lives in `out_dir/ray/vqvae`: calling `fit` again with the same directory resumes it from its last
-    checkpoint, and a finished run is not trained again.
-    """
-    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    resources = {"CPU": cfg.train.cpus_per_worker} | ({"GPU": 1} if cfg.train.use_gpu else {})
-    trainer = TorchTrainer(
-        train_loop,
-        train_loop_config={"config": to_dict(cfg), "env": env or {}},
-        scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
-                                     resources_per_worker=resources),
-        run_config=RunConfig(name=RUN_NAME, storage_path=str(Path(out_dir).resolve() / "ray"),
-                             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2),
-                             logging_config=LoggingConfig(log_level=log_level)),
-    )
-    return trainer.fit()
+    t = cfg.train
+    return run_trainer(train_loop, {"config": to_dict(cfg), "env": env or {}}, name=RUN_NAME, out_dir=out_dir,
+                       num_workers=t.num_workers, cpus_per_worker=t.cpus_per_worker, use_gpu=t.use_gpu,
+                       max_failures=t.max_failures, log_level=log_level)
