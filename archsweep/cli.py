@@ -266,7 +266,8 @@ def run_pipeline(overrides, config_path, out_dir, num_cpus):
     results = pipeline.run(cfg, out_dir, env=worker_env(), log_level=_start_local_ray(num_cpus))
     console = _console()
     console.print(_results_table(results["vqvae"], f"VQ-VAE stage: {out_dir}/vqvae"))
-    console.print(_results_table(results["lm"], f"LM stage: {out_dir}/lm"))
+    if "lm" in results:
+        console.print(_results_table(results["lm"], f"LM stage: {out_dir}/lm"))
 
 
 def _results_table(results: dict, title: str):

@@ -38,6 +38,7 @@ def test_pipeline_writes_every_artifact_and_one_set_of_metrics(local_ray, data_d
     assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(results))
 
     lm = results["lm"]
+    assert results["generation"] == {k: lm[k] for k in results["generation"]} and "valid_unique" in results["generation"]
     samples = np.load(tmp_path / "lm" / "samples.npz")
     assert len(samples["texts"]) == lm["samples"] == 300
     assert lm["validity"] == pytest.approx(samples["valid"].mean())

@@ -85,3 +85,13 @@ def test_zero3_checkpoint_gives_full_weights_for_sampling(local_ray, codes_file,
 
     codes, texts = sample(lm, 100, K, seed=0)
     assert len(texts) == 100 and sum(c is not None for c in codes) >= 50
+
+
+def test_vae_latents_are_refused_with_the_reason(tmp_path):
+    from archsweep.errors import ArchsweepError
+    from archsweep.train.lm import load_codes
+
+    path = tmp_path / "codes.npz"
+    np.savez(path, latents=np.zeros((10, L, 8), np.float32), train=np.ones(10, bool), codebook_size=np.array(K))
+    with pytest.raises(ArchsweepError, match="continuous latents .* vqvae.model=vqvae"):
+        load_codes(path)

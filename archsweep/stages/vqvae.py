@@ -76,8 +76,9 @@ def evaluate(model, cfg: Config, samples: int = M.STANDARD_SAMPLES, seed: int = 
         flat = latents[torch.from_numpy(np.flatnonzero(train))].flatten(1).double()
         mean, cov = flat.mean(0), torch.cov(flat.T) + 1e-6 * torch.eye(flat.shape[1], dtype=torch.float64)
         prior = torch.distributions.MultivariateNormal(mean, covariance_matrix=cov)
-        torch.manual_seed(seed)
-        z = prior.sample((samples,)).float().view(samples, cfg.vqvae.seq_len, cfg.vqvae.code_dim)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            z = prior.sample((samples,)).float().view(samples, cfg.vqvae.seq_len, cfg.vqvae.code_dim)
         out["prior_samples"] = M.generation_metrics(_decode_cells(space, model, z), space, train_hashes, train_strings)
         arrays = {"latents": latents.numpy().astype(np.float32)}
     arrays |= {"hashes": enum.hashes, "train": train, "codebook_size": np.array(cfg.vqvae.codebook_size),

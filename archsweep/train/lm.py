@@ -26,6 +26,11 @@ TAG = "state"  # not "latest": DeepSpeed writes a file of that name beside the t
 def load_codes(path: str | Path) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]], int]:
     """(training sequences, held-out sequences, codebook size) from a VQ-VAE stage's codes.npz."""
     with np.load(path) as z:
+        if "codes" not in z.files:
+            from archsweep.errors import ArchsweepError
+
+            raise ArchsweepError(f"{path} holds continuous latents (a vqvae.model=vae stage); the LM prior is "
+                                 "trained on the discrete codes of a vqvae.model=vqvae stage")
         codes, train, size = z["codes"], z["train"], int(z["codebook_size"])
     return [tuple(c) for c in codes[train].tolist()], [tuple(c) for c in codes[~train].tolist()], size
 
