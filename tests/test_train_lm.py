@@ -95,3 +95,17 @@ def test_vae_latents_are_refused_with_the_reason(tmp_path):
     np.savez(path, latents=np.zeros((10, L, 8), np.float32), train=np.ones(10, bool), codebook_size=np.array(K))
     with pytest.raises(ArchsweepError, match="continuous latents .* vqvae.model=vqvae"):
         load_codes(path)
+
+
+@pytest.mark.parametrize("name", ["llama-tiny", "t5-tiny"])
+def test_other_families_train_under_deepspeed(local_ray, codes_file, tmp_path, name):
+    from archsweep.lm.models import build
+    from archsweep.train.lm import fit, full_state_dict
+
+    result = fit(config(f"lm.name={name}", "lm.zero_stage=2", "lm.epochs=1"), codes_file, tmp_path / "run", local_ray)
+    assert result.error is None, result.error
+    assert result.metrics["epoch"] == 0 and np.isfinite(result.metrics["heldout_loss"])
+    with result.checkpoint.as_directory() as directory:
+        weights = full_state_dict(directory)
+    missing, unexpected = build(name, K, L).model.load_state_dict(weights, strict=False)
+    assert not unexpected and all("embed" in k or "lm_head" in k or "shared" in k for k in missing)
