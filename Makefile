@@ -1,7 +1,11 @@
 # The two commands of the README: `make demo` (set up + run the main job) and `make test` (set up + test).
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+ifndef PYTHON
+PYTHON := $(shell command -v python3.11 || command -v python3)
+endif
 VENV ?= .venv
 BIN := $(VENV)/bin
+# DeepSpeed builds a small C++ extension on first use and needs `ninja`: the venv's own copy will do.
+export PATH := $(abspath $(BIN)):$(PATH)
 STAMP := $(VENV)/.installed
 PIP_FLAGS ?= -q --disable-pip-version-check
 
