@@ -84,3 +84,11 @@ def test_accuracy_stats_coverage_of_the_nb101_subset(data_dir, nb101_cells):
     outside = next(nb101_cells.cell(k) for k in range(len(nb101_cells)) if nb101_cells.cell(k) not in bench)
     got = M.accuracy_stats([inside, outside], nb101, bench)
     assert got["coverage"] == 0.5 and got["max"] == bench.lookup(0)
+
+
+def test_lm_samples_that_never_parse_are_all_invalid():
+    from archsweep.stages.lm import generated_cells
+
+    cells = generated_cells([None, None], vqvae_model=None, space=nb201)
+    assert cells == [None, None]
+    assert M.generation_metrics(cells, nb201)["validity"] == 0

@@ -34,15 +34,14 @@ def _load_trained(cfg: Config, result, codebook_size: int):
     return lm
 
 
-def generated_cells(codes: list[tuple[int, ...] | None], vqvae_model, space, batch: int = 4096):
+def generated_cells(codes: list[tuple[int, ...] | None], vqvae_model, space):
     """Decode parsed code sequences through the VQ-VAE; None (unparseable) stays None."""
+    from archsweep.stages.vqvae import decode_cells
+
     parsed = [c for c in codes if c is not None]
-    cells = []
-    with torch.no_grad():
-        for first in range(0, len(parsed), batch):
-            ops, adj = vqvae_model.decode(torch.tensor(parsed[first:first + batch], dtype=torch.long))
-            cells += [space.from_graph(a, o) for o, a in zip(ops.numpy(), adj.numpy())]
-    decoded = iter(cells)
+    if not parsed:  # nothing parsed: every sample is invalid
+        return [None] * len(codes)
+    decoded = iter(decode_cells(space, vqvae_model, torch.tensor(parsed, dtype=torch.long)))
     return [None if c is None else next(decoded) for c in codes]
 
 

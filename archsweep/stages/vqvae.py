@@ -37,7 +37,8 @@ def load_model(path: str | Path):
     return model.eval(), cfg
 
 
-def _decode_cells(space, model, latents: torch.Tensor, batch: int = 4096):
+def decode_cells(space, model, latents: torch.Tensor, batch: int = 4096):
+    """Cells (as decoded, possibly invalid) of code sequences [N, L] or VAE latents [N, L, D]."""
     cells = []
     for chunk in latents.split(batch):
         ops, adj = model.decode(chunk)
@@ -60,7 +61,7 @@ def evaluate(model, cfg: Config, samples: int = M.STANDARD_SAMPLES, seed: int = 
     ops, adj, train = load_cells(cfg)
     latents = _encode_all(model, ops, adj)
     held = np.flatnonzero(~train)
-    decoded = _decode_cells(space, model, latents[torch.from_numpy(held)])
+    decoded = decode_cells(space, model, latents[torch.from_numpy(held)])
     out = {"cells": len(ops), "held_out": len(held),
            "reconstruction_accuracy": M.reconstruction_accuracy([enum.cell(int(i)) for i in held], decoded, space)}
     train_hashes = {enum.hash(int(i)) for i in np.flatnonzero(train)}
@@ -69,7 +70,7 @@ def evaluate(model, cfg: Config, samples: int = M.STANDARD_SAMPLES, seed: int = 
     if cfg.vqvae.model == "vqvae":
         out |= M.codebook_stats(latents.numpy(), cfg.vqvae.codebook_size)
         random_codes = torch.randint(0, cfg.vqvae.codebook_size, (samples, cfg.vqvae.seq_len), generator=rng)
-        generated = _decode_cells(space, model, random_codes)
+        generated = decode_cells(space, model, random_codes)
         out["random_codes"] = M.generation_metrics(generated, space, train_hashes, train_strings)
         arrays = {"codes": latents.numpy().astype(np.int32)}
     else:
@@ -79,7 +80,7 @@ def evaluate(model, cfg: Config, samples: int = M.STANDARD_SAMPLES, seed: int = 
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             z = prior.sample((samples,)).float().view(samples, cfg.vqvae.seq_len, cfg.vqvae.code_dim)
-        out["prior_samples"] = M.generation_metrics(_decode_cells(space, model, z), space, train_hashes, train_strings)
+        out["prior_samples"] = M.generation_metrics(decode_cells(space, model, z), space, train_hashes, train_strings)
         arrays = {"latents": latents.numpy().astype(np.float32)}
     arrays |= {"hashes": enum.hashes, "train": train, "codebook_size": np.array(cfg.vqvae.codebook_size),
                "seq_len": np.array(cfg.vqvae.seq_len)}
