@@ -270,6 +270,236 @@ def run_pipeline(overrides, config_path, out_dir, num_cpus):
         console.print(_results_table(results["lm"], f"LM stage: {out_dir}/lm"))
 
 
+# --- sweeps ---------------------------------------------------------------------------------------------------
+
+
+class _SweepProgress:
+    """A progress bar over a sweep's trials, fed by polling its result store from a thread (Tune callbacks are
+    pickled with the experiment state, so they cannot hold a live terminal)."""
+
+    def __init__(self, sweep_dir: Path, total: int | None):
+        import threading
+
+        self.sweep_dir, self.total = sweep_dir, total
+        self.progress = _progress()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self):
+        from archsweep.tracking.store import ResultStore
+
+        task = self.progress.add_task("trials", total=self.total)
+        while not self.stop.wait(1.0):
+            try:
+                rows = ResultStore(self.sweep_dir).rows()
+            except Exception:  # the store is being created; try again
+                continue
+            done = sum(r.status in ("TERMINATED", "ERROR") for r in rows)
+            running = sum(r.status == "RUNNING" for r in rows)
+            self.progress.update(task, completed=done, description=f"trials ({running} running)")
+
+    def __enter__(self):
+        self.progress.__enter__()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.progress.__exit__(*exc)
+
+
+def _start_sweep_ray(sweep, address: str | None, num_cpus: int | None) -> str:
+    from archsweep.runtime import connect_ray, init_local_ray
+    from archsweep.tracking.wandb import wandb_env
+
+    verbose = click.get_current_context().find_root().params["verbose"] > 0
+    env = wandb_env(sweep.tracking)
+    if address:
+        connect_ray(address, env, verbose)
+    else:
+        init_local_ray(num_cpus=num_cpus, verbose=verbose, env=env)
+    return "INFO" if verbose else "WARNING"
+
+
+def _report_table(table: list[dict], title: str, metric_keys: list[str]):
+    from rich.table import Table
+
+    from archsweep.tracking.report import HEADLINE
+
+    t = Table(title=title)
+    columns = ["trial", "status", *metric_keys, *HEADLINE, "vqvae/reused"]
+    for column in columns:
+        t.add_column(column.removeprefix("vqvae.").removeprefix("lm.") if column in metric_keys else column,
+                     justify="left" if column in ("trial", "status") else "right")
+    for row in table:
+        cells = []
+        for column in columns:
+            value = row.get(column)
+            cells.append("" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value))
+        t.add_row(*cells)
+    return t
+
+
+def _print_report(sweep_dir, sort_by: str, ascending: bool):
+    from archsweep.tracking.report import report, swept_keys
+
+    table, files = report(sweep_dir, sort_by=sort_by, descending=not ascending)
+    console = _console()
+    console.print(_report_table(table, f"sweep {sweep_dir} (sorted by {sort_by})", swept_keys(Path(sweep_dir))))
+    failed = [r for r in table if r["status"] == "ERROR"]
+    for row in failed:
+        console.print(f"[red]{row['trial']} failed:[/] {row.get('error', '')}")
+    console.print("written: " + ", ".join(str(f) for f in files))
+
+
+@cli.command("sweep")
+@click.argument("sweep_file", type=click.Path(dir_okay=False))
+@click.option("-o", "--override", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a key of the sweep file (base config, tune.*, tracking.*, name, storage); repeatable.")
+@click.option("--address", default=None, help="Run on this Ray cluster (e.g. `auto` inside a Ray Job) instead "
+              "of a local Ray started here.")
+@click.option("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all).")
+@click.option("--check", is_flag=True, help="Check the sweep file and list its grid; run nothing.")
+def sweep_command(sweep_file, overrides, address, num_cpus, check):
+    """Run a sweep (see sweeps/*.yaml): Ray Tune trials of the pipeline, logged to the result store and W&B,
+    then print the report."""
+    from archsweep.sweep.spec import load_sweep, trial_configs
+
+    sweep = load_sweep(sweep_file, overrides)
+    grid = trial_configs(sweep)
+    total = len(grid) * sweep.tune.num_samples
+    console = _console()
+    if check:
+        console.print(f"sweep {sweep.name!r}: {total} trial(s); axes: {', '.join(sweep.axes) or 'none'}")
+        return
+    from archsweep.sweep.run import run_sweep, sweep_dir_of
+
+    log_level = _start_sweep_ray(sweep, address, num_cpus)
+    sweep_dir = sweep_dir_of(sweep)
+    console.print(f"sweep {sweep.name!r}: {total} trial(s) into {sweep_dir}; `archsweep resume {sweep_dir}` "
+                  "continues it if interrupted")
+    with _SweepProgress(sweep_dir, total):
+        run_sweep(sweep, log_level=log_level)
+    _print_report(sweep_dir, sweep.tune.metric, sweep.tune.mode == "min")
+
+
+@cli.command("resume")
+@click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--address", default=None, help="Ray cluster address (default: a local Ray started here).")
+@click.option("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all).")
+def resume_command(sweep_dir, address, num_cpus):
+    """Continue an interrupted sweep; finished trials are not run again."""
+    from archsweep.sweep.run import resume_sweep
+    from archsweep.sweep.spec import load_sweep
+
+    sweep = load_sweep(Path(sweep_dir) / "sweep.yaml")
+    log_level = _start_sweep_ray(sweep, address, num_cpus)
+    with _SweepProgress(Path(sweep_dir), None):
+        resume_sweep(sweep_dir, log_level=log_level)
+    _print_report(sweep_dir, sweep.tune.metric, sweep.tune.mode == "min")
+
+
+@cli.command("report")
+@click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--sort", "sort_by", default="valid_unique", show_default=True, help="Metric to sort the trials by.")
+@click.option("--ascending", is_flag=True, help="Smallest first.")
+def report_command(sweep_dir, sort_by, ascending):
+    """Table of a sweep's trials, plus CSV, JSON and PNG plots in <sweep_dir>/report/."""
+    _print_report(sweep_dir, sort_by, ascending)
+
+
+@cli.command("sync")
+@click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--list", "list_only", is_flag=True, help="List the offline W&B runs and what they hold; upload "
+              "nothing.")
+def sync_command(sweep_dir, list_only):
+    """Upload a sweep's offline W&B runs (needs WANDB_API_KEY or `wandb login`)."""
+    import subprocess
+
+    from archsweep.tracking.wandb import offline_runs, read_offline_run
+
+    runs = offline_runs(sweep_dir)
+    console = _console()
+    if list_only or not runs:
+        for run in runs:
+            data = read_offline_run(run)
+            console.print(f"{run}: id {data['id']}, {len(data['history'])} logged steps, "
+                          f"{len(data['summary'])} summary keys")
+        if not runs:
+            console.print(f"no offline W&B runs under {sweep_dir}")
+        return
+    wandb = Path(sys.executable).with_name("wandb")
+    subprocess.run([str(wandb) if wandb.exists() else "wandb", "sync", *map(str, runs)], check=True)
+
+
+# --- clusters and jobs -----------------------------------------------------------------------------------------
+
+
+@cli.group()
+def cluster():
+    """Ray cluster-launcher YAMLs (see cluster/)."""
+
+
+@cluster.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def cluster_validate(files):
+    """Check cluster YAMLs offline with Ray's own schema (what `ray up` would reject)."""
+    from archsweep.sweep.cluster import validate_cluster_yaml
+
+    for path in files:
+        prepared = validate_cluster_yaml(path)
+        types = prepared.get("available_node_types", {})
+        _console().print(f"{path}: valid ({len(types)} node type(s): {', '.join(types)}; "
+                         f"max_workers {prepared.get('max_workers')})")
+
+
+_ADDRESS = click.option("--address", envvar="RAY_ADDRESS", required=True,
+                        help="The cluster's job server, e.g. http://127.0.0.1:8265 [env: RAY_ADDRESS].")
+
+
+@cli.command("submit")
+@click.argument("sweep_file", type=click.Path(exists=True, dir_okay=False))
+@_ADDRESS
+@click.option("-o", "--override", "overrides", multiple=True, metavar="KEY=VALUE", help="As for `archsweep sweep`.")
+@click.option("--cluster-data-dir", default=None, help="The benchmark data directory on the cluster's nodes "
+              "(default: theirs, as set up by the cluster YAMLs).")
+@click.option("--follow", is_flag=True, help="Stream the job's log until it ends.")
+def submit_command(sweep_file, address, overrides, cluster_data_dir, follow):
+    """Submit a sweep to a Ray cluster as a Ray Job; prints the job id."""
+    from archsweep.sweep.cluster import follow_job_logs, submit_sweep
+
+    job_id = submit_sweep(sweep_file, address, overrides, cluster_data_dir)
+    click.echo(job_id)
+    _console(stderr=True).print(f"follow it: archsweep logs {job_id} --address {address} --follow")
+    if follow:
+        follow_job_logs(address, job_id, lambda chunk: click.echo(chunk, nl=False))
+
+
+@cli.command("logs")
+@click.argument("job_id")
+@_ADDRESS
+@click.option("--follow", is_flag=True, help="Keep streaming until the job ends.")
+def logs_command(job_id, address, follow):
+    """A submitted sweep's log."""
+    from archsweep.sweep.cluster import follow_job_logs, job_logs
+
+    if follow:
+        follow_job_logs(address, job_id, lambda chunk: click.echo(chunk, nl=False))
+    else:
+        click.echo(job_logs(address, job_id), nl=False)
+
+
+@cli.command("status")
+@click.argument("job_id")
+@_ADDRESS
+def status_command(job_id, address):
+    """A submitted sweep's status (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED)."""
+    from archsweep.sweep.cluster import job_status
+
+    click.echo(job_status(address, job_id))
+
+
 def _results_table(results: dict, title: str):
     from rich.table import Table
 

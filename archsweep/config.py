@@ -47,6 +47,7 @@ class TrainConfig:
     num_workers: int = 1  # Ray Train workers (data parallel)
     cpus_per_worker: int = 1
     use_gpu: bool = False
+    gpus_per_worker: float = 1.0  # with use_gpu; a fraction packs several small workers (or trials) on one GPU
     checkpoint_every: int = 1  # epochs
     max_failures: int = 0  # worker failures survived by restarting from the last checkpoint
 
@@ -54,8 +55,8 @@ class TrainConfig:
 @dataclass
 class LMConfig:
     name: str = "gpt2-small"  # <gpt2|llama|t5>-<tiny|small|base>, or pretrained:<name or local path>
-    epochs: int = 10
-    batch_size: int = 256  # global: micro batch x gradient accumulation x workers
+    epochs: int = 20  # sized for NAS-Bench-201's 14k training sequences; NAS-Bench-101 (381k) needs far fewer
+    batch_size: int = 64  # global: micro batch x gradient accumulation x workers
     grad_accum: int = 1
     lr: float = 5e-4
     warmup_steps: int = 100
@@ -65,6 +66,7 @@ class LMConfig:
     num_workers: int = 1
     cpus_per_worker: int = 1
     use_gpu: bool = False
+    gpus_per_worker: float = 1.0
     checkpoint_every: int = 1
     max_failures: int = 0
 
@@ -112,6 +114,7 @@ RANGES = {
     "train.train_fraction": (lambda v: 0 < v < 1, "between 0 and 1, exclusive"),
     "train.num_workers": (lambda v: v >= 1, ">= 1"),
     "train.cpus_per_worker": (lambda v: v >= 1, ">= 1"),
+    "train.gpus_per_worker": (lambda v: 0 < v <= 8, "in (0, 8]; fractions share a GPU"),
     "train.checkpoint_every": (lambda v: v >= 1, ">= 1"),
     "train.max_failures": (lambda v: v >= -1, ">= -1 (-1: unlimited)"),
     "lm.epochs": (lambda v: v >= 1, ">= 1"),
@@ -123,6 +126,7 @@ RANGES = {
     "lm.zero_stage": (lambda v: v in (0, 1, 2, 3), "0, 1, 2 or 3"),
     "lm.num_workers": (lambda v: v >= 1, ">= 1"),
     "lm.cpus_per_worker": (lambda v: v >= 1, ">= 1"),
+    "lm.gpus_per_worker": (lambda v: 0 < v <= 8, "in (0, 8]; fractions share a GPU"),
     "lm.checkpoint_every": (lambda v: v >= 1, ">= 1"),
     "lm.max_failures": (lambda v: v >= -1, ">= -1 (-1: unlimited)"),
     "sample.samples": (lambda v: v >= 1, ">= 1"),

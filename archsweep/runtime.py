@@ -12,14 +12,26 @@ def worker_env() -> dict[str, str]:
     return {k: os.environ[k] for k in PROPAGATED_ENV if os.environ.get(k)}
 
 
-def init_local_ray(num_cpus: int | None = None, num_gpus: int | None = None, verbose: bool = False) -> None:
+def init_local_ray(num_cpus: int | None = None, num_gpus: int | None = None, verbose: bool = False,
+                   env: dict[str, str] | None = None) -> None:
     """Start a local Ray in this process (no-op if one is running). Its dashboard is off and nothing listens
     beyond this machine; token auth is off unless the user set RAY_AUTH_MODE. Workers' output reaches this
-    console only when `verbose` (it is always in Ray's session logs, and errors always propagate)."""
+    console only when `verbose` (it is always in Ray's session logs, and errors always propagate). `env`:
+    more variables for every worker (e.g. W&B settings)."""
     import ray
 
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
-             runtime_env={"env_vars": worker_env()}, logging_level="WARNING", log_to_driver=verbose)
+             runtime_env={"env_vars": worker_env() | (env or {})}, logging_level="WARNING", log_to_driver=verbose)
+
+
+def connect_ray(address: str, env: dict[str, str] | None = None, verbose: bool = False) -> None:
+    """Join an existing Ray cluster (`auto` inside a Ray Job) with these variables for every worker."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    ray.init(address=address, runtime_env={"env_vars": worker_env() | (env or {})}, logging_level="WARNING",
+             log_to_driver=verbose)

@@ -34,6 +34,19 @@ def _load_trained(cfg: Config, result, codebook_size: int):
     return lm
 
 
+def load_lm(cfg: Config, lm_dir: str | Path):
+    """The trained LM a finished stage saved (`<stage>/lm`), to sample again without retraining."""
+    from archsweep.lm.models import PRETRAINED, build
+
+    if cfg.lm.name.startswith(PRETRAINED):
+        lm = build(PRETRAINED + str(lm_dir), cfg.vqvae.codebook_size, cfg.vqvae.seq_len)
+        lm.name = cfg.lm.name
+        return lm
+    lm = build(cfg.lm.name, cfg.vqvae.codebook_size, cfg.vqvae.seq_len)
+    lm.model = type(lm.model).from_pretrained(lm_dir)
+    return lm
+
+
 def generated_cells(codes: list[tuple[int, ...] | None], vqvae_model, space):
     """Decode parsed code sequences through the VQ-VAE; None (unparseable) stays None."""
     from archsweep.stages.vqvae import decode_cells
@@ -45,12 +58,47 @@ def generated_cells(codes: list[tuple[int, ...] | None], vqvae_model, space):
     return [None if c is None else next(decoded) for c in codes]
 
 
-def run(cfg: Config, vqvae_dir: str | Path, out_dir: str | Path, env: dict[str, str] | None = None,
-        data_dir: str | None = None, log_level: str = "WARNING") -> dict:
-    from archsweep.benchmarks import load_benchmark
+class Scorer:
+    """Decodes sampled code sequences through a VQ-VAE stage's decoder and scores them with the metrics module.
+    The training reference (for novelty) and the benchmark table are loaded once, for many sample sets."""
+
+    def __init__(self, cfg: Config, vqvae_dir: str | Path, data_dir: str | None = None):
+        from archsweep.benchmarks import load_benchmark
+        from archsweep.spaces import get_space
+        from archsweep.stages.vqvae import load_model, training_reference
+
+        self.space = get_space(cfg.space)
+        self.model, _ = load_model(Path(vqvae_dir) / "model.pt")
+        self.train_hashes, self.train_strings = training_reference(cfg)
+        self.benchmark = load_benchmark(cfg.space, data_dir)
+
+    def __call__(self, codes: list[tuple[int, ...] | None]) -> tuple[dict, list]:
+        """(metrics, decoded cells with None where the text did not parse)."""
+        cells = generated_cells(codes, self.model, self.space)
+        out = M.generation_metrics(cells, self.space, self.train_hashes, self.train_strings)
+        for dataset in self.benchmark.datasets:
+            out[f"accuracy_{dataset}_val"] = M.accuracy_stats(cells, self.space, self.benchmark, dataset, "val")
+        return out, cells
+
+
+def generate(lm, scorer: Scorer, cfg: Config, samples_path: str | Path | None = None) -> dict:
+    """Sample `cfg.sample` from the LM, decode and score; end-to-end architectures/s included."""
     from archsweep.lm.sampling import sample
-    from archsweep.spaces import get_space
-    from archsweep.stages.vqvae import load_model
+
+    s = cfg.sample
+    start = time.perf_counter()
+    codes, texts = sample(lm, s.samples, cfg.vqvae.codebook_size, s.temperature, s.top_k, s.top_p, s.seed)
+    results, cells = scorer(codes)
+    results["samples_per_s"] = len(codes) / (time.perf_counter() - start)
+    if samples_path is not None:
+        np.savez(samples_path, texts=np.array(texts),
+                 codes=np.array([c if c is not None else (-1,) * cfg.vqvae.seq_len for c in codes], dtype=np.int32),
+                 valid=np.array([c is not None and scorer.space.is_valid(c) for c in cells]))
+    return results
+
+
+def run(cfg: Config, vqvae_dir: str | Path, out_dir: str | Path, env: dict[str, str] | None = None,
+        data_dir: str | None = None, log_level: str = "WARNING", callbacks: list | None = None) -> dict:
     from archsweep.train.lm import fit, load_codes
 
     vqvae_dir, out_dir = Path(vqvae_dir), Path(out_dir)
@@ -58,35 +106,18 @@ def run(cfg: Config, vqvae_dir: str | Path, out_dir: str | Path, env: dict[str, 
     codes_path = vqvae_dir / "codes.npz"
     _, _, codebook_size = load_codes(codes_path)
     start = time.perf_counter()
-    result = fit(cfg, codes_path, out_dir, env, log_level)
+    result = fit(cfg, codes_path, out_dir, env, log_level, callbacks)
     if result.error is not None:
         raise result.error
     train_seconds = time.perf_counter() - start
     lm = _load_trained(cfg, result, codebook_size)
     lm.model.save_pretrained(out_dir / "lm")
+    if lm.pretrained:
+        lm.tokenizer.save_pretrained(out_dir / "lm")
 
-    vqvae_model, _ = load_model(vqvae_dir / "model.pt")
-    space = get_space(cfg.space)
-    start = time.perf_counter()
-    codes, texts = sample(lm, cfg.sample.samples, codebook_size, cfg.sample.temperature, cfg.sample.top_k,
-                          cfg.sample.top_p, cfg.sample.seed)
-    cells = generated_cells(codes, vqvae_model, space)
-    sample_seconds = time.perf_counter() - start
-
-    with np.load(codes_path) as z:
-        train_mask, hashes, all_codes = z["train"], z["hashes"], z["codes"]
-    train_hashes = {bytes(h).hex() for h in hashes[train_mask]}
-    train_cells = generated_cells([tuple(c) for c in all_codes[train_mask].tolist()], vqvae_model, space)
-    train_strings = {c.to_string() for c in train_cells}
     results = {"config": to_dict(cfg), "training": {k: v for k, v in (result.metrics or {}).items()
                                                     if isinstance(v, (int, float))},
-               "train_wall_s": train_seconds, "samples_per_s": len(codes) / sample_seconds,
-               **M.generation_metrics(cells, space, train_hashes, train_strings)}
-    bench = load_benchmark(cfg.space, data_dir)
-    for dataset in bench.datasets:
-        results[f"accuracy_{dataset}_val"] = M.accuracy_stats(cells, space, bench, dataset, "val")
-    np.savez(out_dir / "samples.npz", texts=np.array(texts),
-             codes=np.array([c if c is not None else (-1,) * cfg.vqvae.seq_len for c in codes], dtype=np.int32),
-             valid=np.array([c is not None and space.is_valid(c) for c in cells]))
+               "train_wall_s": train_seconds, "node": (result.metrics or {}).get("node"),
+               **generate(lm, Scorer(cfg, vqvae_dir, data_dir), cfg, out_dir / "samples.npz")}
     (out_dir / "metrics.json").write_text(json.dumps(results, indent=2))
     return results

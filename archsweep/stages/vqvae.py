@@ -46,6 +46,19 @@ def decode_cells(space, model, latents: torch.Tensor, batch: int = 4096):
     return cells
 
 
+def training_reference(cfg: Config) -> tuple[set[str], set[str]]:
+    """(canonical hashes, exact strings) of the training split: what novelty is measured against."""
+    from archsweep.spaces import get_space
+    from archsweep.train.vqvae import load_cells
+
+    space = get_space(cfg.space)
+    enum = space.enumerate()
+    ops, adj, train = load_cells(cfg)
+    index = np.flatnonzero(train)
+    return ({enum.hash(int(i)) for i in index},
+            {space.from_graph(adj[i].numpy(), ops[i].numpy()).to_string() for i in index})
+
+
 def _encode_all(model, ops: torch.Tensor, adj: torch.Tensor, batch: int = 8192) -> torch.Tensor:
     return torch.cat([model.encode(o, a) for o, a in zip(ops.split(batch), adj.split(batch))])
 
@@ -64,8 +77,7 @@ def evaluate(model, cfg: Config, samples: int = M.STANDARD_SAMPLES, seed: int = 
     decoded = decode_cells(space, model, latents[torch.from_numpy(held)])
     out = {"cells": len(ops), "held_out": len(held),
            "reconstruction_accuracy": M.reconstruction_accuracy([enum.cell(int(i)) for i in held], decoded, space)}
-    train_hashes = {enum.hash(int(i)) for i in np.flatnonzero(train)}
-    train_strings = {space.from_graph(adj[i].numpy(), ops[i].numpy()).to_string() for i in np.flatnonzero(train)}
+    train_hashes, train_strings = training_reference(cfg)
     rng = torch.Generator().manual_seed(seed)
     if cfg.vqvae.model == "vqvae":
         out |= M.codebook_stats(latents.numpy(), cfg.vqvae.codebook_size)

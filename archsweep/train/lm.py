@@ -54,6 +54,7 @@ def deepspeed_config(cfg: Config, world: int, total_steps: int) -> dict:
 
 def train_loop(loop_config: dict) -> None:
     import deepspeed
+    import ray
     import ray.train
     import torch.distributed as dist
 
@@ -116,7 +117,8 @@ def train_loop(loop_config: dict) -> None:
         metrics = {"epoch": epoch, "loss": float(totals[0] / totals[1]),
                    "heldout_loss": float(totals[2] / max(totals[3], 1.0)),
                    "heldout_perplexity": math.exp(float(totals[2] / max(totals[3], 1.0))),
-                   "tokens_per_s": float(totals[4]) / seconds, "lr": engine.get_lr()[0]}
+                   "tokens_per_s": float(totals[4]) / seconds, "lr": engine.get_lr()[0],
+                   "node": ray.get_runtime_context().get_node_id()}  # where rank 0 ran, for multi-node runs
         last = epoch == cfg.lm.epochs - 1
         with tempfile.TemporaryDirectory() as directory:
             checkpoint = None
@@ -127,7 +129,7 @@ def train_loop(loop_config: dict) -> None:
 
 
 def fit(cfg: Config, codes_path: str | Path, out_dir: str | Path, env: dict[str, str] | None = None,
-        log_level: str = "WARNING"):
+        log_level: str = "WARNING", callbacks: list | None = None):
     """Run `train_loop` on `cfg.lm.num_workers` Ray Train workers; rerunning on `out_dir` resumes."""
     from archsweep.train import run_trainer
 
@@ -136,7 +138,8 @@ def fit(cfg: Config, codes_path: str | Path, out_dir: str | Path, env: dict[str,
                    "codebook_size": codebook_size}
     return run_trainer(train_loop, loop_config, name=RUN_NAME, out_dir=out_dir, num_workers=cfg.lm.num_workers,
                        cpus_per_worker=cfg.lm.cpus_per_worker, use_gpu=cfg.lm.use_gpu,
-                       max_failures=cfg.lm.max_failures, log_level=log_level)
+                       max_failures=cfg.lm.max_failures, gpus_per_worker=cfg.lm.gpus_per_worker,
+                       log_level=log_level, callbacks=callbacks)
 
 
 def full_state_dict(checkpoint_dir: str | Path) -> dict[str, torch.Tensor]:

@@ -129,11 +129,13 @@ def train_loop(loop_config: dict) -> None:
             ray.train.report(metrics, checkpoint=checkpoint)
 
 
-def fit(cfg: Config, out_dir: Path, env: dict[str, str] | None = None, log_level: str = "WARNING"):
+def fit(cfg: Config, out_dir: Path, env: dict[str, str] | None = None, log_level: str = "WARNING",
+        callbacks: list | None = None):
     """Run `train_loop` on `cfg.train.num_workers` Ray Train workers; rerunning on `out_dir` resumes."""
     from archsweep.train import run_trainer
 
     t = cfg.train
     return run_trainer(train_loop, {"config": to_dict(cfg), "env": env or {}}, name=RUN_NAME, out_dir=out_dir,
                        num_workers=t.num_workers, cpus_per_worker=t.cpus_per_worker, use_gpu=t.use_gpu,
-                       max_failures=t.max_failures, log_level=log_level)
+                       max_failures=t.max_failures, gpus_per_worker=t.gpus_per_worker,
+                       log_level=log_level, callbacks=callbacks)

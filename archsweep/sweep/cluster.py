@@ -1,0 +1,109 @@
+"""Offline checks of Ray cluster-launcher YAMLs, with Ray's own schema and config preparation (what `ray up`
+would reject, found before any machine is started), and Ray Jobs submission of a sweep."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+from archsweep.errors import ArchsweepError
+
+
+class ClusterConfigError(ArchsweepError):
+    pass
+
+
+def validate_cluster_yaml(path: str | os.PathLike) -> dict:
+    """The prepared config (defaults merged) if `path` is a valid cluster YAML; otherwise a ClusterConfigError
+    that names the file and the offending key."""
+    import jsonschema
+    import yaml
+    from ray.autoscaler import __file__ as autoscaler_init
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    path = Path(path)
+    if not path.is_file():
+        raise ClusterConfigError(f"cluster file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ClusterConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ClusterConfigError(f"{path}: a cluster YAML is a mapping (cluster_name, provider, ...)")
+    schema = json.loads((Path(autoscaler_init).parent / "ray-schema.json").read_text())
+    try:
+        jsonschema.validate(raw, schema)
+    except jsonschema.ValidationError as exc:
+        where = ".".join(str(p) for p in exc.absolute_path) or "(top level)"
+        raise ClusterConfigError(f"{path}: {where}: {exc.message}") from None
+    try:
+        prepared = prepare_config(copy.deepcopy(raw))
+        validate_config(prepared)
+    except (ValueError, KeyError, jsonschema.ValidationError) as exc:
+        message = exc.message if isinstance(exc, jsonschema.ValidationError) else str(exc)
+        raise ClusterConfigError(f"{path}: {message}") from None
+    return prepared
+
+
+# --- Ray Jobs --------------------------------------------------------------------------------------------------
+
+# Forwarded to the job when set here; the W&B API key is not (log in on the cluster, or pass it yourself).
+JOB_ENV = ("WANDB_MODE", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_BASE_URL")
+
+
+def _client(address: str):
+    """A Ray Jobs client; with RAY_AUTH_MODE=token, Ray adds the token (RAY_AUTH_TOKEN or its token file) to each
+    request itself, so it never passes through archsweep's arguments, configs or logs."""
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        return JobSubmissionClient(address)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ClusterConfigError(f"cannot reach the Ray job server at {address}: {exc}. Is the cluster up, and "
+                                 "its dashboard forwarded (`ray dashboard cluster/<file>.yaml`)?") from None
+
+
+def submit_sweep(sweep_file: str | os.PathLike, address: str, overrides: tuple[str, ...] = (),
+                 data_dir: str | None = None) -> str:
+    """Check the sweep here, then submit `archsweep sweep` as a Ray Job running it on the cluster; returns the job
+    id. The sweep file travels as the job's working directory; the cluster must have archsweep installed (the
+    cluster YAMLs do) and the data (or `data_dir`, a path on the cluster)."""
+    import shlex
+    import shutil
+    import tempfile
+
+    from archsweep.sweep.spec import load_sweep
+
+    sweep = load_sweep(sweep_file, overrides)  # fail here, not on the cluster
+    client = _client(address)
+    env = {k: os.environ[k] for k in JOB_ENV if os.environ.get(k)}
+    if data_dir:
+        env["ARCHSWEEP_DATA_DIR"] = data_dir
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copyfile(sweep_file, Path(tmp) / "sweep.yaml")
+        command = ["archsweep", "sweep", "sweep.yaml", "--address", "auto",
+                   *[arg for o in overrides for arg in ("-o", o)]]
+        return client.submit_job(entrypoint=" ".join(shlex.quote(c) for c in command),
+                                 runtime_env={"working_dir": tmp, "env_vars": env},
+                                 metadata={"archsweep_sweep": sweep.name})
+
+
+def job_status(address: str, job_id: str) -> str:
+    return str(_client(address).get_job_status(job_id))
+
+
+def job_logs(address: str, job_id: str) -> str:
+    return _client(address).get_job_logs(job_id)
+
+
+def follow_job_logs(address: str, job_id: str, write) -> None:
+    """Pass the job's log to `write` chunk by chunk as it is written, until the job ends."""
+    import asyncio
+
+    async def follow():
+        async for chunk in _client(address).tail_job_logs(job_id):
+            write(chunk)
+
+    asyncio.run(follow())

@@ -1,0 +1,277 @@
+"""Run a sweep as Ray Tune trials, each one the pipeline for one configuration.
+
+Layout of a sweep directory (`<storage>/<name>/`):
+- `sweep.yaml`: the checked sweep as it ran (what `resume` and `report` read)
+- `results.db`: the result store, one row per trial (archsweep.tracking.store)
+- `artifacts/vqvae-<key>/`: VQ-VAE stages, shared by every trial with the same upstream configuration
+- `trials/<trial>/`: Tune's trial directories: the LM stage (`lm/`), `metrics.json`, the offline W&B run
+
+The trial is a function trainable (Ray 2.60, Train V2): it runs the pipeline's Ray Train stages itself, with a
+callback that forwards each LM epoch's report to Tune (what ASHA and W&B see), then reports the final metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from archsweep.config import Config, from_dict, to_dict
+from archsweep.errors import ArchsweepError
+from archsweep.sweep.spec import Sweep, load_sweep, trial_configs
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "trials"
+# The trial's own process only waits on its Ray Train workers, so it holds no CPU (a bundle of nothing at all is
+# rejected, hence a little memory): a 1-worker trial then takes exactly one CPU.
+TRIAL_RESOURCES = {"cpu": 0, "memory": 64 * 2**20}
+# Settings that change how a stage runs, not what it computes: left out of the reuse key.
+EXECUTION_ONLY = {"cpus_per_worker", "gpus_per_worker", "checkpoint_every", "max_failures"}
+GENERATION = ("validity", "uniqueness", "novelty", "uniqueness_str", "novelty_str", "valid_unique",
+              "valid_unique_novel")
+
+
+class SweepError(ArchsweepError):
+    pass
+
+
+def upstream_key(cfg: Config) -> str:
+    """Identifies a VQ-VAE stage: trials whose space, seed, vqvae.* and train.* agree share one."""
+    train = {k: v for k, v in asdict(cfg.train).items() if k not in EXECUTION_ONLY}
+    blob = json.dumps({"space": cfg.space, "seed": cfg.seed, "vqvae": asdict(cfg.vqvae), "train": train},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def shared_vqvae(cfg: Config, artifacts: Path, env: dict, log_level: str) -> tuple[dict, Path, bool]:
+    """(VQ-VAE stage metrics, its directory, whether it was reused). A file lock makes concurrent trials with
+    the same upstream configuration wait for one training instead of racing (the storage must be shared by
+    all nodes, as Tune requires anyway)."""
+    from filelock import FileLock
+
+    from archsweep.stages import vqvae
+
+    stage_dir = artifacts / f"vqvae-{upstream_key(cfg)}"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(stage_dir) + ".lock"):
+        done = stage_dir / "metrics.json"
+        if done.exists():
+            return json.loads(done.read_text()), stage_dir, True
+        return vqvae.run(cfg, stage_dir, env, log_level), stage_dir, False
+
+
+class _StageReport:
+    """Forwards a Ray Train stage's reports to the Tune trial, keys prefixed with the stage ("lm/loss")."""
+
+    def __new__(cls, stage: str):
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        class StageReport(TuneReportCallback):
+            def after_report(self, run_context, metrics, checkpoint):
+                prefixed = [{f"{stage}/{k}": v for k, v in m.items()} for m in metrics]
+                super().after_report(run_context, prefixed, None)
+
+        return StageReport()
+
+
+def final_metrics(results: dict) -> dict:
+    """The flat row a trial reports last (and the store and W&B summary keep)."""
+    out = {k: results["generation"][k] for k in GENERATION}
+    vq = results["vqvae"]
+    for key in ("reconstruction_accuracy", "codebook_usage", "perplexity", "train_wall_s"):
+        if vq.get(key) is not None:
+            out[f"vqvae/{key}"] = vq[key]
+    out["vqvae/reused"] = bool(results.get("vqvae_reused"))
+    lm = results.get("lm")
+    if lm:
+        for key in ("loss", "heldout_loss", "heldout_perplexity", "tokens_per_s"):
+            if key in lm["training"]:
+                out[f"lm/{key}"] = lm["training"][key]
+        out["lm/train_wall_s"] = lm["train_wall_s"]
+        out["samples_per_s"] = lm["samples_per_s"]
+        for key, stats in lm.items():
+            if key.startswith("accuracy_") and isinstance(stats, dict):
+                for stat in ("max", "mean", "top5_mean", "coverage"):
+                    if stat in stats:
+                        out[f"{key}/{stat}"] = stats[stat]
+    return out
+
+
+def run_trial(config: dict, sweep_dir: str, env: dict, log_level: str = "WARNING") -> None:
+    """One Tune trial: the pipeline for `config`, its VQ-VAE shared, its LM stage in the trial directory."""
+    import ray.tune
+
+    from archsweep.stages import lm as lm_stage
+    from archsweep.tracking.store import ResultStore, Row
+
+    os.environ.update(env)
+    cfg = from_dict(config)
+    context = ray.tune.get_context()
+    trial_dir = Path(context.get_trial_dir())
+    vq, vq_dir, reused = shared_vqvae(cfg, Path(sweep_dir) / "artifacts", env, log_level)
+    results = {"config": to_dict(cfg), "vqvae": {k: v for k, v in vq.items() if k != "config"},
+               "vqvae_reused": reused, "vqvae_dir": str(vq_dir)}
+    if cfg.vqvae.model == "vae":
+        results["generation"] = vq["prior_samples"]
+    else:
+        prior = lm_stage.run(cfg, vq_dir, trial_dir / "lm", env, log_level=log_level,
+                             callbacks=[_StageReport("lm")])
+        results["lm"] = {k: v for k, v in prior.items() if k != "config"}
+        results["generation"] = {k: prior[k] for k in ("samples", *GENERATION)}
+    (trial_dir / "metrics.json").write_text(json.dumps(results, indent=2))
+    final = final_metrics(results)
+    paths = {"trial_dir": str(trial_dir), "vqvae_dir": str(vq_dir)} | (
+        {"lm_dir": str(trial_dir / "lm"), "lm_node": results["lm"].get("node")} if "lm" in results else {})
+    # The trial records itself: a finished trial is in the store even if the sweep's driver dies right after.
+    ResultStore(sweep_dir).put(Row(context.get_trial_id(), "TERMINATED", to_dict(cfg), final, paths))
+    ray.tune.report(final)
+
+
+def param_space(sweep: Sweep) -> dict:
+    """The base configuration as a nested dict with Tune search specs at the swept keys."""
+    from ray import tune
+
+    space = to_dict(sweep.base)
+    for key, spec in sweep.axes.items():
+        (kind, args), = spec.items()
+        if kind == "grid" and sweep.tune.search == "random":
+            kind = "choice"
+        value = {"grid": tune.grid_search, "choice": tune.choice}[kind](args) if kind in ("grid", "choice") else \
+            {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint}[kind](*args)
+        section, _, leaf = key.rpartition(".")
+        (space[section] if section else space)[leaf] = value
+    return space
+
+
+def trial_resources(cfg: Config) -> dict[str, float]:
+    """What one trial holds at its peak: its stages run one after another, so the larger of the two."""
+    stages = [(cfg.train.num_workers, cfg.train.cpus_per_worker, cfg.train.use_gpu, cfg.train.gpus_per_worker)]
+    if cfg.vqvae.model == "vqvae":
+        stages.append((cfg.lm.num_workers, cfg.lm.cpus_per_worker, cfg.lm.use_gpu, cfg.lm.gpus_per_worker))
+    return {"CPU": max(n * c for n, c, _, _ in stages),
+            "GPU": max((n * g if gpu else 0.0) for n, _, gpu, g in stages),
+            "worker_CPU": max(c for _, c, _, _ in stages),
+            "worker_GPU": max((g if gpu else 0.0) for _, _, gpu, g in stages)}
+
+
+def plan_concurrency(sweep: Sweep, cluster: dict[str, float], nodes: list[dict[str, float]]) -> int:
+    """How many trials can run at once on this cluster; a clear error when a trial can never run on it
+    (Ray Train would otherwise wait for resources for ever and the sweep would hang)."""
+    worst = {"CPU": 0.0, "GPU": 0.0, "worker_CPU": 0.0, "worker_GPU": 0.0}
+    for config in trial_configs(sweep):
+        for key, value in trial_resources(from_dict(config)).items():
+            worst[key] = max(worst[key], value)
+    have_cpu, have_gpu = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
+    if worst["CPU"] > have_cpu or worst["GPU"] > have_gpu:
+        raise SweepError(
+            f"a trial of sweep {sweep.name!r} needs {worst['CPU']:g} CPUs and {worst['GPU']:g} GPUs at "
+            f"once (num_workers x cpus_per_worker / gpus_per_worker of train.* or lm.*), but the cluster has "
+            f"{have_cpu:g} CPUs and {have_gpu:g} GPUs. Lower train/lm.num_workers or *_per_worker, or use a "
+            "bigger cluster.")
+    if not any(n.get("CPU", 0) >= worst["worker_CPU"] and n.get("GPU", 0) >= worst["worker_GPU"] for n in nodes):
+        raise SweepError(f"no node of the cluster fits one Ray Train worker of sweep {sweep.name!r} "
+                         f"({worst['worker_CPU']:g} CPUs, {worst['worker_GPU']:g} GPUs)")
+    fits = math.floor((have_cpu + 1e-9) / worst["CPU"])
+    if worst["GPU"]:
+        fits = min(fits, math.floor((have_gpu + 1e-9) / worst["GPU"]))
+    wanted = sweep.tune.max_concurrent_trials
+    return max(1, min(fits, wanted) if wanted else fits)
+
+
+def sweep_dir_of(sweep: Sweep) -> Path:
+    return (Path(sweep.storage) / sweep.name).resolve()
+
+
+def build_tuner(sweep: Sweep, sweep_dir: Path, callbacks: list, env: dict, log_level: str, resume: bool):
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import BasicVariantGenerator
+
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, sweep_dir=str(sweep_dir), env=env, log_level=log_level), TRIAL_RESOURCES)
+    experiment = sweep_dir / EXPERIMENT
+    if resume:
+        if not tune.Tuner.can_restore(str(experiment)):
+            raise SweepError(f"{sweep_dir} holds no sweep state to resume (no {experiment}); run the sweep first")
+        return tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=True)
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    concurrency = plan_concurrency(sweep, ray.cluster_resources(), nodes)
+    t = sweep.tune
+    scheduler = FIFOScheduler() if t.scheduler == "fifo" else ASHAScheduler(
+        time_attr="training_iteration", metric=t.scheduler_metric, mode=t.scheduler_mode,
+        max_t=max(sweep.base.lm.epochs, t.grace_period) + 1, grace_period=t.grace_period)
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(sweep),
+        tune_config=tune.TuneConfig(search_alg=BasicVariantGenerator(random_state=t.seed, max_concurrent=concurrency),
+                                    scheduler=scheduler, num_samples=t.num_samples),
+        run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(sweep_dir), callbacks=callbacks,
+                                  failure_config=tune.FailureConfig(max_failures=t.max_failures),
+                                  verbose=1 if log_level == "INFO" else 0),
+    )
+
+
+def run_sweep(sweep: Sweep, *, sweep_dir: str | Path | None = None, resume: bool = False, callbacks: list = (),
+              log_level: str = "WARNING"):
+    """Run (or, with `resume`, continue) the sweep on the Ray this process is connected to; returns the
+    ResultGrid. Finished trials of a resumed sweep are not run again."""
+    from archsweep.runtime import worker_env
+    from archsweep.tracking.wandb import wandb_callback, wandb_env
+
+    sweep_dir = Path(sweep_dir) if sweep_dir else sweep_dir_of(sweep)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        (sweep_dir / "sweep.yaml").write_text(_yaml(sweep.to_dict()))
+    env = worker_env() | wandb_env(sweep.tracking)
+    os.environ.update(env)
+    if log_level != "INFO":  # Tune's own console tables; the CLI shows a progress bar and the report instead
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    callbacks = [*callbacks, *_store_callbacks(sweep_dir), *wandb_callback(sweep, sweep_dir)]
+    tuner = build_tuner(sweep, sweep_dir, callbacks, env, log_level, resume)
+    return tuner.fit()
+
+
+def resume_sweep(sweep_dir: str | Path, callbacks: list = (), log_level: str = "WARNING"):
+    sweep_dir = Path(sweep_dir).resolve()
+    if not (sweep_dir / "sweep.yaml").is_file():
+        raise SweepError(f"{sweep_dir} is not a sweep directory (no sweep.yaml); give the directory "
+                         "`archsweep sweep` printed")
+    sweep = load_sweep(sweep_dir / "sweep.yaml")
+    return run_sweep(sweep, sweep_dir=sweep_dir, resume=True, callbacks=callbacks, log_level=log_level)
+
+
+def _yaml(data: dict) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.create(data))
+
+
+def _store_callbacks(sweep_dir: Path) -> list:
+    """A Tune callback that records trial starts and failures in the result store (trials record their own
+    success, see `run_trial`)."""
+    from ray import tune
+
+    from archsweep.tracking.store import ResultStore, Row
+
+    store = ResultStore(sweep_dir)
+
+    class StoreCallback(tune.Callback):
+        def on_trial_start(self, iteration, trials, trial, **info):
+            if (row := store.get(trial.trial_id)) is None or row.status != "TERMINATED":
+                store.put(Row(trial.trial_id, "RUNNING", trial.config, paths={"trial_dir": trial.local_path}))
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            error = None
+            if trial.error_file and Path(trial.error_file).is_file():
+                error = Path(trial.error_file).read_text()[-4000:]
+            store.put(Row(trial.trial_id, "ERROR", trial.config, paths={"trial_dir": trial.local_path},
+                          error=error))
+
+    return [StoreCallback()]

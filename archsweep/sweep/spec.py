@@ -1,0 +1,236 @@
+"""The sweep YAML: a base configuration (any `Config` key), plus the axes to sweep and how to run them.
+
+    name: quick
+    space: nasbench201            # base configuration: the same keys as a config file
+    lm: {epochs: 8}
+    sweep:                        # dotted config key -> search spec
+      vqvae.codebook_size: {grid: [16, 64]}
+      lm.name: {grid: [gpt2-tiny, llama-tiny]}
+      lm.lr: {loguniform: [1e-4, 1e-3]}
+    tune: {search: grid, scheduler: fifo, num_samples: 1, max_concurrent_trials: 0}
+    tracking: {wandb: true, mode: offline, project: archsweep}
+
+Everything is checked before anything starts: unknown keys (with a suggestion), wrong types, values out of
+range (every grid/choice value is validated as if it were the base value), unknown search or scheduler names.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from archsweep.config import ALL_KEYS, Config, ConfigError, _suggest, from_dict, to_dict
+
+SPEC_KINDS = {  # name -> number of arguments (None: a non-empty list of values)
+    "grid": None,
+    "choice": None,
+    "uniform": 2,
+    "loguniform": 2,
+    "randint": 2,
+}
+SEARCHES = ("grid", "random")
+SCHEDULERS = ("fifo", "asha")
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+@dataclass
+class TuneSettings:
+    search: str = "grid"  # grid: grid axes crossed, other axes sampled | random: every axis sampled
+    scheduler: str = "fifo"  # fifo: every trial runs to the end | asha: stop poor trials early
+    metric: str = "valid_unique"  # what the report ranks by (and random search's seeding is independent of it)
+    mode: str = "max"
+    scheduler_metric: str = "lm/heldout_loss"  # asha only: reported every LM epoch
+    scheduler_mode: str = "min"
+    grace_period: int = 2  # asha: LM epochs before a trial may be stopped
+    num_samples: int = 1  # repeats of the grid (grid) or trials drawn (random)
+    max_concurrent_trials: int = 0  # 0: as many as the cluster's CPUs/GPUs fit
+    max_failures: int = 1  # times a failed trial is retried (from its stages' checkpoints)
+    seed: int = 0  # random search's draws
+
+
+@dataclass
+class TrackingSettings:
+    wandb: bool = True
+    mode: str = "offline"  # offline: runs written under each trial dir; `archsweep sync` uploads them later
+    project: str = "archsweep"
+    entity: str | None = None
+    group: str | None = None  # default: the sweep name
+
+
+@dataclass
+class Sweep:
+    name: str
+    base: Config
+    axes: dict[str, dict[str, list]]
+    tune: TuneSettings = field(default_factory=TuneSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    storage: str = "runs/sweeps"
+    source: str = ""
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, **to_dict(self.base), "sweep": self.axes, "tune": asdict(self.tune),
+                "tracking": asdict(self.tracking), "storage": self.storage}
+
+
+SECTIONS = {"name", "sweep", "tune", "tracking", "storage"}
+
+
+def _settings(cls, data: Any, section: str, source: str):
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: '{section}' must be a mapping of settings")
+    known = set(cls.__dataclass_fields__)
+    for key, value in data.items():
+        if key not in known:
+            import difflib
+
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean '{section}.{close[0]}'?" if close else ""
+            raise ConfigError(f"{source}: unknown key '{section}.{key}'{hint} (allowed: {', '.join(sorted(known))})")
+        expected = cls.__dataclass_fields__[key].type
+        kinds = {"int": int, "str": str, "bool": bool, "str | None": (str, type(None))}[expected]
+        if not isinstance(value, kinds) or (expected == "int" and isinstance(value, bool)):
+            raise ConfigError(f"{source}: '{section}.{key}' must be of type {expected}; got {value!r}")
+    return cls(**data)
+
+
+def _check_axis(key: str, spec: Any, base: dict, source: str) -> dict[str, list]:
+    where = f"{source}: sweep axis {key!r}"
+    if key not in ALL_KEYS:
+        raise ConfigError(f"{source}: unknown sweep key {key!r}{_suggest(key)}")
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise ConfigError(f"{where} must be one search spec, e.g. {{grid: [16, 64]}}; allowed kinds: "
+                          f"{', '.join(SPEC_KINDS)}")
+    (kind, args), = spec.items()
+    if kind not in SPEC_KINDS:
+        raise ConfigError(f"{where}: unknown search spec {kind!r}; allowed: {', '.join(SPEC_KINDS)}")
+    if not isinstance(args, list) or not args:
+        raise ConfigError(f"{where}: {kind} takes a non-empty list, e.g. {{{kind}: [1, 2]}}")
+    if SPEC_KINDS[kind] is None:
+        for value in args:  # each value must make a valid configuration on its own
+            _with(base, key, value, f"{where}: value {value!r}")
+        return {kind: list(args)}
+    if len(args) != 2 or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
+        raise ConfigError(f"{where}: {kind} takes [low, high] numbers; got {args!r}")
+    low, high = args
+    if not low < high:
+        raise ConfigError(f"{where}: {kind} needs low < high; got {args!r}")
+    if ALL_KEYS[key] == "int" and kind != "randint":
+        raise ConfigError(f"{where} is an int key: use randint, grid or choice, not {kind}")
+    if kind == "loguniform" and low <= 0:
+        raise ConfigError(f"{where}: loguniform needs low > 0; got {low}")
+    for value in (low, high - 1 if kind == "randint" else high):
+        _with(base, key, value, f"{where}: bound {value!r}")
+    return {kind: [low, high]}
+
+
+def _with(base: dict, key: str, value: Any, where: str) -> Config:
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    section, _, leaf = key.rpartition(".")
+    (data[section] if section else data)[leaf] = value
+    try:
+        return from_dict(data)
+    except ConfigError as exc:
+        message = str(exc).removeprefix("config: ")
+        raise ConfigError(f"{where}: {message}") from None
+
+
+def load_sweep(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
+    """Read and check a sweep YAML; `overrides` (`key=value`) apply to the base configuration, or to
+    `tune.*`, `tracking.*`, `name` and `storage`."""
+    from omegaconf import OmegaConf
+
+    from archsweep.config import load_config
+
+    path = Path(path)
+    source = str(path)
+    if not path.is_file():
+        raise ConfigError(f"sweep file not found: {path}")
+    try:
+        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except Exception as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a sweep file is a mapping (base config keys plus 'sweep', 'tune', 'tracking')")
+    sections = {k: raw.pop(k) for k in list(raw) if k in SECTIONS}
+    base_overrides = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. lm.epochs=4)")
+        head, _, leaf = key.strip().partition(".")
+        if head in ("tune", "tracking") and leaf:
+            sections.setdefault(head, {})
+            sections[head] = dict(sections[head] or {}) | {leaf: OmegaConf.from_dotlist([f"v={value}"])["v"]}
+        elif key.strip() in ("name", "storage"):
+            sections[key.strip()] = value
+        else:
+            base_overrides.append(item)
+
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as tmp:  # the base, through load_config
+        tmp.write(OmegaConf.to_yaml(OmegaConf.create(raw)))
+    try:
+        base = load_config(tmp.name, base_overrides)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace(tmp.name, source)) from None
+    finally:
+        os.unlink(tmp.name)
+
+    name = sections.get("name") or path.stem
+    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"{source}: 'name' must be letters, digits, '-' or '_'; got {name!r}")
+    axes_raw = sections.get("sweep") or {}
+    if not isinstance(axes_raw, dict):
+        raise ConfigError(f"{source}: 'sweep' must map config keys to search specs, e.g. "
+                          "vqvae.codebook_size: {grid: [16, 64]}")
+    axes = {key: _check_axis(key, spec, to_dict(base), source) for key, spec in axes_raw.items()}
+    tune = _settings(TuneSettings, sections.get("tune"), "tune", source)
+    tracking = _settings(TrackingSettings, sections.get("tracking"), "tracking", source)
+    _check_settings(tune, tracking, base, axes, source)
+    return Sweep(name=name, base=base, axes=axes, tune=tune, tracking=tracking,
+                 storage=str(sections.get("storage") or "runs/sweeps"), source=source)
+
+
+def _check_settings(tune: TuneSettings, tracking: TrackingSettings, base: Config, axes: dict, source: str) -> None:
+    if tune.search not in SEARCHES:
+        raise ConfigError(f"{source}: 'tune.search' is {tune.search!r}; allowed: {', '.join(SEARCHES)}")
+    if tune.scheduler not in SCHEDULERS:
+        raise ConfigError(f"{source}: 'tune.scheduler' is {tune.scheduler!r}; allowed: {', '.join(SCHEDULERS)}")
+    for key in ("mode", "scheduler_mode"):
+        if getattr(tune, key) not in ("min", "max"):
+            raise ConfigError(f"{source}: 'tune.{key}' is {getattr(tune, key)!r}; allowed: min, max")
+    for key in ("num_samples", "grace_period"):
+        if getattr(tune, key) < 1:
+            raise ConfigError(f"{source}: 'tune.{key}' is {getattr(tune, key)}; allowed: >= 1")
+    if tune.max_concurrent_trials < 0:
+        raise ConfigError(f"{source}: 'tune.max_concurrent_trials' is {tune.max_concurrent_trials}; "
+                          "allowed: >= 0 (0: as many as fit)")
+    if tune.max_failures < -1:
+        raise ConfigError(f"{source}: 'tune.max_failures' is {tune.max_failures}; allowed: >= -1 (-1: unlimited)")
+    if tracking.mode not in WANDB_MODES:
+        raise ConfigError(f"{source}: 'tracking.mode' is {tracking.mode!r}; allowed: {', '.join(WANDB_MODES)}")
+    models = set(axes.get("vqvae.model", {}).get("grid", axes.get("vqvae.model", {}).get("choice", [])))
+    models.add(base.vqvae.model)
+    if tune.scheduler == "asha" and "vae" in models:
+        raise ConfigError(f"{source}: 'tune.scheduler' asha stops trials on the LM's held-out loss, which the VAE "
+                          "baseline (vqvae.model=vae) has not; use scheduler fifo for a sweep with it")
+
+
+def trial_configs(sweep: Sweep) -> list[dict]:
+    """Every grid combination as a plain config dict (other axes left at the base), for previews and tests."""
+    import itertools
+
+    grid = {k: v["grid"] for k, v in sweep.axes.items() if "grid" in v}
+    out = []
+    for values in itertools.product(*grid.values()):
+        config = to_dict(sweep.base)
+        for key, value in zip(grid, values):
+            section, _, leaf = key.rpartition(".")
+            (config[section] if section else config)[leaf] = value
+        out.append(config)
+    return out

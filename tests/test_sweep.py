@@ -1,0 +1,128 @@
+"""Sweeps on a real Ray: trials run the pipeline, share the VQ-VAE stage, are recorded in the result store and
+mirrored to real offline W&B runs (read back here), and the report renders. Also on a two-node
+`ray.cluster_utils.Cluster`, where the trials' workers land on both nodes."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from archsweep.sweep.spec import load_sweep
+
+pytestmark = pytest.mark.ray
+
+TINY = """
+name: tiny
+space: nasbench201
+vqvae: {hidden_dim: 32, decoder_hidden: 128, gin_layers: 2, code_dim: 8}
+train: {epochs: 1, batch_size: 512}
+lm: {epochs: 2, batch_size: 256, warmup_steps: 5}
+sample: {samples: 200}
+sweep:
+  vqvae.codebook_size: {grid: [8]}
+  vqvae.seq_len: {grid: [2]}
+  lm.name: {grid: [gpt2-tiny, llama-tiny]}
+tracking: {wandb: true, mode: offline, project: archsweep-test}
+"""
+
+
+def tiny_sweep(tmp_path: Path, *overrides: str):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    return load_sweep(path, [f"storage={tmp_path / 'sweeps'}", *overrides])
+
+
+@pytest.fixture
+def wandb_offline(monkeypatch):
+    """No key and no network: W&B must work offline, never prompt."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+
+
+def _finished(sweep_dir: Path):
+    from archsweep.tracking.store import ResultStore
+
+    return {r.trial_id: r for r in ResultStore(sweep_dir).rows()}
+
+
+def test_sweep_runs_trials_shares_the_vqvae_and_mirrors_to_wandb(data_dir, tmp_path, wandb_offline):
+    import ray
+
+    from archsweep.runtime import init_local_ray
+    from archsweep.sweep.run import run_sweep, sweep_dir_of
+    from archsweep.tracking.report import report
+    from archsweep.tracking.wandb import offline_runs, read_offline_run, wandb_env
+
+    sweep = tiny_sweep(tmp_path)
+    init_local_ray(num_cpus=2, env=wandb_env(sweep.tracking))
+    try:
+        grid = run_sweep(sweep)
+    finally:
+        ray.shutdown()
+    sweep_dir = sweep_dir_of(sweep)
+    assert not grid.errors
+
+    # the store: one finished row per trial, with its config, metrics and artifact paths
+    rows = _finished(sweep_dir)
+    assert len(rows) == 2 and {r.status for r in rows.values()} == {"TERMINATED"}
+    assert {r.config["lm"]["name"] for r in rows.values()} == {"gpt2-tiny", "llama-tiny"}
+    for row in rows.values():
+        assert 0 <= row.metrics["validity"] <= 1
+        assert row.metrics["valid_unique"] == pytest.approx(row.metrics["validity"] * row.metrics["uniqueness"])
+        metrics = json.loads((Path(row.paths["trial_dir"]) / "metrics.json").read_text())
+        assert metrics["generation"]["validity"] == row.metrics["validity"]
+        assert (Path(row.paths["lm_dir"]) / "samples.npz").is_file()
+
+    # artifact reuse: one VQ-VAE stage trained, by exactly one of the two trials
+    stages = [p for p in (sweep_dir / "artifacts").iterdir() if p.is_dir()]
+    assert len(stages) == 1 and {r.paths["vqvae_dir"] for r in rows.values()} == {str(stages[0])}
+    assert sorted(r.metrics["vqvae/reused"] for r in rows.values()) == [False, True]
+    assert len(list((stages[0] / "ray" / "vqvae").glob("checkpoint_*"))) == 1  # trained once: 1 epoch
+
+    # W&B: one offline run per trial, id = trial id, config logged, LM epochs in the history, final summary
+    runs = {read_offline_run(p)["id"]: read_offline_run(p) for p in offline_runs(sweep_dir)}
+    assert set(runs) == set(rows)
+    for trial_id, run in runs.items():
+        assert run["config"]["lm"]["name"] == rows[trial_id].config["lm"]["name"]
+        losses = [h["lm/heldout_loss"] for h in run["history"] if "lm/heldout_loss" in h]
+        assert len(losses) >= 2  # two LM epochs (and the final report repeats the last)
+        assert run["summary"]["valid_unique"] == pytest.approx(rows[trial_id].metrics["valid_unique"])
+        assert [h["_step"] for h in run["history"]] == sorted({h["_step"] for h in run["history"]})
+
+    # the report: rows sorted by the metric, CSV/JSON, and a plot per swept key with two or more values
+    table, files = report(sweep_dir)
+    assert [r["valid_unique"] for r in table] == sorted((r["valid_unique"] for r in table), reverse=True)
+    names = {f.name for f in files}
+    assert {"results.csv", "results.json", "valid_unique_by_lm_name.png"} <= names
+    with open(sweep_dir / "report" / "results.csv") as f:
+        assert {r["trial"] for r in csv.DictReader(f)} == set(rows)
+
+
+def test_sweep_on_two_nodes_puts_trials_on_both(data_dir, tmp_path, wandb_offline):
+    """Two 1-CPU nodes, two 1-worker trials at once: each trial's Ray Train worker needs a whole node."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from archsweep.runtime import worker_env
+    from archsweep.sweep.run import run_sweep, sweep_dir_of
+
+    sweep = tiny_sweep(tmp_path, "tracking.wandb=false", "vqvae.seq_len=4", "train.epochs=1")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    try:
+        ray.init(address=cluster.address, runtime_env={"env_vars": worker_env()}, logging_level="WARNING",
+                 log_to_driver=False)
+        nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+        assert len(nodes) == 2
+        grid = run_sweep(sweep)
+        assert not grid.errors
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    rows = _finished(sweep_dir_of(sweep))
+    assert len(rows) == 2 and {r.status for r in rows.values()} == {"TERMINATED"}
+    assert {r.paths["lm_node"] for r in rows.values()} == nodes

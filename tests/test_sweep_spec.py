@@ -1,0 +1,127 @@
+"""The sweep YAML is checked before anything starts: each bad case gets a message naming the key and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from archsweep.config import ConfigError
+from archsweep.sweep.run import SweepError, param_space, plan_concurrency, trial_resources, upstream_key
+from archsweep.sweep.spec import load_sweep, trial_configs
+
+ROOT = Path(__file__).resolve().parent.parent
+GOOD = """
+name: t
+space: nasbench201
+lm: {epochs: 2}
+sweep:
+  vqvae.codebook_size: {grid: [16, 64]}
+  vqvae.seq_len: {grid: [4, 8]}
+  lm.name: {grid: [gpt2-tiny, llama-tiny]}
+  lm.lr: {loguniform: [1.0e-4, 1.0e-3]}
+"""
+
+
+def write(tmp_path, text: str) -> Path:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_good_sweep_loads_with_its_grid(tmp_path):
+    sweep = load_sweep(write(tmp_path, GOOD))
+    assert sweep.name == "t" and sweep.base.lm.epochs == 2 and sweep.base.space == "nasbench201"
+    grid = trial_configs(sweep)
+    assert len(grid) == 8
+    assert {(c["vqvae"]["codebook_size"], c["vqvae"]["seq_len"], c["lm"]["name"]) for c in grid} == {
+        (k, l, n) for k in (16, 64) for l in (4, 8) for n in ("gpt2-tiny", "llama-tiny")}
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_sweeps_are_valid(path):
+    sweep = load_sweep(path)
+    assert trial_configs(sweep)
+
+
+BAD = {
+    "unknown base key": ("lm: {epoch: 2}", "unknown config key 'lm.epoch'; did you mean 'lm.epochs'"),
+    "unknown sweep key": ("sweep: {vqvae.codebok_size: {grid: [16]}}", "unknown sweep key 'vqvae.codebok_size'; "
+                          "did you mean 'vqvae.codebook_size'"),
+    "unknown spec kind": ("sweep: {lm.lr: {logspace: [1, 2]}}", "unknown search spec 'logspace'; allowed: grid"),
+    "grid value out of range": ("sweep: {vqvae.codebook_size: {grid: [16, 0]}}",
+                                "value 0: 'vqvae.codebook_size' is 0; allowed: 2..65536"),
+    "grid value of the wrong type": ("sweep: {vqvae.seq_len: {grid: [4, eight]}}",
+                                     "'vqvae.seq_len' must be of type int; got 'eight'"),
+    "unknown LM in a grid": ("sweep: {lm.name: {grid: [gpt2-tiny, gpt5-huge]}}", "unknown language model 'gpt5-huge'"),
+    "negative temperature": ("sweep: {sample.temperature: {uniform: [-1.0, 1.0]}}",
+                             "bound -1.0: 'sample.temperature' is -1.0; allowed: > 0"),
+    "low above high": ("sweep: {lm.lr: {uniform: [0.1, 0.01]}}", "uniform needs low < high"),
+    "uniform on an int key": ("sweep: {lm.epochs: {uniform: [1, 4]}}", "is an int key: use randint"),
+    "unknown tune key": ("tune: {serch: grid}", "unknown key 'tune.serch'; did you mean 'tune.search'"),
+    "unknown scheduler": ("tune: {scheduler: hyperband}", "'tune.scheduler' is 'hyperband'; allowed: fifo, asha"),
+    "wrong type in tune": ("tune: {num_samples: many}", "'tune.num_samples' must be of type int; got 'many'"),
+    "unknown W&B mode": ("tracking: {mode: cloud}", "'tracking.mode' is 'cloud'; allowed: offline, online, disabled"),
+    "asha with the VAE baseline": ("tune: {scheduler: asha}\nsweep: {vqvae.model: {grid: [vqvae, vae]}}",
+                                   "asha stops trials on the LM's held-out loss"),
+    "unknown space": ("space: nasbench301", "'space' is 'nasbench301'; allowed: nasbench101, nasbench201"),
+}
+
+
+@pytest.mark.parametrize("case", BAD, ids=list(BAD))
+def test_bad_sweeps_are_rejected_naming_the_key(tmp_path, case):
+    text, message = BAD[case]
+    with pytest.raises(ConfigError) as info:
+        load_sweep(write(tmp_path, "name: t\n" + text + "\n"))
+    assert message in str(info.value)
+
+
+def test_malformed_yaml_names_the_file(tmp_path):
+    path = write(tmp_path, "sweep: {lm.lr: [1, 2\n")
+    with pytest.raises(ConfigError, match=f"{path}: not valid YAML"):
+        load_sweep(path)
+
+
+def test_overrides_reach_base_tune_and_tracking(tmp_path):
+    sweep = load_sweep(write(tmp_path, GOOD), ["lm.epochs=5", "tune.num_samples=3", "tracking.mode=disabled",
+                                               "name=other"])
+    assert (sweep.base.lm.epochs, sweep.tune.num_samples, sweep.tracking.mode, sweep.name) == (5, 3, "disabled",
+                                                                                              "other")
+    with pytest.raises(ConfigError, match="lm.epochs"):
+        load_sweep(write(tmp_path, GOOD), ["lm.epochs=0"])
+
+
+def test_param_space_places_tune_specs_at_the_swept_keys(tmp_path):
+    from ray import tune
+
+    space = param_space(load_sweep(write(tmp_path, GOOD)))
+    assert space["vqvae"]["codebook_size"] == {"grid_search": [16, 64]}
+    assert isinstance(space["lm"]["lr"], tune.search.sample.Float)
+    assert space["lm"]["epochs"] == 2 and space["space"] == "nasbench201"
+    random = param_space(load_sweep(write(tmp_path, GOOD), ["tune.search=random"]))
+    assert isinstance(random["vqvae"]["codebook_size"], tune.search.sample.Categorical)
+
+
+def test_upstream_key_ignores_the_lm_and_execution_settings(tmp_path):
+    sweep = load_sweep(write(tmp_path, GOOD))
+    a, b, c, d = trial_configs(sweep)[:4]  # same K=16; (L, LM) = (4, gpt2) (4, llama) (8, gpt2) (8, llama)
+    from archsweep.config import from_dict
+
+    assert upstream_key(from_dict(a)) == upstream_key(from_dict(b))
+    assert upstream_key(from_dict(a)) != upstream_key(from_dict(c))
+    e = dict(a, train=dict(a["train"], checkpoint_every=3, cpus_per_worker=2))
+    assert upstream_key(from_dict(e)) == upstream_key(from_dict(a))
+
+
+def test_concurrency_follows_the_cluster_and_impossible_trials_fail_early(tmp_path):
+    sweep = load_sweep(write(tmp_path, GOOD), ["lm.num_workers=2"])
+    assert trial_resources(sweep.base)["CPU"] == 2  # the LM stage's 2 workers; the trial itself holds no CPU
+    assert plan_concurrency(sweep, {"CPU": 8.0}, [{"CPU": 8.0}]) == 4
+    assert plan_concurrency(load_sweep(write(tmp_path, GOOD), ["lm.num_workers=2", "tune.max_concurrent_trials=3"]),
+                            {"CPU": 16.0}, [{"CPU": 16.0}]) == 3
+    with pytest.raises(SweepError, match="needs 2 CPUs and 0 GPUs at once.*cluster has 1 CPUs"):
+        plan_concurrency(sweep, {"CPU": 1.0}, [{"CPU": 1.0}])
+    gpu = load_sweep(write(tmp_path, GOOD), ["lm.use_gpu=true", "lm.gpus_per_worker=0.25"])
+    assert plan_concurrency(gpu, {"CPU": 8.0, "GPU": 1.0}, [{"CPU": 8.0, "GPU": 1.0}]) == 4
+    with pytest.raises(SweepError, match="0.25 GPUs"):
+        plan_concurrency(gpu, {"CPU": 8.0}, [{"CPU": 8.0}])
