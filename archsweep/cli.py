@@ -353,6 +353,21 @@ def _print_report(sweep_dir, sort_by: str, ascending: bool):
     console.print("written: " + ", ".join(str(f) for f in files))
 
 
+def _run_sweep(sweep_file, overrides=(), address=None, num_cpus=None):
+    from archsweep.sweep.run import run_sweep, sweep_dir_of
+    from archsweep.sweep.spec import load_sweep, trial_configs
+
+    sweep = load_sweep(sweep_file, overrides)
+    total = len(trial_configs(sweep)) * sweep.tune.num_samples
+    log_level = _start_sweep_ray(sweep, address, num_cpus)
+    sweep_dir = sweep_dir_of(sweep)
+    _console().print(f"sweep {sweep.name!r}: {total} trial(s) into {sweep_dir}; `archsweep resume {sweep_dir}` "
+                     "continues it if interrupted")
+    with _SweepProgress(sweep_dir, total):
+        run_sweep(sweep, log_level=log_level)
+    _print_report(sweep_dir, sweep.tune.metric, sweep.tune.mode == "min")
+
+
 @cli.command("sweep")
 @click.argument("sweep_file", type=click.Path(dir_okay=False))
 @click.option("-o", "--override", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -360,28 +375,18 @@ def _print_report(sweep_dir, sort_by: str, ascending: bool):
 @click.option("--address", default=None, help="Run on this Ray cluster (e.g. `auto` inside a Ray Job) instead "
               "of a local Ray started here.")
 @click.option("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all).")
-@click.option("--check", is_flag=True, help="Check the sweep file and list its grid; run nothing.")
+@click.option("--check", is_flag=True, help="Check the sweep file and count its trials; run nothing.")
 def sweep_command(sweep_file, overrides, address, num_cpus, check):
     """Run a sweep (see sweeps/*.yaml): Ray Tune trials of the pipeline, logged to the result store and W&B,
     then print the report."""
-    from archsweep.sweep.spec import load_sweep, trial_configs
-
-    sweep = load_sweep(sweep_file, overrides)
-    grid = trial_configs(sweep)
-    total = len(grid) * sweep.tune.num_samples
-    console = _console()
     if check:
-        console.print(f"sweep {sweep.name!r}: {total} trial(s); axes: {', '.join(sweep.axes) or 'none'}")
-        return
-    from archsweep.sweep.run import run_sweep, sweep_dir_of
+        from archsweep.sweep.spec import load_sweep, trial_configs
 
-    log_level = _start_sweep_ray(sweep, address, num_cpus)
-    sweep_dir = sweep_dir_of(sweep)
-    console.print(f"sweep {sweep.name!r}: {total} trial(s) into {sweep_dir}; `archsweep resume {sweep_dir}` "
-                  "continues it if interrupted")
-    with _SweepProgress(sweep_dir, total):
-        run_sweep(sweep, log_level=log_level)
-    _print_report(sweep_dir, sweep.tune.metric, sweep.tune.mode == "min")
+        sweep = load_sweep(sweep_file, overrides)
+        total = len(trial_configs(sweep)) * sweep.tune.num_samples
+        _console().print(f"sweep {sweep.name!r}: {total} trial(s); axes: {', '.join(sweep.axes) or 'none'}")
+        return
+    _run_sweep(sweep_file, overrides, address, num_cpus)
 
 
 @cli.command("resume")
@@ -515,11 +520,11 @@ def _results_table(results: dict, title: str):
 
 
 @cli.command()
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default="runs/demo", show_default=True,
-              help="Where the demo's stage outputs go; rerunning reuses finished work.")
-def demo(out_dir):
-    """The main job on this machine: verify the data, enumerate the spaces, summarise the benchmarks, then
-    train the default VQ-VAE on NAS-Bench-201 with 2 Ray Train workers on a local Ray and report it."""
+@click.option("--sweep", "sweep_file", default="sweeps/quick.yaml", show_default=True,
+              type=click.Path(exists=True, dir_okay=False), help="The sweep to run.")
+def demo(sweep_file):
+    """The main job on this machine: verify the data, summarise the spaces and benchmarks, then run the quick
+    sweep (NAS-Bench-201; codebook size x sequence length x two LMs) on a local Ray and print its report."""
     from archsweep.benchmarks import files
 
     console = _console()
@@ -531,16 +536,7 @@ def demo(out_dir):
     for name in _space_names(()):
         console.print(space_stats_table(name))
         console.print(benchmark_stats_table(name))
-
-    from archsweep.config import load_config
-    from archsweep.runtime import init_local_ray, worker_env
-    from archsweep.stages import vqvae
-
-    cfg = load_config(overrides=["space=nasbench201", "train.epochs=10", "train.num_workers=2"])
-    stage_dir = Path(out_dir) / "vqvae-nasbench201"
-    console.print(f"training the default VQ-VAE on nasbench201 (2 Ray Train workers, 10 epochs) into {stage_dir}")
-    init_local_ray(num_cpus=max(2, os.cpu_count() or 1))
-    console.print(_results_table(vqvae.run(cfg, stage_dir, env=worker_env()), f"VQ-VAE stage: {stage_dir}"))
+    _run_sweep(sweep_file)
 
 
 def main() -> None:

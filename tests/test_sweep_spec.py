@@ -125,3 +125,16 @@ def test_concurrency_follows_the_cluster_and_impossible_trials_fail_early(tmp_pa
     assert plan_concurrency(gpu, {"CPU": 8.0, "GPU": 1.0}, [{"CPU": 8.0, "GPU": 1.0}]) == 4
     with pytest.raises(SweepError, match="0.25 GPUs"):
         plan_concurrency(gpu, {"CPU": 8.0}, [{"CPU": 8.0}])
+
+
+def test_extra_trials_add_the_baseline_beside_the_grid(tmp_path):
+    grid_only = GOOD.replace("  lm.lr: {loguniform: [1.0e-4, 1.0e-3]}\n", "")
+    sweep = load_sweep(write(tmp_path, grid_only + "extra_trials:\n  - {vqvae.model: vae, vqvae.seq_len: 8}\n"))
+    configs = trial_configs(sweep)
+    assert len(configs) == 9 and configs[-1]["vqvae"]["model"] == "vae"
+    assert [c["vqvae"]["model"] for c in configs[:8]] == ["vqvae"] * 8
+    assert param_space(sweep)["trial"] == {"grid_search": configs}
+    with pytest.raises(ConfigError, match="needs every sweep axis to be a grid"):
+        load_sweep(write(tmp_path, GOOD + "extra_trials:\n  - {vqvae.model: vae}\n"))
+    with pytest.raises(ConfigError, match=r"extra_trials\[0\]: vqvae.model='vea'.*allowed: vqvae, vae"):
+        load_sweep(write(tmp_path, grid_only + "extra_trials:\n  - {vqvae.model: vea}\n"))

@@ -110,7 +110,7 @@ def run_trial(config: dict, sweep_dir: str, env: dict, log_level: str = "WARNING
     from archsweep.tracking.store import ResultStore, Row
 
     os.environ.update(env)
-    cfg = from_dict(config)
+    cfg = from_dict(config.get("trial", config))
     context = ray.tune.get_context()
     trial_dir = Path(context.get_trial_dir())
     vq, vq_dir, reused = shared_vqvae(cfg, Path(sweep_dir) / "artifacts", env, log_level)
@@ -133,9 +133,12 @@ def run_trial(config: dict, sweep_dir: str, env: dict, log_level: str = "WARNING
 
 
 def param_space(sweep: Sweep) -> dict:
-    """The base configuration as a nested dict with Tune search specs at the swept keys."""
+    """The base configuration as a nested dict with Tune search specs at the swept keys; with extra trials, a
+    grid over the listed configurations instead (all axes are grids then)."""
     from ray import tune
 
+    if sweep.extra_trials:
+        return {"trial": tune.grid_search(trial_configs(sweep))}
     space = to_dict(sweep.base)
     for key, spec in sweep.axes.items():
         (kind, args), = spec.items()
@@ -183,6 +186,11 @@ def plan_concurrency(sweep: Sweep, cluster: dict[str, float], nodes: list[dict[s
     return max(1, min(fits, wanted) if wanted else fits)
 
 
+def _trial_dirname(trial) -> str:
+    """Short and stable (Tune's default packs every swept value into the name, too long for big sweeps)."""
+    return f"trial_{trial.trial_id}"
+
+
 def sweep_dir_of(sweep: Sweep) -> Path:
     return (Path(sweep.storage) / sweep.name).resolve()
 
@@ -211,7 +219,8 @@ def build_tuner(sweep: Sweep, sweep_dir: Path, callbacks: list, env: dict, log_l
         trainable,
         param_space=param_space(sweep),
         tune_config=tune.TuneConfig(search_alg=BasicVariantGenerator(random_state=t.seed, max_concurrent=concurrency),
-                                    scheduler=scheduler, num_samples=t.num_samples),
+                                    scheduler=scheduler, num_samples=t.num_samples,
+                                    trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(sweep_dir), callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=t.max_failures),
                                   verbose=1 if log_level == "INFO" else 0),
@@ -231,8 +240,9 @@ def run_sweep(sweep: Sweep, *, sweep_dir: str | Path | None = None, resume: bool
         (sweep_dir / "sweep.yaml").write_text(_yaml(sweep.to_dict()))
     env = worker_env() | wandb_env(sweep.tracking)
     os.environ.update(env)
-    if log_level != "INFO":  # Tune's own console tables; the CLI shows a progress bar and the report instead
+    if log_level != "INFO":  # Tune's own console output; the CLI shows a progress bar and the report instead
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "60")  # "took 3 s" notes about a loaded 2-core machine
     callbacks = [*callbacks, *_store_callbacks(sweep_dir), *wandb_callback(sweep, sweep_dir)]
     tuner = build_tuner(sweep, sweep_dir, callbacks, env, log_level, resume)
     return tuner.fit()
@@ -253,6 +263,10 @@ def _yaml(data: dict) -> str:
     return OmegaConf.to_yaml(OmegaConf.create(data))
 
 
+def _config_of(trial) -> dict:
+    return trial.config.get("trial", trial.config)
+
+
 def _store_callbacks(sweep_dir: Path) -> list:
     """A Tune callback that records trial starts and failures in the result store (trials record their own
     success, see `run_trial`)."""
@@ -265,13 +279,13 @@ def _store_callbacks(sweep_dir: Path) -> list:
     class StoreCallback(tune.Callback):
         def on_trial_start(self, iteration, trials, trial, **info):
             if (row := store.get(trial.trial_id)) is None or row.status != "TERMINATED":
-                store.put(Row(trial.trial_id, "RUNNING", trial.config, paths={"trial_dir": trial.local_path}))
+                store.put(Row(trial.trial_id, "RUNNING", _config_of(trial), paths={"trial_dir": trial.local_path}))
 
         def on_trial_error(self, iteration, trials, trial, **info):
             error = None
             if trial.error_file and Path(trial.error_file).is_file():
                 error = Path(trial.error_file).read_text()[-4000:]
-            store.put(Row(trial.trial_id, "ERROR", trial.config, paths={"trial_dir": trial.local_path},
+            store.put(Row(trial.trial_id, "ERROR", _config_of(trial), paths={"trial_dir": trial.local_path},
                           error=error))
 
     return [StoreCallback()]

@@ -67,14 +67,15 @@ class Sweep:
     tune: TuneSettings = field(default_factory=TuneSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     storage: str = "runs/sweeps"
+    extra_trials: list[dict] = field(default_factory=list)  # {dotted key: value} patches of the base
     source: str = ""
 
     def to_dict(self) -> dict:
-        return {"name": self.name, **to_dict(self.base), "sweep": self.axes, "tune": asdict(self.tune),
-                "tracking": asdict(self.tracking), "storage": self.storage}
+        return {"name": self.name, **to_dict(self.base), "sweep": self.axes, "extra_trials": self.extra_trials,
+                "tune": asdict(self.tune), "tracking": asdict(self.tracking), "storage": self.storage}
 
 
-SECTIONS = {"name", "sweep", "tune", "tracking", "storage"}
+SECTIONS = {"name", "sweep", "extra_trials", "tune", "tracking", "storage"}
 
 
 def _settings(cls, data: Any, section: str, source: str):
@@ -189,11 +190,27 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] =
         raise ConfigError(f"{source}: 'sweep' must map config keys to search specs, e.g. "
                           "vqvae.codebook_size: {grid: [16, 64]}")
     axes = {key: _check_axis(key, spec, to_dict(base), source) for key, spec in axes_raw.items()}
+    extra = sections.get("extra_trials") or []
+    if not isinstance(extra, list) or not all(isinstance(e, dict) and e for e in extra):
+        raise ConfigError(f"{source}: 'extra_trials' is a list of trials, each a mapping of config keys to values, "
+                          "e.g. [{vqvae.model: vae}]")
+    if extra and any("grid" not in spec for spec in axes.values()):
+        raise ConfigError(f"{source}: 'extra_trials' needs every sweep axis to be a grid (the trials are listed "
+                          "one by one)")
+    for i, patch in enumerate(extra):
+        config = to_dict(base)
+        for key, value in patch.items():
+            if key not in ALL_KEYS:
+                raise ConfigError(f"{source}: extra_trials[{i}]: unknown config key {key!r}{_suggest(key)}")
+            config = to_dict(_with(config, key, value, f"{source}: extra_trials[{i}]: {key}={value!r}"))
     tune = _settings(TuneSettings, sections.get("tune"), "tune", source)
     tracking = _settings(TrackingSettings, sections.get("tracking"), "tracking", source)
     _check_settings(tune, tracking, base, axes, source)
+    if tune.scheduler == "asha" and any(e.get("vqvae.model") == "vae" for e in extra):
+        raise ConfigError(f"{source}: 'tune.scheduler' asha stops trials on the LM's held-out loss, which the VAE "
+                          "baseline (vqvae.model=vae) has not; use scheduler fifo for a sweep with it")
     return Sweep(name=name, base=base, axes=axes, tune=tune, tracking=tracking,
-                 storage=str(sections.get("storage") or "runs/sweeps"), source=source)
+                 storage=str(sections.get("storage") or "runs/sweeps"), extra_trials=extra, source=source)
 
 
 def _check_settings(tune: TuneSettings, tracking: TrackingSettings, base: Config, axes: dict, source: str) -> None:
@@ -221,16 +238,19 @@ def _check_settings(tune: TuneSettings, tracking: TrackingSettings, base: Config
                           "baseline (vqvae.model=vae) has not; use scheduler fifo for a sweep with it")
 
 
+def _patched(config: dict, patch: dict) -> dict:
+    config = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
+    for key, value in patch.items():
+        section, _, leaf = key.rpartition(".")
+        (config[section] if section else config)[leaf] = value
+    return config
+
+
 def trial_configs(sweep: Sweep) -> list[dict]:
-    """Every grid combination as a plain config dict (other axes left at the base), for previews and tests."""
+    """Every grid combination, then the extra trials, as plain config dicts (sampled axes left at the base)."""
     import itertools
 
     grid = {k: v["grid"] for k, v in sweep.axes.items() if "grid" in v}
-    out = []
-    for values in itertools.product(*grid.values()):
-        config = to_dict(sweep.base)
-        for key, value in zip(grid, values):
-            section, _, leaf = key.rpartition(".")
-            (config[section] if section else config)[leaf] = value
-        out.append(config)
-    return out
+    base = to_dict(sweep.base)
+    out = [_patched(base, dict(zip(grid, values))) for values in itertools.product(*grid.values())]
+    return out + [_patched(base, patch) for patch in sweep.extra_trials]

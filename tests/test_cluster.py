@@ -1,0 +1,71 @@
+"""The cluster YAMLs in cluster/ pass Ray's own schema and config preparation offline; broken variants of them
+are rejected with the file and the key named."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from archsweep.cli import cli
+from archsweep.sweep.cluster import ClusterConfigError, validate_cluster_yaml
+
+CLUSTER = Path(__file__).resolve().parent.parent / "cluster"
+SHIPPED = sorted(CLUSTER.glob("*.yaml"))
+
+
+def test_the_cloud_and_onprem_yamls_are_shipped():
+    names = {p.name for p in SHIPPED}
+    assert {"aws-gpu.yaml", "gcp-gpu.yaml", "onprem.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_cluster_yamls_are_valid(path):
+    prepared = validate_cluster_yaml(path)
+    assert prepared["head_node_type"] in prepared["available_node_types"]
+    setup = " ".join(prepared["setup_commands"])
+    assert "pip install" in setup and "archsweep" in setup and "constraints.txt" in setup
+    head = " ".join(prepared["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head  # the job server is not exposed beyond the head
+
+
+def _break(change):
+    raw = yaml.safe_load((CLUSTER / "aws-gpu.yaml").read_text())
+    broken = copy.deepcopy(raw)
+    change(broken)
+    return broken
+
+
+BROKEN = {
+    "typo in a key": (lambda c: c.update(max_workerz=c.pop("max_workers")), "'max_workerz' was unexpected"),
+    "undefined head node type": (lambda c: c.update(head_node_type="hed"),
+                                 "`head_node_type` must be one of `available_node_types`"),
+    "min_workers above max": (lambda c: c["available_node_types"]["gpu_worker"].update(min_workers=5),
+                              "max_workers` is smaller than the sum of `min_workers`"),
+    "node type without resources": (lambda c: c["available_node_types"]["gpu_worker"].pop("resources"),
+                                    "available_node_types.gpu_worker: 'resources' is a required property"),
+    "no provider": (lambda c: c.pop("provider"), "'provider' is a required property"),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN, ids=list(BROKEN))
+def test_broken_cluster_yamls_are_rejected(tmp_path, case):
+    change, message = BROKEN[case]
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(_break(change)))
+    with pytest.raises(ClusterConfigError) as info:
+        validate_cluster_yaml(path)
+    assert str(path) in str(info.value) and message in str(info.value)
+
+
+def test_cli_validates_and_exits_2_on_a_broken_file(tmp_path):
+    runner = CliRunner()
+    ok = runner.invoke(cli, ["cluster", "validate", *map(str, SHIPPED)])
+    assert ok.exit_code == 0 and ok.output.count(": valid") == len(SHIPPED)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cluster_name: x\nprovider: [\n")
+    result = runner.invoke(cli, ["cluster", "validate", str(bad)])
+    assert result.exit_code == 2 and "not valid YAML" in result.output
