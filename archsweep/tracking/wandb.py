@@ -1,4 +1,4 @@
-"""Weights & Biases mirroring: one W&B run per trial (Ray's WandbLoggerCallback), offline by default.
+"""Weights & Biases mirroring: one W&B run per trial, written by the sweep's driver, offline by default.
 
 Offline runs are written under each trial directory (`<trial>/wandb/offline-run-*`); `archsweep sync` uploads
 them when the user has a key. `read_offline_run` reads one back (config, history, summary) from its transaction
@@ -26,15 +26,74 @@ def wandb_env(tracking) -> dict[str, str]:
 
 
 def wandb_callback(sweep, sweep_dir: Path) -> list:
-    """The Tune callback that mirrors every trial to its own W&B run (id = Tune trial id, so a resumed trial
-    continues its run), or nothing when tracking is off."""
+    """The Tune callback that mirrors every trial to its own W&B run, or nothing when tracking is off."""
     if not sweep.tracking.wandb or sweep.tracking.mode == "disabled":
         return []
-    from ray.air.integrations.wandb import WandbLoggerCallback
+    return [_mirror_class()(project=sweep.tracking.project, entity=sweep.tracking.entity,
+                            group=sweep.tracking.group or sweep.name, mode=sweep.tracking.mode)]
 
-    return [WandbLoggerCallback(project=sweep.tracking.project, group=sweep.tracking.group or sweep.name,
-                                entity=sweep.tracking.entity, mode=sweep.tracking.mode, resume="allow",
-                                log_config=False, excludes=["checkpoint_path"])]
+
+# Results Tune adds that say nothing about the trial's model; kept out of the W&B history.
+_TUNE_BOOKKEEPING = ("config", "checkpoint_path", "trial_id", "experiment_tag", "date", "hostname", "node_ip",
+                     "pid", "timestamp", "done", "should_checkpoint")
+
+
+def _mirror_class():
+    """A Tune callback, in the sweep's driver process, keeping one W&B run per trial: id = Tune trial id (a
+    resumed trial continues its run), the trial's config as the run config, every result in the history at
+    step = Tune's training_iteration, the final metrics in the summary, and the run written under the trial
+    directory. One process writes all runs, so nothing is lost to Tune stopping a per-trial logging actor
+    before W&B has written its last records (what Ray's own WandbLoggerCallback does)."""
+    from numbers import Number
+
+    from ray import tune
+
+    class WandbMirror(tune.Callback):
+        def __init__(self, project: str, entity: str | None, group: str, mode: str):
+            self.settings = {"project": project, "entity": entity, "group": group, "mode": mode}
+            self.runs = {}
+
+        def __getstate__(self):  # live runs stay in this process; a restored sweep reopens them by id
+            return {"settings": self.settings, "runs": {}}
+
+        def _run(self, trial):
+            import wandb
+
+            if trial.trial_id not in self.runs:
+                config = trial.config.get("trial", trial.config)
+                self.runs[trial.trial_id] = wandb.init(
+                    id=trial.trial_id, name=str(trial), dir=trial.local_path, config=config, resume="allow",
+                    reinit="create_new", **self.settings)
+            return self.runs[trial.trial_id]
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            row = {k: v for k, v in result.items()
+                   if k not in _TUNE_BOOKKEEPING and isinstance(v, Number) and not isinstance(v, bool)}
+            self._run(trial).log(row, step=int(result.get("training_iteration", 0)))
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            run = self._run(trial)
+            for key, value in (trial.last_result or {}).items():
+                if key not in _TUNE_BOOKKEEPING and isinstance(value, (Number, str)):
+                    run.summary[key] = value
+            self._finish(trial, 0)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._finish(trial, 1)
+
+        def _finish(self, trial, exit_code: int):
+            run = self.runs.pop(trial.trial_id, None)
+            if run is not None:
+                run.finish(exit_code=exit_code)
+
+        def on_experiment_end(self, trials, **info):
+            import wandb
+
+            for trial_id in list(self.runs):
+                self.runs.pop(trial_id).finish()
+            wandb.teardown()  # wait until every run is written
+
+    return WandbMirror
 
 
 def offline_runs(root: str | Path) -> list[Path]:
