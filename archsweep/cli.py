@@ -322,21 +322,18 @@ def _start_sweep_ray(sweep, address: str | None, num_cpus: int | None) -> str:
     return "INFO" if verbose else "WARNING"
 
 
-def _report_table(table: list[dict], title: str, metric_keys: list[str]):
+def _report_table(table: list[dict], title: str, swept: list[str]):
     from rich.table import Table
 
-    from archsweep.tracking.report import HEADLINE
-
     t = Table(title=title)
-    columns = ["trial", "status", *metric_keys, *HEADLINE, "vqvae/reused"]
-    for column in columns:
-        t.add_column(column.removeprefix("vqvae.").removeprefix("lm.") if column in metric_keys else column,
-                     justify="left" if column in ("trial", "status") else "right")
+    metrics = ("validity", "uniqueness", "novelty", "valid_unique")
+    for column in ("trial", "status", *swept, *metrics, "VQ-VAE"):
+        t.add_column(column, justify="left" if column in ("trial", "status", *swept) else "right")
     for row in table:
-        cells = []
-        for column in columns:
-            value = row.get(column)
-            cells.append("" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value))
+        cells = [row["trial"].rsplit("_", 1)[-1], row["status"].lower()]
+        cells += [str(row.get(key, "")) for key in swept]
+        cells += [f"{row[m]:.3f}" if isinstance(row.get(m), float) else "" for m in metrics]
+        cells.append({True: "reused", False: "trained"}.get(row.get("vqvae/reused"), ""))
         t.add_row(*cells)
     return t
 
@@ -345,7 +342,9 @@ def _print_report(sweep_dir, sort_by: str, ascending: bool):
     from archsweep.tracking.report import report, swept_keys
 
     table, files = report(sweep_dir, sort_by=sort_by, descending=not ascending)
-    console = _console()
+    from rich.console import Console
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(_report_table(table, f"sweep {sweep_dir} (sorted by {sort_by})", swept_keys(Path(sweep_dir))))
     failed = [r for r in table if r["status"] == "ERROR"]
     for row in failed:

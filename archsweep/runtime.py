@@ -33,5 +33,7 @@ def connect_ray(address: str, env: dict[str, str] | None = None, verbose: bool =
 
     if ray.is_initialized():
         return
+    # Inside a Ray Job (`archsweep submit`), the job's runtime env already holds some of these variables: merge.
+    os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
     ray.init(address=address, runtime_env={"env_vars": worker_env() | (env or {})}, logging_level="WARNING",
              log_to_driver=verbose)

@@ -40,10 +40,11 @@ def free_port() -> int:
 def ray_start(args: list[str], temp_dir: Path, env: dict) -> subprocess.Popen:
     """`ray start --block`: the process stays in the foreground and stops the node's processes when signalled."""
     ray = Path(sys.executable).with_name("ray")
+    log = open(f"{temp_dir}.log", "w")
     return subprocess.Popen([str(ray), "start", "--block", f"--temp-dir={temp_dir}", "--num-cpus=1",
                              f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
                              f"--runtime-env-agent-port={free_port()}", *args],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def wait_for(check, timeout: float, what: str):
@@ -60,31 +61,43 @@ def wait_for(check, timeout: float, what: str):
 
 
 @pytest.fixture
-def ray_cluster(tmp_path, data_dir):
-    """A head and a worker node (1 CPU each) from `ray start`, with the job server on 127.0.0.1."""
+def ray_cluster(data_dir):
+    """A head and a worker node (1 CPU each) from `ray start`, with the job server on 127.0.0.1. Their temp dirs
+    are short paths of their own (Ray's socket paths must fit in 107 bytes)."""
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))
     gcs, dashboard = free_port(), free_port()
     env = dict(os.environ, RAY_AUTH_MODE="disabled",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     env.pop("RAY_ADDRESS", None)
     nodes = [ray_start(["--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--include-dashboard=true",
                         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-                        f"--ray-client-server-port={free_port()}"], tmp_path / "head", env)]
+                        f"--ray-client-server-port={free_port()}"], root / "head", env)]
     address = f"http://127.0.0.1:{dashboard}"
     try:
         from ray.job_submission import JobSubmissionClient
 
-        wait_for(lambda: JobSubmissionClient(address).list_jobs() is not None, 120, "the head's job server")
+        try:
+            wait_for(lambda: JobSubmissionClient(address).list_jobs() is not None, 120, "the head's job server")
+        except TimeoutError:
+            raise TimeoutError(Path(f"{root / 'head'}.log").read_text()[-3000:]) from None
         nodes.append(ray_start([f"--address=127.0.0.1:{gcs}", "--node-ip-address=127.0.0.1"],
-                               tmp_path / "worker", env))
+                               root / "worker", env))
         yield address
-    finally:
+    finally:  # `ray start --block` stops its node's processes on SIGTERM; whatever is left goes with its group
         for node in reversed(nodes):
-            os.killpg(node.pid, signal.SIGTERM)
-        for node in nodes:
+            node.send_signal(signal.SIGTERM)
             try:
-                node.wait(timeout=60)
+                node.wait(timeout=90)
             except subprocess.TimeoutExpired:
+                pass
+            try:
                 os.killpg(node.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_submit_runs_the_sweep_as_a_ray_job(ray_cluster, data_dir, tmp_path, monkeypatch):

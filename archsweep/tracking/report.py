@@ -91,7 +91,7 @@ def write_plots(table: list[dict], keys: list[str], out_dir: Path, metric: str =
             for group, points in sorted(groups.items(), key=lambda g: str(g[0])):
                 xs = sorted({x for x, _ in points})
                 ys = [sum(y for x2, y in points if x2 == x) / sum(1 for x2, _ in points if x2 == x) for x in xs]
-                label = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(others, group)) or metric
+                label = ", ".join(f"{k}={v}" for k, v in zip(others, group)) or metric
                 ax.plot(xs, ys, marker="o", label=label)
             if all(v > 0 for v in values) and max(values) / min(values) >= 8:
                 ax.set_xscale("log", base=2)
