@@ -31,6 +31,7 @@ test: data
 bench: data
 	$(BIN)/python bench/enumerate_nb101.py --write
 	$(BIN)/python bench/vqvae.py --write
+	$(BIN)/python bench/lm.py --write
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

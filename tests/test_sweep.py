@@ -100,6 +100,16 @@ def test_sweep_runs_trials_shares_the_vqvae_and_mirrors_to_wandb(data_dir, tmp_p
     with open(sweep_dir / "report" / "results.csv") as f:
         assert {r["trial"] for r in csv.DictReader(f)} == set(rows)
 
+    # the CLI over the same directory: the report table, and what `sync` would upload
+    from click.testing import CliRunner
+
+    from archsweep.cli import cli
+
+    shown = CliRunner().invoke(cli, ["report", str(sweep_dir), "--sort", "validity"])
+    assert shown.exit_code == 0 and "gpt2-tiny" in shown.output and "llama-tiny" in shown.output
+    listed = CliRunner().invoke(cli, ["sync", str(sweep_dir), "--list"])
+    assert listed.exit_code == 0 and listed.output.count("logged steps") == 2
+
 
 def test_sweep_on_two_nodes_puts_trials_on_both(data_dir, tmp_path, wandb_offline):
     """Two 1-CPU nodes, two 1-worker trials at once: each trial's Ray Train worker needs a whole node."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from archsweep.config import ConfigError
-from archsweep.sweep.run import SweepError, param_space, plan_concurrency, trial_resources, upstream_key
+from archsweep.sweep.run import SweepError, param_space, plan_concurrency, scheduler, trial_resources, upstream_key
 from archsweep.sweep.spec import load_sweep, trial_configs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,3 +138,12 @@ def test_extra_trials_add_the_baseline_beside_the_grid(tmp_path):
         load_sweep(write(tmp_path, GOOD + "extra_trials:\n  - {vqvae.model: vae}\n"))
     with pytest.raises(ConfigError, match=r"extra_trials\[0\]: vqvae.model='vea'.*allowed: vqvae, vae"):
         load_sweep(write(tmp_path, grid_only + "extra_trials:\n  - {vqvae.model: vea}\n"))
+
+
+def test_schedulers(tmp_path):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    assert isinstance(scheduler(load_sweep(write(tmp_path, GOOD))), FIFOScheduler)
+    asha = scheduler(load_sweep(write(tmp_path, GOOD), ["tune.scheduler=asha", "tune.grace_period=1"]))
+    assert isinstance(asha, ASHAScheduler)
+    assert (asha._metric, asha._mode, asha._time_attr) == ("lm/heldout_loss", "min", "training_iteration")

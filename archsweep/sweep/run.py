@@ -195,10 +195,20 @@ def sweep_dir_of(sweep: Sweep) -> Path:
     return (Path(sweep.storage) / sweep.name).resolve()
 
 
+def scheduler(sweep: Sweep):
+    """FIFO, or ASHA on the LM's per-epoch reports (one Tune iteration per LM epoch, plus the final report)."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    t = sweep.tune
+    if t.scheduler == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="training_iteration", metric=t.scheduler_metric, mode=t.scheduler_mode,
+                         max_t=max(sweep.base.lm.epochs, t.grace_period) + 1, grace_period=t.grace_period)
+
+
 def build_tuner(sweep: Sweep, sweep_dir: Path, callbacks: list, env: dict, log_level: str, resume: bool):
     import ray
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
 
     trainable = tune.with_resources(
@@ -212,14 +222,11 @@ def build_tuner(sweep: Sweep, sweep_dir: Path, callbacks: list, env: dict, log_l
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     concurrency = plan_concurrency(sweep, ray.cluster_resources(), nodes)
     t = sweep.tune
-    scheduler = FIFOScheduler() if t.scheduler == "fifo" else ASHAScheduler(
-        time_attr="training_iteration", metric=t.scheduler_metric, mode=t.scheduler_mode,
-        max_t=max(sweep.base.lm.epochs, t.grace_period) + 1, grace_period=t.grace_period)
     return tune.Tuner(
         trainable,
         param_space=param_space(sweep),
         tune_config=tune.TuneConfig(search_alg=BasicVariantGenerator(random_state=t.seed, max_concurrent=concurrency),
-                                    scheduler=scheduler, num_samples=t.num_samples,
+                                    scheduler=scheduler(sweep), num_samples=t.num_samples,
                                     trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(sweep_dir), callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=t.max_failures),
