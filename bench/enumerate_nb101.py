@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import header, write_block  # noqa: E402
+from _report import header, write_block
 
-from archsweep.spaces import get_space  # noqa: E402
-from archsweep.spaces.enumeration import Enumeration  # noqa: E402
+from archsweep.spaces import get_space
+from archsweep.spaces.enumeration import Enumeration
 
 
 def main() -> None:

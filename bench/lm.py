@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import header, write_block  # noqa: E402
+from _report import header, write_block
 
-from archsweep.config import load_config, to_dict  # noqa: E402
-from archsweep.runtime import init_local_ray, worker_env  # noqa: E402
-from archsweep.stages import lm as lm_stage  # noqa: E402
-from archsweep.stages import pipeline  # noqa: E402
+from archsweep.config import load_config, to_dict
+from archsweep.runtime import init_local_ray, worker_env
+from archsweep.stages import lm as lm_stage
+from archsweep.stages import pipeline
 
 EPOCHS = {  # training length per space (VQ-VAE as bench/vqvae.py); everything else is the default configuration
     "nasbench201": ["train.epochs=10"],
@@ -154,8 +154,10 @@ def main() -> None:
     print(overhead, flush=True)
     cfg = load_config()
     body = (
-        f"### LM prior and generation (default LM: {cfg.lm.name}, ZeRO-{cfg.lm.zero_stage}, {cfg.lm.epochs} epochs)"
-        "\n\n" + header() + "\n"
+        f"### LM prior and generation (default LM: {cfg.lm.name}, DeepSpeed ZeRO-{cfg.lm.zero_stage}, batch "
+        f"{cfg.lm.batch_size})\n\n" + header() + "\n"
+        "Training length per space: " + "; ".join(f"{space}: {', '.join(EPOCHS[space])}" for space in args.spaces)
+        + f" (default lm.epochs={cfg.lm.epochs}); everything else is the default configuration. "
         f"{cfg.sample.samples:,} samples per row. Validity, uniqueness, novelty as defined in archsweep.metrics "
         "(uniqueness and novelty by canonical hash, among the valid samples; novelty against the training split). "
         "Both models go through the same pipeline and metric code; the VAE samples the Gaussian fitted to its "

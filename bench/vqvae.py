@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import header, write_block  # noqa: E402
+from _report import header, write_block
 
-from archsweep.config import load_config  # noqa: E402
-from archsweep.runtime import init_local_ray, worker_env  # noqa: E402
-from archsweep.stages import vqvae  # noqa: E402
+from archsweep.config import load_config
+from archsweep.runtime import init_local_ray, worker_env
+from archsweep.stages import vqvae
 
 
 def stage(overrides: list[str]) -> tuple[dict, float]:

@@ -104,7 +104,7 @@ def test_param_space_places_tune_specs_at_the_swept_keys(tmp_path):
 
 def test_upstream_key_ignores_the_lm_and_execution_settings(tmp_path):
     sweep = load_sweep(write(tmp_path, GOOD))
-    a, b, c, d = trial_configs(sweep)[:4]  # same K=16; (L, LM) = (4, gpt2) (4, llama) (8, gpt2) (8, llama)
+    a, b, c, _ = trial_configs(sweep)[:4]  # same K=16; (L, LM) = (4, gpt2) (4, llama) (8, gpt2) (8, llama)
     from archsweep.config import from_dict
 
     assert upstream_key(from_dict(a)) == upstream_key(from_dict(b))

@@ -20,7 +20,7 @@ from archsweep.spaces import nasbench101, nasbench201
 from archsweep.spaces.cell import Cell, GraphArrays
 from archsweep.spaces.enumeration import Enumeration, cached
 
-__all__ = ["Cell", "Enumeration", "GraphArrays", "SearchSpace", "get_space", "SPACES"]
+__all__ = ["SPACES", "Cell", "Enumeration", "GraphArrays", "SearchSpace", "get_space"]
 
 
 @runtime_checkable
