@@ -52,17 +52,22 @@ def test_sweep_runs_trials_shares_the_vqvae_and_mirrors_to_wandb(data_dir, tmp_p
     import ray
 
     from archsweep.runtime import init_local_ray
-    from archsweep.sweep.run import run_sweep, sweep_dir_of
+    from archsweep.sweep.run import SweepError, run_sweep, sweep_dir_of
     from archsweep.tracking.report import report
     from archsweep.tracking.wandb import offline_runs, read_offline_run, wandb_env
 
     sweep = tiny_sweep(tmp_path)
+    sweep_dir = sweep_dir_of(sweep)
     init_local_ray(num_cpus=2, env=wandb_env(sweep.tracking))
     try:
         grid = run_sweep(sweep)
+        before = {r.trial_id: r.updated for r in _finished(sweep_dir).values()}
+        again = run_sweep(sweep)  # the same sweep again: continued, nothing rerun
+        assert {r.trial_id: r.updated for r in _finished(sweep_dir).values()} == before and not again.errors
+        with pytest.raises(SweepError, match="holds a different sweep named 'tiny'"):
+            run_sweep(tiny_sweep(tmp_path, "lm.epochs=3"))
     finally:
         ray.shutdown()
-    sweep_dir = sweep_dir_of(sweep)
     assert not grid.errors
 
     # the store: one finished row per trial, with its config, metrics and artifact paths

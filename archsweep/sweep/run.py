@@ -237,14 +237,21 @@ def build_tuner(sweep: Sweep, sweep_dir: Path, callbacks: list, env: dict, log_l
 def run_sweep(sweep: Sweep, *, sweep_dir: str | Path | None = None, resume: bool = False, callbacks: list = (),
               log_level: str = "WARNING"):
     """Run (or, with `resume`, continue) the sweep on the Ray this process is connected to; returns the
-    ResultGrid. Finished trials of a resumed sweep are not run again."""
+    ResultGrid. Finished trials of a resumed sweep are not run again; running a sweep whose directory already
+    holds the same sweep continues it."""
     from archsweep.runtime import worker_env
     from archsweep.tracking.wandb import wandb_callback, wandb_env
 
     sweep_dir = Path(sweep_dir) if sweep_dir else sweep_dir_of(sweep)
+    spec = sweep_dir / "sweep.yaml"
+    if not resume and spec.is_file():  # the same sweep again continues it; another one may not overwrite it
+        if spec.read_text() != _yaml(sweep.to_dict()):
+            raise SweepError(f"{sweep_dir} holds a different sweep named {sweep.name!r}; give this one another "
+                             "name (`-o name=...`) or storage (`-o storage=...`), or remove that directory")
+        resume = (sweep_dir / EXPERIMENT).is_dir()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
-        (sweep_dir / "sweep.yaml").write_text(_yaml(sweep.to_dict()))
+        spec.write_text(_yaml(sweep.to_dict()))
     env = worker_env() | wandb_env(sweep.tracking)
     os.environ.update(env)
     if log_level != "INFO":  # Tune's own console output; the CLI shows a progress bar and the report instead
