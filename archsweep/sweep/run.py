@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import os
 from dataclasses import asdict
@@ -23,8 +22,6 @@ from pathlib import Path
 from archsweep.config import Config, from_dict, to_dict
 from archsweep.errors import ArchsweepError
 from archsweep.sweep.spec import Sweep, load_sweep, trial_configs
-
-log = logging.getLogger(__name__)
 
 EXPERIMENT = "trials"
 # The trial's own process only waits on its Ray Train workers, so it holds no CPU (a bundle of nothing at all is

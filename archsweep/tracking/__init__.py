@@ -1,0 +1,1 @@
+"""Tracking: the result store, W&B mirroring and the sweep report."""
