@@ -50,3 +50,9 @@ def test_pipeline_writes_every_artifact_and_one_set_of_metrics(local_ray, data_d
     for dataset in ("cifar10", "cifar100", "ImageNet16-120"):
         stats = lm[f"accuracy_{dataset}_val"]
         assert stats["coverage"] == 1.0 or lm["validity"] == 0  # NAS-Bench-201 has every valid cell
+
+    # the saved LM samples again without retraining, and the same seed gives the same samples and metrics
+    from archsweep.stages.lm import Scorer, generate, load_lm
+
+    again = generate(load_lm(cfg, tmp_path / "lm" / "lm"), Scorer(cfg, tmp_path / "vqvae", str(data_dir)), cfg)
+    assert {k: again[k] for k in results["generation"]} == results["generation"]
