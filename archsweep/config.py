@@ -179,12 +179,16 @@ def _merge(base, other, source: str):
         raise _translate(exc, source) from None
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults, then the YAML file at `path`, then `key=value` overrides; validated."""
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = (), *,
+                data: dict | None = None, source: str = "config") -> Config:
+    """Defaults, then the YAML file at `path` (or `data`, a mapping already read from `source`), then `key=value`
+    overrides; validated."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     cfg = OmegaConf.structured(Config)
+    if data is not None:
+        cfg = _merge(cfg, OmegaConf.create(data), source)
     if path is not None:
         path = Path(path)
         if not path.is_file():

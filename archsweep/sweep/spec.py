@@ -171,16 +171,7 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] =
         else:
             base_overrides.append(item)
 
-    import tempfile
-
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as tmp:  # the base, through load_config
-        tmp.write(OmegaConf.to_yaml(OmegaConf.create(raw)))
-    try:
-        base = load_config(tmp.name, base_overrides)
-    except ConfigError as exc:
-        raise ConfigError(str(exc).replace(tmp.name, source)) from None
-    finally:
-        os.unlink(tmp.name)
+    base = load_config(overrides=base_overrides, data=raw, source=source)
 
     name = sections.get("name") or path.stem
     if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
