@@ -49,8 +49,6 @@ def validate_cluster_yaml(path: str | os.PathLike) -> dict:
 
 # --- Ray Jobs --------------------------------------------------------------------------------------------------
 
-# Forwarded to the job when set here; the W&B API key is not (log in on the cluster, or pass it yourself).
-JOB_ENV = ("WANDB_MODE", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_BASE_URL")
 
 
 def _client(address: str):
@@ -78,7 +76,9 @@ def submit_sweep(sweep_file: str | os.PathLike, address: str, overrides: tuple[s
 
     sweep = load_sweep(sweep_file, overrides)  # fail here, not on the cluster
     client = _client(address)
-    env = {k: os.environ[k] for k in JOB_ENV if os.environ.get(k)}
+    from archsweep.tracking.wandb import PASSED_ON  # the W&B settings set here; never the API key
+
+    env = {k: os.environ[k] for k in PASSED_ON if os.environ.get(k)}
     if data_dir:
         env["ARCHSWEEP_DATA_DIR"] = data_dir
     with tempfile.TemporaryDirectory() as tmp:

@@ -62,18 +62,17 @@ def shared_vqvae(cfg: Config, artifacts: Path, env: dict, log_level: str) -> tup
         return vqvae.run(cfg, stage_dir, env, log_level), stage_dir, False
 
 
-class _StageReport:
-    """Forwards a Ray Train stage's reports to the Tune trial, keys prefixed with the stage ("lm/loss")."""
+def _stage_report(stage: str):
+    """A Ray Train callback forwarding a stage's reports to the Tune trial, keys prefixed with the stage
+    ("lm/loss"); made inside the trial, where Tune's session is."""
+    from ray.tune.integration.ray_train import TuneReportCallback
 
-    def __new__(cls, stage: str):
-        from ray.tune.integration.ray_train import TuneReportCallback
+    class StageReport(TuneReportCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            prefixed = [{f"{stage}/{k}": v for k, v in m.items()} for m in metrics]
+            super().after_report(run_context, prefixed, None)
 
-        class StageReport(TuneReportCallback):
-            def after_report(self, run_context, metrics, checkpoint):
-                prefixed = [{f"{stage}/{k}": v for k, v in m.items()} for m in metrics]
-                super().after_report(run_context, prefixed, None)
-
-        return StageReport()
+    return StageReport()
 
 
 def final_metrics(results: dict) -> dict:
@@ -117,7 +116,7 @@ def run_trial(config: dict, sweep_dir: str, env: dict, log_level: str = "WARNING
         results["generation"] = vq["prior_samples"]
     else:
         prior = lm_stage.run(cfg, vq_dir, trial_dir / "lm", env, log_level=log_level,
-                             callbacks=[_StageReport("lm")])
+                             callbacks=[_stage_report("lm")])
         results["lm"] = {k: v for k, v in prior.items() if k != "config"}
         results["generation"] = {k: prior[k] for k in ("samples", *GENERATION)}
     (trial_dir / "metrics.json").write_text(json.dumps(results, indent=2))
@@ -254,7 +253,7 @@ def run_sweep(sweep: Sweep, *, sweep_dir: str | Path | None = None, resume: bool
     if log_level != "INFO":  # Tune's own console output; the CLI shows a progress bar and the report instead
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "60")  # "took 3 s" notes about a loaded 2-core machine
-    callbacks = [*callbacks, *_store_callbacks(sweep_dir), *wandb_callback(sweep, sweep_dir)]
+    callbacks = [*callbacks, _store_callback(sweep_dir), *wandb_callback(sweep, sweep_dir)]
     tuner = build_tuner(sweep, sweep_dir, callbacks, env, log_level, resume)
     return tuner.fit()
 
@@ -278,7 +277,7 @@ def _config_of(trial) -> dict:
     return trial.config.get("trial", trial.config)
 
 
-def _store_callbacks(sweep_dir: Path) -> list:
+def _store_callback(sweep_dir: Path):
     """A Tune callback that records trial starts and failures in the result store (trials record their own
     success, see `run_trial`)."""
     from ray import tune
@@ -299,4 +298,4 @@ def _store_callbacks(sweep_dir: Path) -> list:
             store.put(Row(trial.trial_id, "ERROR", _config_of(trial), paths={"trial_dir": trial.local_path},
                           error=error))
 
-    return [StoreCallback()]
+    return StoreCallback()
