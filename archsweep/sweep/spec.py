@@ -196,15 +196,17 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] =
             config = to_dict(_with(config, key, value, f"{source}: extra_trials[{i}]: {key}={value!r}"))
     tune = _settings(TuneSettings, sections.get("tune"), "tune", source)
     tracking = _settings(TrackingSettings, sections.get("tracking"), "tracking", source)
-    _check_settings(tune, tracking, base, axes, source)
-    if tune.scheduler == "asha" and any(e.get("vqvae.model") == "vae" for e in extra):
+    _check_settings(tune, tracking, source)
+    sweep = Sweep(name=name, base=base, axes=axes, tune=tune, tracking=tracking,
+                  storage=str(sections.get("storage") or "runs/sweeps"), extra_trials=extra, source=source)
+    models = {c["vqvae"]["model"] for c in trial_configs(sweep)} | set(axes.get("vqvae.model", {}).get("choice", []))
+    if tune.scheduler == "asha" and "vae" in models:
         raise ConfigError(f"{source}: 'tune.scheduler' asha stops trials on the LM's held-out loss, which the VAE "
                           "baseline (vqvae.model=vae) has not; use scheduler fifo for a sweep with it")
-    return Sweep(name=name, base=base, axes=axes, tune=tune, tracking=tracking,
-                 storage=str(sections.get("storage") or "runs/sweeps"), extra_trials=extra, source=source)
+    return sweep
 
 
-def _check_settings(tune: TuneSettings, tracking: TrackingSettings, base: Config, axes: dict, source: str) -> None:
+def _check_settings(tune: TuneSettings, tracking: TrackingSettings, source: str) -> None:
     if tune.search not in SEARCHES:
         raise ConfigError(f"{source}: 'tune.search' is {tune.search!r}; allowed: {', '.join(SEARCHES)}")
     if tune.scheduler not in SCHEDULERS:
@@ -222,11 +224,6 @@ def _check_settings(tune: TuneSettings, tracking: TrackingSettings, base: Config
         raise ConfigError(f"{source}: 'tune.max_failures' is {tune.max_failures}; allowed: >= -1 (-1: unlimited)")
     if tracking.mode not in WANDB_MODES:
         raise ConfigError(f"{source}: 'tracking.mode' is {tracking.mode!r}; allowed: {', '.join(WANDB_MODES)}")
-    models = set(axes.get("vqvae.model", {}).get("grid", axes.get("vqvae.model", {}).get("choice", [])))
-    models.add(base.vqvae.model)
-    if tune.scheduler == "asha" and "vae" in models:
-        raise ConfigError(f"{source}: 'tune.scheduler' asha stops trials on the LM's held-out loss, which the VAE "
-                          "baseline (vqvae.model=vae) has not; use scheduler fifo for a sweep with it")
 
 
 def _patched(config: dict, patch: dict) -> dict:
