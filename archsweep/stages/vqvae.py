@@ -52,8 +52,10 @@ def training_reference(cfg: Config) -> tuple[set[str], set[str]]:
     from archsweep.train.vqvae import load_cells
 
     space = get_space(cfg.space)
-    enum = space.enumerate()
-    ops, adj, train = load_cells(cfg)
+    return _reference(space, space.enumerate(), *load_cells(cfg))
+
+
+def _reference(space, enum, ops: torch.Tensor, adj: torch.Tensor, train: np.ndarray) -> tuple[set[str], set[str]]:
     index = np.flatnonzero(train)
     return ({enum.hash(int(i)) for i in index},
             {space.from_graph(adj[i].numpy(), ops[i].numpy()).to_string() for i in index})
@@ -77,7 +79,7 @@ def evaluate(model, cfg: Config, samples: int = M.STANDARD_SAMPLES, seed: int = 
     decoded = decode_cells(space, model, latents[torch.from_numpy(held)])
     out = {"cells": len(ops), "held_out": len(held),
            "reconstruction_accuracy": M.reconstruction_accuracy([enum.cell(int(i)) for i in held], decoded, space)}
-    train_hashes, train_strings = training_reference(cfg)
+    train_hashes, train_strings = _reference(space, enum, ops, adj, train)
     rng = torch.Generator().manual_seed(seed)
     if cfg.vqvae.model == "vqvae":
         out |= M.codebook_stats(latents.numpy(), cfg.vqvae.codebook_size)
