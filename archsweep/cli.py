@@ -416,8 +416,84 @@ def resume_command(sweep_dir, address, num_cpus):
 @click.option("--sort", "sort_by", default="valid_unique", show_default=True, help="Metric to sort the trials by.")
 @click.option("--ascending", is_flag=True, help="Smallest first.")
 def report_command(sweep_dir, sort_by, ascending):
-    """Table of a sweep's trials, plus CSV, JSON and PNG plots in <sweep_dir>/report/."""
+    """Table of a sweep's trials (or a search directory's summary over seeds), plus CSV, JSON and PNG plots in
+    <dir>/report/."""
+    if (Path(sweep_dir) / "search.yaml").is_file():
+        from archsweep.search.spec import load_search_file
+
+        _print_search_report(sweep_dir, load_search_file(Path(sweep_dir) / "search.yaml").searches.report_budgets)
+        return
     _print_report(sweep_dir, sort_by, ascending)
+
+
+# --- NAS search ------------------------------------------------------------------------------------------------
+
+
+def _print_search_report(search_dir, budgets):
+    from rich.table import Table
+
+    from archsweep.search.report import fmt_queries, write_report
+    from archsweep.tracking.store import ResultStore
+
+    table, files = write_report(search_dir, budgets)
+    split = "test" if any(f"test@{b}_mean" in line for line in table for b in budgets) else "val"
+    t = Table(title=f"search {search_dir}: {split} accuracy of the best-by-validation cell, mean ± std over seeds")
+    for column in ("dataset", "strategy", "seeds", *(f"@{b}" for b in budgets), "to optimum", "to top 0.1 %"):
+        t.add_column(column, justify="left" if column in ("dataset", "strategy") else "right")
+    for line in sorted(table, key=lambda r: (r["dataset"], r["strategy"])):
+        cells = [line["dataset"], line["strategy"], str(line["seeds"])]
+        cells += [f"{line[f'{split}@{b}_mean']:.2f} ± {line[f'{split}@{b}_std']:.2f}"
+                  if f"{split}@{b}_mean" in line else "" for b in budgets]
+        cells += [fmt_queries(line[f"{k}_median"], line[f"{k}_reached"], line["seeds"], line["queries"])
+                  for k in ("queries_to_optimum", "queries_to_top01")]
+        t.add_row(*cells)
+    from rich.console import Console
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    console.print(t)
+    for row in ResultStore(search_dir).rows():
+        if row.status == "ERROR":
+            console.print(f"[red]{row.trial_id} failed:[/] {row.error}")
+    console.print("queries to optimum: median over seeds (seeds that got there); written: "
+                  + ", ".join(str(f) for f in files))
+
+
+@cli.command("search")
+@click.argument("search_file", type=click.Path(dir_okay=False))
+@click.option("-o", "--override", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a key of the search file (base config incl. search.*, searches.*, tracking.*, name, "
+                   "storage); repeatable.")
+@click.option("--address", default=None, help="Run on this Ray cluster (e.g. `auto` inside a Ray Job) instead "
+              "of a local Ray started here.")
+@click.option("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all).")
+@click.option("--check", is_flag=True, help="Check the search file and count its searches; run nothing.")
+def search_command(search_file, overrides, address, num_cpus, check):
+    """NAS on a benchmark (see sweeps/search-*.yaml): strategies x datasets x seeds as Ray actors, every query
+    recorded; then the summary over seeds. Running the file again continues an interrupted search."""
+    from archsweep.search.spec import load_search_file
+
+    spec = load_search_file(search_file, overrides)
+    runs = spec.runs()
+    if check:
+        _console().print(f"search {spec.name!r}: {len(runs)} search(es), "
+                         f"{sum(c.search.budget for _, c in runs)} queries in all; strategies: "
+                         f"{', '.join(spec.searches.strategies)}")
+        return
+    from archsweep.search.run import run_searches, search_dir_of
+
+    _start_sweep_ray(spec, address, num_cpus)
+    search_dir = search_dir_of(spec)
+    _console().print(f"search {spec.name!r}: {len(runs)} search(es) into {search_dir}; running the same command "
+                     "again continues it if interrupted")
+    with _progress() as progress:
+        task = progress.add_task("queries", total=None)
+
+        def update(done, total, finished):
+            progress.update(task, completed=done, total=total, description=f"queries ({finished}/{len(runs)} "
+                            "searches done)")
+
+        run_searches(spec, search_dir=search_dir, progress=update)
+    _print_search_report(search_dir, spec.searches.report_budgets)
 
 
 @cli.command("sync")

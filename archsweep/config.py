@@ -81,6 +81,36 @@ class SampleConfig:
 
 
 @dataclass
+class EvolutionConfig:
+    population: int = 10  # NAS-Bench-201's REA settings; NAS-Bench-101's paper used larger ones
+    tournament: int = 3
+
+
+@dataclass
+class LMGuidedConfig:
+    prior: str = ""  # a finished `archsweep run` or sweep-trial directory; a sweep trial's search uses its own
+    candidates: int = 512  # LM samples drawn per round
+    temperature: float = 1.0
+    sample_top_k: int = 0  # sampling's top-k (0: off)
+    top_k: int = 5  # the LM is adapted to the k best architectures found so far
+    adapt_steps: int = 20  # optimiser steps of that adaptation, each round, starting from the prior
+    adapt_lr: float = 1e-3
+    num_gpus: float = 0.0  # per generator actor; a fraction shares a GPU between generators
+
+
+@dataclass
+class SearchConfig:
+    enabled: bool = False  # run a search after the LM stage of `archsweep run` / a sweep trial
+    strategy: str = "lm_guided"  # lm_guided | regularized_evolution | random
+    dataset: str = ""  # "": the benchmark's first dataset (cifar10)
+    budget: int = 200  # benchmark queries
+    batch_size: int = 10  # queries proposed per round
+    seed: int = 0
+    evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
+    lm_guided: LMGuidedConfig = field(default_factory=LMGuidedConfig)
+
+
+@dataclass
 class Config:
     space: str = "nasbench201"
     seed: int = 0
@@ -88,12 +118,14 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     lm: LMConfig = field(default_factory=LMConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
 
 CHOICES = {
     "vqvae.model": ("vqvae", "vae"),
     "vqvae.latent": ("pooled", "per_node"),
     "train.lr_schedule": ("cosine", "constant"),
+    "search.strategy": ("lm_guided", "regularized_evolution", "random"),
 }
 # key -> (test, what is allowed)
 RANGES = {
@@ -133,6 +165,18 @@ RANGES = {
     "sample.temperature": (lambda v: v > 0, "> 0"),
     "sample.top_k": (lambda v: v >= 0, ">= 0 (0: off)"),
     "sample.top_p": (lambda v: 0 < v <= 1, "in (0, 1] (1: off)"),
+    "search.budget": (lambda v: v >= 1, ">= 1"),
+    "search.batch_size": (lambda v: v >= 1, ">= 1"),
+    "search.seed": (lambda v: v >= 0, ">= 0"),
+    "search.evolution.population": (lambda v: v >= 2, ">= 2"),
+    "search.evolution.tournament": (lambda v: v >= 1, ">= 1"),
+    "search.lm_guided.candidates": (lambda v: v >= 1, ">= 1"),
+    "search.lm_guided.temperature": (lambda v: v > 0, "> 0"),
+    "search.lm_guided.sample_top_k": (lambda v: v >= 0, ">= 0 (0: off)"),
+    "search.lm_guided.top_k": (lambda v: v >= 1, ">= 1"),
+    "search.lm_guided.adapt_steps": (lambda v: v >= 0, ">= 0 (0: sample the prior as it is)"),
+    "search.lm_guided.adapt_lr": (lambda v: v > 0, "> 0"),
+    "search.lm_guided.num_gpus": (lambda v: 0 <= v <= 8, "in [0, 8]; fractions share a GPU"),
 }
 
 
@@ -245,6 +289,15 @@ def validate(config: Config) -> None:
     if config.lm.batch_size % (config.lm.grad_accum * config.lm.num_workers):
         raise ConfigError(f"'lm.batch_size' ({config.lm.batch_size}) must be a multiple of 'lm.grad_accum' x "
                           f"'lm.num_workers' ({config.lm.grad_accum} x {config.lm.num_workers})")
+    if config.search.evolution.tournament > config.search.evolution.population:
+        raise ConfigError(f"'search.evolution.tournament' ({config.search.evolution.tournament}) must be at most "
+                          f"'search.evolution.population' ({config.search.evolution.population})")
+    if config.search.dataset:
+        from archsweep.benchmarks import DATASETS
+
+        if config.search.dataset not in DATASETS[config.space]:
+            raise ConfigError(f"'search.dataset' is {config.search.dataset!r}; allowed for {config.space}: "
+                              f"{', '.join(DATASETS[config.space])}")
     vertices = get_space(config.space).max_vertices
     if config.vqvae.latent == "per_node" and config.vqvae.seq_len != vertices:
         raise ConfigError(f"'vqvae.latent' is per_node, so 'vqvae.seq_len' must be {vertices} (the vertices of a "

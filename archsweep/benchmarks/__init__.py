@@ -16,9 +16,10 @@ from archsweep.benchmarks import nasbench101, nasbench201
 from archsweep.benchmarks.table import Budget, Split, TableBenchmark
 from archsweep.errors import UnknownNameError
 
-__all__ = ["BENCHMARKS", "Budget", "Split", "TableBenchmark", "load_benchmark"]
+__all__ = ["BENCHMARKS", "DATASETS", "Budget", "Split", "TableBenchmark", "load_benchmark"]
 
 BENCHMARKS = {nasbench101.NAME: nasbench101.load, nasbench201.NAME: nasbench201.load}
+DATASETS = {nasbench101.NAME: (nasbench101.DATASET,), nasbench201.NAME: nasbench201.DATASETS}
 
 
 def load_benchmark(name: str, data_dir: str | os.PathLike | None = None, **options) -> TableBenchmark:

@@ -100,6 +100,15 @@ class TableBenchmark:
     def __contains__(self, cell: Cell) -> bool:
         return self.key_of(cell) in self._index
 
+    def find(self, cell: Cell) -> int | None:
+        """The table entry of a cell; None when the cell is invalid or the table lacks it."""
+        if not self.space.is_valid(cell):
+            return None
+        return self._index.get(self.key_of(cell))
+
+    def entry(self, key: str) -> int:
+        return self._index[key]
+
     def cell(self, index: int) -> Cell:
         if self.cell_of is None:
             raise NotImplementedError(f"{self.name} does not store cells")

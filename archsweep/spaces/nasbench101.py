@@ -147,6 +147,31 @@ def random_cell(rng: np.random.Generator) -> Cell:
             return prune(cell)
 
 
+def mutate(cell: Cell, rng: np.random.Generator) -> Cell:
+    """One inner op changed or one edge flipped, with equal chance, on the cell padded to 7 vertices (new inner
+    vertices get random ops and no edges, so a flipped edge can grow the cell). The result is the raw mutated
+    cell: it may be invalid (e.g. over 9 edges) or prune to the parent, and callers draw again then, as the
+    benchmark's REA does.
+    """
+    _require_valid(cell)
+    cell = prune(cell)
+    n = cell.num_vertices
+    adj = np.zeros((MAX_VERTICES, MAX_VERTICES), dtype=np.uint8)
+    slot = list(range(n - 1)) + [MAX_VERTICES - 1]
+    adj[np.ix_(slot, slot)] = cell.adjacency
+    ops = [INPUT, *(OPS[i] for i in rng.integers(0, len(OPS), size=MAX_VERTICES - 2)), OUTPUT]
+    for old, new in zip(range(n - 1), slot):
+        ops[new] = cell.ops[old]
+    if rng.random() < 0.5:
+        v = int(rng.integers(1, MAX_VERTICES - 1))
+        ops[v] = [op for op in OPS if op != ops[v]][int(rng.integers(len(OPS) - 1))]
+    else:
+        i, j = np.triu_indices(MAX_VERTICES, k=1)
+        e = int(rng.integers(len(i)))
+        adj[i[e], j[e]] ^= 1
+    return Cell(adj, tuple(ops))
+
+
 def to_graph(cell: Cell) -> GraphArrays:
     """Pad a valid cell to 7 vertices: pad vertices (no edges) go before the output, which stays last."""
     _require_valid(cell)

@@ -160,6 +160,20 @@ def random_cell(rng: np.random.Generator) -> Cell:
     return cell_from_ops([OPS[i] for i in rng.integers(0, len(OPS), size=len(EDGES))])
 
 
+def mutate(cell: Cell, rng: np.random.Generator) -> Cell:
+    """One edge's op replaced by a different op (NAS-Bench-201's REA mutation); always a valid neighbour.
+
+    >>> c = from_arch_str("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|")
+    >>> sum(a != b for a, b in zip(c.ops, mutate(c, np.random.default_rng(0)).ops))
+    1
+    """
+    _require_valid(cell)
+    ops = list(cell.ops[1:-1])
+    k = int(rng.integers(len(EDGES)))
+    ops[k] = [op for op in OPS if op != ops[k]][int(rng.integers(len(OPS) - 1))]
+    return cell_from_ops(ops)
+
+
 def to_graph(cell: Cell) -> GraphArrays:
     _require_valid(cell)
     return GraphArrays(np.array(ADJACENCY), np.array([OP_VOCAB.index(op) for op in cell.ops], dtype=np.int64))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from archsweep.config import Config, from_dict, to_dict
 from archsweep.errors import ArchsweepError
-from archsweep.sweep.spec import Sweep, load_sweep, trial_configs
+from archsweep.sweep.spec import Sweep, _set, load_sweep, trial_configs
 
 EXPERIMENT = "trials"
 # The trial's own process only waits on its Ray Train workers, so it holds no CPU (a bundle of nothing at all is
@@ -142,8 +142,7 @@ def param_space(sweep: Sweep) -> dict:
             kind = "choice"
         value = {"grid": tune.grid_search, "choice": tune.choice}[kind](args) if kind in ("grid", "choice") else \
             {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint}[kind](*args)
-        section, _, leaf = key.rpartition(".")
-        (space[section] if section else space)[leaf] = value
+        space = _set(space, key, value)
     return space
 
 

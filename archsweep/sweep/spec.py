@@ -128,10 +128,20 @@ def _check_axis(key: str, spec: Any, base: dict, source: str) -> dict[str, list]
     return {kind: [low, high]}
 
 
+def _set(config: dict, key: str, value: Any) -> dict:
+    """A copy of the nested config dict with the dotted `key` set (e.g. "search.lm_guided.prior")."""
+    *parents, leaf = key.split(".")
+    out = dict(config)
+    node = out
+    for part in parents:
+        node[part] = dict(node[part])
+        node = node[part]
+    node[leaf] = value
+    return out
+
+
 def _with(base: dict, key: str, value: Any, where: str) -> Config:
-    data = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
-    section, _, leaf = key.rpartition(".")
-    (data[section] if section else data)[leaf] = value
+    data = _set(base, key, value)
     try:
         return from_dict(data)
     except ConfigError as exc:
@@ -227,10 +237,8 @@ def _check_settings(tune: TuneSettings, tracking: TrackingSettings, source: str)
 
 
 def _patched(config: dict, patch: dict) -> dict:
-    config = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
     for key, value in patch.items():
-        section, _, leaf = key.rpartition(".")
-        (config[section] if section else config)[leaf] = value
+        config = _set(config, key, value)
     return config
 
 

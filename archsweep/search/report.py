@@ -1,0 +1,126 @@
+"""The summary over seeds of a search directory, as NAS papers report it: mean ± std of the best-by-validation
+cell's test accuracy at each budget (validation accuracy where the table has no test split), and the median
+number of queries to reach the optimum; written as CSV and Markdown, with the mean best-so-far curves as a PNG."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from archsweep.search.loop import SearchState, curves
+
+
+def _label(row) -> str:
+    s = row.config["search"]
+    return row.trial_id.removesuffix(f"-{s['dataset']}-s{s['seed']}")
+
+
+def median_queries(values: list[int | None]) -> float:
+    """Median over seeds, a search that never got there counting as infinitely many queries."""
+    return float(np.median([math.inf if v is None else v for v in values])) if values else math.nan
+
+
+def aggregate(rows, budgets: list[int]) -> list[dict]:
+    """One line per (strategy label, dataset) over its finished seeds."""
+    groups = defaultdict(list)
+    for row in rows:
+        if row.status == "TERMINATED":
+            groups[(_label(row), row.config["search"]["dataset"])].append(row.metrics)
+    out = []
+    for (label, dataset), metrics in groups.items():
+        line = {"strategy": label, "dataset": dataset, "seeds": len(metrics)}
+        for b in budgets:
+            key = f"test@{b}" if any(f"test@{b}" in m for m in metrics) else f"val@{b}"
+            values = [m[key] for m in metrics if key in m]
+            if values:
+                line[f"{key}_mean"], line[f"{key}_std"] = float(np.mean(values)), float(np.std(values))
+        for key in ("queries_to_optimum", "queries_to_top01"):
+            hits = [m.get(key) for m in metrics]
+            line[f"{key}_median"] = median_queries(hits)
+            line[f"{key}_reached"] = sum(h is not None for h in hits)
+        line["queries"] = max(m["queries"] for m in metrics)
+        out.append(line)
+    return out
+
+
+def write_report(search_dir: str | Path, budgets: list[int]) -> tuple[list[dict], list[Path]]:
+    from archsweep.tracking.store import ResultStore
+
+    search_dir = Path(search_dir)
+    rows = ResultStore(search_dir).rows()
+    table = aggregate(rows, budgets)
+    out = search_dir / "report"
+    out.mkdir(exist_ok=True)
+    files = [out / "summary.csv", out / "summary.md"]
+    columns = sorted({k for line in table for k in line}, key=lambda k: (k not in ("strategy", "dataset", "seeds"), k))
+    with open(files[0], "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(table)
+    files[1].write_text(markdown(table, budgets))
+    if plot := _plot(rows, out / "curves.png"):
+        files.append(plot)
+    return table, files
+
+
+def fmt_queries(median: float, reached: int, seeds: int, cap: int) -> str:
+    """"84 (17/20)": the median and how many seeds got there at all; "> 200" when fewer than half did."""
+    return f"{'> ' + str(cap) if math.isinf(median) else f'{median:g}'} ({reached}/{seeds})"
+
+
+def markdown(table: list[dict], budgets: list[int]) -> str:
+    """The summary as a Markdown table: one row per strategy and dataset."""
+    split = "test" if any(f"test@{b}_mean" in line for line in table for b in budgets) else "val"
+    head = ["dataset", "strategy", "seeds", *(f"{split} @{b}" for b in budgets), "queries to optimum (median)",
+            "queries to top 0.1 % (median)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for line in sorted(table, key=lambda r: (r["dataset"], r["strategy"])):
+        cells = [line["dataset"], line["strategy"], str(line["seeds"])]
+        for b in budgets:
+            mean = line.get(f"{split}@{b}_mean")
+            cells.append("" if mean is None else f"{mean:.2f} ± {line[f'{split}@{b}_std']:.2f}")
+        for key in ("queries_to_optimum", "queries_to_top01"):
+            cells.append(fmt_queries(line[f"{key}_median"], line[f"{key}_reached"], line["seeds"], line["queries"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(rows, path: Path) -> Path | None:
+    """Mean best-so-far accuracy (± std over seeds) against queries, one panel per dataset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = defaultdict(list)
+    for row in rows:
+        state_path = Path(row.paths.get("state", ""))
+        if row.status != "TERMINATED" or not state_path.is_file():
+            continue
+        c = curves(SearchState.load(state_path).history)
+        values = c["test_of_best"] if not np.isnan(c["test_of_best"]).all() else c["best_val"]
+        series[(row.config["search"]["dataset"], _label(row))].append(values)
+    if not series:
+        return None
+    datasets = sorted({d for d, _ in series})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        for (d, label), runs in sorted(series.items()):
+            if d != dataset:
+                continue
+            n = min(len(r) for r in runs)
+            stack = np.stack([r[:n] for r in runs])
+            mean, std = stack.mean(0), stack.std(0)
+            x = np.arange(1, n + 1)
+            ax.plot(x, mean, label=f"{label} ({len(runs)} seeds)")
+            ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+        ax.set(title=dataset, xlabel="benchmark queries", ylabel="accuracy of best-by-validation cell (%)")
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

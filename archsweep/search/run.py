@@ -1,0 +1,217 @@
+"""Many searches at once on Ray: one driver actor per search (it owns the search's state), evaluator actors that
+query the benchmark, generator actors that hold an LM prior (CPU or a fraction of a GPU).
+
+Layout of a search directory (`<storage>/<name>/`):
+- `search.yaml`: the checked search file as it ran
+- `results.db`: the result store, one row per search (archsweep.tracking.store), with its summary
+- `runs/<id>/state.json`: the search's history, rewritten after every round; `runs/<id>/wandb/`: its W&B run
+
+A driver actor that dies is restarted by Ray and its `run` call retried; it continues from `state.json`. Running
+the same search file again continues it: finished searches are read back, unfinished ones continue.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import ray
+
+from archsweep.config import Config, from_dict, to_dict
+from archsweep.search.loop import SearchError, SearchState, curves, lookup, search_loop, summarize
+from archsweep.search.spec import SearchFile
+from archsweep.search.strategies import Domain, make_strategy
+
+log = logging.getLogger(__name__)
+DRIVER_RESTARTS = 3
+
+
+@ray.remote(num_cpus=0)
+class Evaluator:
+    """Answers benchmark queries. A table lookup here; the place where a real evaluation (training) would run."""
+
+    def __init__(self, benchmark):
+        self.benchmark = benchmark
+
+    def query(self, keys: list[str], dataset: str) -> list[dict]:
+        return lookup(self.benchmark, keys, dataset)
+
+
+@ray.remote(num_cpus=1)
+class GeneratorActor:
+    """Holds one LM prior; any number of lm_guided drivers call it (its answers depend only on the arguments)."""
+
+    def __init__(self, prior: str, device: str = "cpu"):
+        from archsweep.search.generator import Generator
+
+        self.generator = Generator(prior, device)
+
+    def candidates(self, elite, **settings):
+        return self.generator.candidates(elite, **settings)
+
+
+class _RemoteGenerator:
+    def __init__(self, actor):
+        self.actor = actor
+
+    def candidates(self, elite, **settings):
+        return ray.get(self.actor.candidates.remote(elite, **settings))
+
+
+@ray.remote(num_cpus=0, max_restarts=DRIVER_RESTARTS, max_task_retries=DRIVER_RESTARTS)
+class SearchDriver:
+    """Owns one search: its history, budget and best-so-far live in `state_path`, reloaded on every (re)start."""
+
+    def __init__(self, config: dict, state_path: str, benchmark, evaluators: list, generator=None):
+        self.cfg = from_dict(config)
+        self.state_path = Path(state_path)
+        self.benchmark, self.evaluators = benchmark, evaluators
+        self.generator = None if generator is None else _RemoteGenerator(generator)
+
+    def _evaluate(self, candidates) -> list[dict]:
+        chunks = [c for c in np.array_split(np.array([c.key for c in candidates], dtype=object),
+                                            len(self.evaluators)) if len(c)]
+        answers = ray.get([ev.query.remote(list(chunk), self.cfg.search.dataset)
+                           for ev, chunk in zip(self.evaluators, chunks)])
+        return [a for part in answers for a in part]
+
+    def run(self, budgets: list[int]) -> dict:
+        s = self.cfg.search
+        state = SearchState.load(self.state_path)
+        strategy = make_strategy(self.cfg, Domain(self.benchmark), self.generator)
+        search_loop(state, strategy, self._evaluate, budget=s.budget, batch_size=s.batch_size, seed=s.seed)
+        return summarize(state.history, self.benchmark, s.dataset, budgets)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def search_dir_of(spec: SearchFile) -> Path:
+    return (Path(spec.storage) / spec.name).resolve()
+
+
+def state_path(search_dir: Path, run_id: str) -> Path:
+    return search_dir / "runs" / run_id / "state.json"
+
+
+def start_driver(cfg: Config, path: Path, benchmark_ref, evaluators: list, generator=None):
+    """A driver actor for one search; call its `run.remote(budgets)`."""
+    return SearchDriver.remote(to_dict(cfg), str(path), benchmark_ref, evaluators, generator)
+
+
+def run_searches(spec: SearchFile, *, search_dir: str | Path | None = None, data_dir: str | None = None,
+                 progress: Callable[[int, int, int], None] | None = None) -> list:
+    """Run (or continue) every search of the file on the Ray this process is connected to; returns the result
+    store's rows. `progress(queries done, queries in all, searches finished)` is called while they run."""
+    from archsweep.benchmarks import load_benchmark
+    from archsweep.sweep.run import _yaml
+    from archsweep.tracking.store import ResultStore, Row
+
+    search_dir = Path(search_dir) if search_dir else search_dir_of(spec)
+    saved = search_dir / "search.yaml"
+    if saved.is_file() and saved.read_text() != _yaml(spec.to_dict()):
+        raise SearchError(f"{search_dir} holds a different search named {spec.name!r}; give this one another name "
+                          "(`-o name=...`) or storage (`-o storage=...`), or remove that directory")
+    search_dir.mkdir(parents=True, exist_ok=True)
+    saved.write_text(_yaml(spec.to_dict()))
+    store = ResultStore(search_dir)
+    runs = spec.runs()
+    done = {r.trial_id for r in store.rows() if r.status == "TERMINATED"}
+    todo = [(rid, cfg) for rid, cfg in runs if rid not in done]
+    total = sum(cfg.search.budget for _, cfg in runs)
+    budgets = list(spec.searches.report_budgets)
+
+    benchmark = load_benchmark(spec.base.space, data_dir)
+    benchmark_ref = ray.put(benchmark)
+    evaluators = [Evaluator.remote(benchmark_ref) for _ in range(spec.searches.evaluators)] if todo else []
+    generators: dict[str, list] = {}
+    for _, cfg in todo:
+        g = cfg.search.lm_guided
+        if cfg.search.strategy == "lm_guided" and g.prior not in generators:
+            options = {"num_gpus": g.num_gpus} if g.num_gpus else {}
+            generators[g.prior] = [GeneratorActor.options(**options).remote(
+                str(Path(g.prior).resolve()), "cuda" if g.num_gpus else "cpu") for _ in range(spec.searches.generators)]
+    limit = spec.searches.max_concurrent or max(1, 2 * int(ray.cluster_resources().get("CPU", 1)))
+
+    running: dict = {}  # ref -> (run id, config, driver)
+    failed: list[str] = []
+    queue = list(todo)
+    launched = 0
+    while queue or running:
+        while queue and len(running) < limit:
+            rid, cfg = queue.pop(0)
+            pool = generators.get(cfg.search.lm_guided.prior) if cfg.search.strategy == "lm_guided" else None
+            driver = start_driver(cfg, state_path(search_dir, rid), benchmark_ref, evaluators,
+                                  pool[launched % len(pool)] if pool else None)
+            launched += 1
+            store.put(Row(rid, "RUNNING", to_dict(cfg), paths={"state": str(state_path(search_dir, rid))}))
+            running[driver.run.remote(budgets)] = (rid, cfg, driver)
+        ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+        for ref in ready:
+            rid, cfg, driver = running.pop(ref)
+            path = state_path(search_dir, rid)
+            try:
+                summary = ray.get(ref)
+            except Exception as exc:  # the driver failed for good (restarts spent): recorded, the others go on
+                log.error("search %s failed: %s", rid, exc)
+                store.put(Row(rid, "ERROR", to_dict(cfg), paths={"state": str(path)}, error=str(exc)[-4000:]))
+                failed.append(rid)
+                continue
+            finally:
+                ray.kill(driver, no_restart=True)
+            _log_wandb(spec, rid, cfg, SearchState.load(path), summary, path.parent)
+            store.put(Row(rid, "TERMINATED", to_dict(cfg), summary, {"state": str(path)}))
+        if progress is not None:
+            progress(_queries_done(search_dir, runs), total, len(runs) - len(queue) - len(running))
+    for actor in evaluators + [a for pool in generators.values() for a in pool]:
+        ray.kill(actor)
+    if todo and spec.tracking.wandb and spec.tracking.mode != "disabled":
+        import wandb
+
+        wandb.teardown()  # wait until every run is written
+    if failed:
+        raise SearchError(f"{len(failed)} of {len(runs)} searches failed ({', '.join(failed[:5])}); their errors are "
+                          f"in {store.path} (`archsweep report {search_dir}`); run the file again to retry them")
+    return store.rows()
+
+
+def _queries_done(search_dir: Path, runs) -> int:
+    done = 0
+    for rid, _ in runs:
+        path = state_path(search_dir, rid)
+        if path.is_file():
+            try:
+                done += len(SearchState.load(path).history)
+            except SearchError:
+                pass
+    return done
+
+
+def _log_wandb(spec: SearchFile, rid: str, cfg: Config, state: SearchState, summary: dict, directory: Path) -> None:
+    """One W&B run per search: the best-so-far curves at step = query, the summary; written once, when the search
+    has finished (a restarted driver never logs a step twice)."""
+    if not spec.tracking.wandb or spec.tracking.mode == "disabled":
+        return
+    import wandb
+
+    from archsweep.tracking.wandb import wandb_env
+
+    os.environ.update(wandb_env(spec.tracking))
+    c = curves(state.history)
+    run = wandb.init(id=rid, name=rid, dir=str(directory), project=spec.tracking.project, entity=spec.tracking.entity,
+                     group=spec.tracking.group or spec.name, mode=spec.tracking.mode, config=to_dict(cfg),
+                     job_type="search", reinit="create_new", resume="allow")
+    try:
+        for i, q in enumerate(state.history):
+            row = {"search/val": q.val, "search/best_val": c["best_val"][i], "search/seconds": c["seconds"][i]}
+            if q.test is not None:
+                row |= {"search/test": q.test, "search/test_of_best": c["test_of_best"][i]}
+            run.log(row, step=q.n)
+        for key, value in summary.items():
+            if value is not None:
+                run.summary[key] = value
+    finally:
+        run.finish()

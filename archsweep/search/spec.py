@@ -1,0 +1,182 @@
+"""The search YAML: a base configuration (any `Config` key; `search.*` sets the search), the strategies, datasets
+and seeds to run it for, and where to write it.
+
+    name: nb201-search
+    space: nasbench201
+    search: {budget: 200, batch_size: 10, lm_guided: {prior: runs/pipeline}}
+    searches:
+      strategies:                 # label -> config patch; a label that names a strategy runs that strategy
+        lm_guided: {}
+        regularized_evolution: {search.batch_size: 1}
+        random: {}
+      datasets: [cifar10, cifar100, ImageNet16-120]
+      seeds: 20                   # search.seed, search.seed + 1, ...
+      report_budgets: [50, 100, 200]
+    tracking: {wandb: true, mode: offline, project: archsweep}
+    storage: runs/searches
+
+Checked before anything starts, like sweep files: unknown keys with a suggestion, wrong types, out-of-range values,
+a missing prior for lm_guided.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from archsweep.config import ALL_KEYS, Config, ConfigError, _suggest, from_dict, to_dict
+from archsweep.sweep.spec import TrackingSettings, _check_settings, _patched, _settings, _with
+
+STRATEGIES = ("lm_guided", "regularized_evolution", "random")
+
+
+@dataclass
+class SearchSettings:
+    strategies: dict = field(default_factory=lambda: {s: {} for s in STRATEGIES})
+    datasets: list = field(default_factory=list)  # empty: the config's search.dataset
+    seeds: int = 1
+    report_budgets: list = field(default_factory=lambda: [50, 100, 200])
+    max_concurrent: int = 0  # searches running at once; 0: twice the cluster's CPUs
+    evaluators: int = 2  # evaluator actors, shared by all searches
+    generators: int = 1  # generator actors per LM prior, shared by the lm_guided searches
+
+
+@dataclass
+class SearchFile:
+    name: str
+    base: Config
+    searches: SearchSettings
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    storage: str = "runs/searches"
+    source: str = ""
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, **to_dict(self.base), "searches": asdict(self.searches),
+                "tracking": asdict(self.tracking), "storage": self.storage}
+
+    def runs(self) -> list[tuple[str, Config]]:
+        """(run id, config) of every strategy x dataset x seed, in that order."""
+        out = []
+        for label, patch in self.searches.strategies.items():
+            config = _patched(to_dict(self.base), _strategy_patch(label, patch))
+            for dataset in self.searches.datasets or [self.base.search.dataset]:
+                for k in range(self.searches.seeds):
+                    seed = self.base.search.seed + k
+                    cfg = from_dict(_patched(config, {"search.dataset": dataset, "search.seed": seed}))
+                    out.append((f"{label}-{dataset}-s{seed}", cfg))
+        return out
+
+
+SECTIONS = {"name", "searches", "tracking", "storage"}
+
+
+def _strategy_patch(label: str, patch: dict) -> dict:
+    return ({"search.strategy": label} if label in STRATEGIES else {}) | dict(patch or {})
+
+
+def load_search_file(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> SearchFile:
+    """Read and check a search YAML; `overrides` (`key=value`) apply to the base configuration, or to
+    `searches.*`, `tracking.*`, `name` and `storage`."""
+    from omegaconf import OmegaConf
+
+    from archsweep.config import load_config
+
+    path = Path(path)
+    source = str(path)
+    if not path.is_file():
+        raise ConfigError(f"search file not found: {path}")
+    try:
+        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except Exception as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a search file is a mapping (config keys plus 'searches', 'tracking')")
+    sections = {k: raw.pop(k) for k in list(raw) if k in SECTIONS}
+    base_overrides = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. searches.seeds=5)")
+        head, _, leaf = key.strip().partition(".")
+        if head in ("searches", "tracking") and leaf:
+            *parents, last = leaf.split(".")
+            section = sections[head] = dict(sections.get(head) or {})
+            for part in parents:  # e.g. searches.strategies.random={}
+                section[part] = dict(section.get(part) or {})
+                section = section[part]
+            section[last] = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={value}"]))["v"]
+        elif key.strip() in ("name", "storage"):
+            sections[key.strip()] = value
+        else:
+            base_overrides.append(item)
+    base = load_config(overrides=base_overrides, data=raw, source=source)
+    name = sections.get("name") or path.stem
+    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"{source}: 'name' must be letters, digits, '-' or '_'; got {name!r}")
+    searches = _searches(sections.get("searches"), source)
+    tracking = _settings(TrackingSettings, sections.get("tracking"), "tracking", source)
+    from archsweep.sweep.spec import TuneSettings
+
+    _check_settings(TuneSettings(), tracking, source)
+    spec = SearchFile(name, base, searches, tracking, str(sections.get("storage") or "runs/searches"), source)
+    for label, patch in searches.strategies.items():
+        where = f"{source}: searches.strategies.{label}"
+        config = to_dict(base)
+        for key, value in _strategy_patch(label, patch).items():
+            if key not in ALL_KEYS:
+                raise ConfigError(f"{where}: unknown config key {key!r}{_suggest(key)}")
+            config = to_dict(_with(config, key, value, f"{where}: {key}={value!r}"))
+        if "search.strategy" not in _strategy_patch(label, patch):
+            raise ConfigError(f"{where}: {label!r} is not a strategy ({', '.join(STRATEGIES)}); name one with "
+                              "search.strategy in its patch")
+        for dataset in searches.datasets:
+            _with(config, "search.dataset", dataset, f"{source}: searches.datasets")
+        if config["search"]["strategy"] == "lm_guided":
+            _check_prior(config["search"]["lm_guided"]["prior"], where)
+    return spec
+
+
+def _searches(data, source: str) -> SearchSettings:
+    if data is None:
+        return SearchSettings()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: 'searches' must be a mapping of settings")
+    known = set(SearchSettings.__dataclass_fields__)
+    for key in data:
+        if key not in known:
+            import difflib
+
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean 'searches.{close[0]}'?" if close else ""
+            raise ConfigError(f"{source}: unknown key 'searches.{key}'{hint} (allowed: {', '.join(sorted(known))})")
+    s = SearchSettings(**data)
+    if not isinstance(s.strategies, dict) or not s.strategies or \
+            not all(isinstance(p, dict) or p is None for p in s.strategies.values()):
+        raise ConfigError(f"{source}: 'searches.strategies' maps labels to config patches, e.g. "
+                          "{lm_guided: {}, regularized_evolution: {search.batch_size: 1}}")
+    if not isinstance(s.datasets, list) or not all(isinstance(d, str) for d in s.datasets):
+        raise ConfigError(f"{source}: 'searches.datasets' is a list of dataset names")
+    for key in ("seeds", "evaluators", "generators"):
+        value = getattr(s, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{source}: 'searches.{key}' must be an int >= 1; got {value!r}")
+    if not isinstance(s.max_concurrent, int) or s.max_concurrent < 0:
+        raise ConfigError(f"{source}: 'searches.max_concurrent' must be an int >= 0 (0: as many as fit)")
+    if not isinstance(s.report_budgets, list) or not s.report_budgets or \
+            not all(isinstance(b, int) and b >= 1 for b in s.report_budgets):
+        raise ConfigError(f"{source}: 'searches.report_budgets' is a list of query counts >= 1, e.g. [50, 100, 200]")
+    return s
+
+
+def _check_prior(prior: str, where: str) -> None:
+    if not prior:
+        raise ConfigError(f"{where}: lm_guided needs 'search.lm_guided.prior', the directory of a finished "
+                          "`archsweep run` or sweep trial (its VQ-VAE and LM)")
+    from archsweep.errors import ArchsweepError
+    from archsweep.search.generator import resolve_prior
+
+    try:
+        resolve_prior(prior)
+    except ArchsweepError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
