@@ -90,9 +90,9 @@ class EvolutionConfig:
 class LMGuidedConfig:
     prior: str = ""  # a finished `archsweep run` or sweep-trial directory; a sweep trial's search uses its own
     candidates: int = 512  # LM samples drawn per round
-    temperature: float = 1.0
+    temperature: float = 0.7  # below 1: the adapted LM's likely cells first (0.7 and top_k 3 chosen on NB201 CIFAR-10)
     sample_top_k: int = 0  # sampling's top-k (0: off)
-    top_k: int = 5  # the LM is adapted to the k best architectures found so far
+    top_k: int = 3  # the LM is adapted to the k best architectures found so far
     adapt_steps: int = 20  # optimiser steps of that adaptation, each round, starting from the prior
     adapt_lr: float = 1e-3
     num_gpus: float = 0.0  # per generator actor; a fraction shares a GPU between generators
@@ -289,6 +289,9 @@ def validate(config: Config) -> None:
     if config.lm.batch_size % (config.lm.grad_accum * config.lm.num_workers):
         raise ConfigError(f"'lm.batch_size' ({config.lm.batch_size}) must be a multiple of 'lm.grad_accum' x "
                           f"'lm.num_workers' ({config.lm.grad_accum} x {config.lm.num_workers})")
+    if config.search.enabled and config.search.strategy == "lm_guided" and config.vqvae.model == "vae":
+        raise ConfigError("'search.strategy' lm_guided samples the LM prior, which a vqvae.model=vae run has not; "
+                          "use search.strategy=random or regularized_evolution there, or search.enabled=false")
     if config.search.evolution.tournament > config.search.evolution.population:
         raise ConfigError(f"'search.evolution.tournament' ({config.search.evolution.tournament}) must be at most "
                           f"'search.evolution.population' ({config.search.evolution.population})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,11 +30,12 @@ def test_pipeline_writes_every_artifact_and_one_set_of_metrics(local_ray, data_d
     cfg = load_config(overrides=[
         "space=nasbench201", "vqvae.hidden_dim=32", "vqvae.decoder_hidden=128", "vqvae.gin_layers=2",
         "vqvae.seq_len=4", "vqvae.codebook_size=16", "train.epochs=2", "train.num_workers=2",
-        "lm.name=gpt2-tiny", "lm.epochs=1", "lm.num_workers=2", "lm.batch_size=128", "sample.samples=300"])
+        "lm.name=gpt2-tiny", "lm.epochs=1", "lm.num_workers=2", "lm.batch_size=128", "sample.samples=300",
+        "search.enabled=true", "search.budget=30", "search.lm_guided.candidates=64"])
     results = pipeline.run(cfg, tmp_path, local_ray, str(data_dir))
 
     for path in ("vqvae/model.pt", "vqvae/codes.npz", "vqvae/metrics.json", "lm/lm/config.json",
-                 "lm/samples.npz", "lm/metrics.json", "metrics.json"):
+                 "lm/samples.npz", "lm/metrics.json", "search/state.json", "search/metrics.json", "metrics.json"):
         assert (tmp_path / path).exists(), path
     assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(results))
 
@@ -56,3 +58,63 @@ def test_pipeline_writes_every_artifact_and_one_set_of_metrics(local_ray, data_d
 
     again = generate(load_lm(cfg, tmp_path / "lm" / "lm"), Scorer(cfg, tmp_path / "vqvae", str(data_dir)), cfg)
     assert {k: again[k] for k in results["generation"]} == results["generation"]
+
+    # the optional search stage: LM-guided search with this pipeline's own prior, budget spent exactly
+    search = results["search"]
+    assert search["strategy"] == "lm_guided" and search["dataset"] == "cifar10" and search["queries"] == 30
+    history = json.loads((tmp_path / "search" / "state.json").read_text())["history"]
+    assert len({q["key"] for q in history}) == 30 and {q["source"] for q in history} <= {"lm", "fallback"}
+    assert search["best_val"] == max(q["val"] for q in history)
+
+
+def test_search_file_runs_lm_guided_on_generator_actors_with_wandb_and_continues(local_ray, data_dir, tmp_path,
+                                                                                monkeypatch):
+    """`run_searches` with a pipeline directory as the prior: generator, evaluator and driver actors, the
+    result store, one offline W&B run per search read back, the report; running it again redoes nothing."""
+    from archsweep.search.report import write_report
+    from archsweep.search.run import run_searches
+    from archsweep.search.spec import load_search_file
+    from archsweep.stages import pipeline
+    from archsweep.tracking.store import ResultStore
+    from archsweep.tracking.wandb import offline_runs, read_offline_run
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    cfg = load_config(overrides=[
+        "space=nasbench201", "vqvae.hidden_dim=32", "vqvae.decoder_hidden=128", "vqvae.gin_layers=2",
+        "vqvae.seq_len=4", "vqvae.codebook_size=16", "train.epochs=1", "lm.name=gpt2-tiny", "lm.epochs=1",
+        "lm.batch_size=128", "sample.samples=100"])
+    pipeline.run(cfg, tmp_path / "prior", local_ray, str(data_dir))
+    path = tmp_path / "search.yaml"
+    path.write_text(f"""name: s
+space: nasbench201
+search: {{budget: 25, batch_size: 10, lm_guided: {{prior: {tmp_path / 'prior'}, candidates: 64}}}}
+searches:
+  strategies: {{lm_guided: {{}}, random: {{}}}}
+  datasets: [cifar10, cifar100]
+  seeds: 2
+  report_budgets: [10, 25]
+storage: {tmp_path / 'runs'}
+""")
+    spec = load_search_file(path)
+    seen = []
+    rows = run_searches(spec, progress=lambda done, total, finished: seen.append((done, total)))
+    assert len(rows) == 8 and {r.status for r in rows} == {"TERMINATED"}
+    assert seen[-1] == (200, 200)
+    for row in rows:
+        history = json.loads(Path(row.paths["state"]).read_text())["history"]
+        assert row.metrics["queries"] == len(history) == len({q["key"] for q in history}) == 25
+        if row.trial_id.startswith("lm_guided"):
+            assert {q["source"] for q in history} <= {"lm", "fallback"}
+    runs = offline_runs(tmp_path / "runs" / "s")
+    assert len(runs) == 8
+    logged = read_offline_run(next(r for r in runs if "lm_guided-cifar100-s1" in str(r)))
+    assert logged["id"] == "lm_guided-cifar100-s1" and len(logged["history"]) == 25
+    assert logged["summary"]["queries"] == 25 and logged["config"]["search"]["dataset"] == "cifar100"
+    table, files = write_report(tmp_path / "runs" / "s", [10, 25])
+    assert {(line["strategy"], line["dataset"], line["seeds"]) for line in table} == {
+        (s, d, 2) for s in ("lm_guided", "random") for d in ("cifar10", "cifar100")}
+    assert {f.name for f in files} == {"summary.csv", "summary.md", "curves.png"}
+
+    before = {r.trial_id: r.updated for r in ResultStore(tmp_path / "runs" / "s").rows()}
+    run_searches(spec)  # everything finished: read back, nothing runs again
+    assert {r.trial_id: r.updated for r in ResultStore(tmp_path / "runs" / "s").rows()} == before

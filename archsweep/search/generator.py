@@ -37,28 +37,34 @@ class Generator:
     """Candidate cells from the prior: `candidates(elite, ...)` adapts the LM to the elite cells' codes, samples,
     decodes, and returns the distinct valid cells, most often sampled first."""
 
-    def __init__(self, prior: str | Path, device: str = "cpu"):
+    def __init__(self, cfg: Config, vqvae_dir: str | Path, lm_dir: str | Path, device: str = "cpu"):
         import torch
 
         from archsweep.spaces import get_space
         from archsweep.stages.lm import load_lm
         from archsweep.stages.vqvae import load_model
 
-        self.cfg, vqvae_dir, lm_dir = resolve_prior(prior)
+        self.cfg = cfg
         self.space = get_space(self.cfg.space)
-        self.vqvae, _ = load_model(vqvae_dir / "model.pt")
+        self.vqvae, _ = load_model(Path(vqvae_dir) / "model.pt")
         self.lm = load_lm(self.cfg, lm_dir)
         self.device = torch.device(device)
         self.lm.model.to(self.device)
         self.prior = {k: v.detach().clone() for k, v in self.lm.model.state_dict().items()}
         self._adapted: tuple | None = None  # what the weights are adapted to now
 
+    @classmethod
+    def from_prior(cls, prior: str | Path, device: str = "cpu") -> Generator:
+        """The generator of a finished `archsweep run` or sweep-trial directory."""
+        return cls(*resolve_prior(prior), device)
+
     def encode(self, cells: list[Cell]) -> list[tuple[int, ...]]:
+        import numpy as np
         import torch
 
         graphs = [self.space.to_graph(c) for c in cells]
-        ops = torch.tensor([g.ops for g in graphs])
-        adj = torch.tensor([g.adjacency for g in graphs])
+        ops = torch.from_numpy(np.stack([g.ops for g in graphs]))
+        adj = torch.from_numpy(np.stack([g.adjacency for g in graphs]))
         return [tuple(row) for row in self.vqvae.encode(ops, adj).tolist()]
 
     def adapt(self, elite: list[Cell], steps: int, lr: float, seed: int) -> float | None:

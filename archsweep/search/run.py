@@ -47,7 +47,7 @@ class GeneratorActor:
     def __init__(self, prior: str, device: str = "cpu"):
         from archsweep.search.generator import Generator
 
-        self.generator = Generator(prior, device)
+        self.generator = Generator.from_prior(prior, device)
 
     def candidates(self, elite, **settings):
         return self.generator.candidates(elite, **settings)

@@ -25,6 +25,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from archsweep.benchmarks import DATASETS
 from archsweep.config import ALL_KEYS, Config, ConfigError, _suggest, from_dict, to_dict
 from archsweep.sweep.spec import TrackingSettings, _check_settings, _patched, _settings, _with
 
@@ -60,7 +61,7 @@ class SearchFile:
         out = []
         for label, patch in self.searches.strategies.items():
             config = _patched(to_dict(self.base), _strategy_patch(label, patch))
-            for dataset in self.searches.datasets or [self.base.search.dataset]:
+            for dataset in self.searches.datasets or [self.base.search.dataset or DATASETS[self.base.space][0]]:
                 for k in range(self.searches.seeds):
                     seed = self.base.search.seed + k
                     cfg = from_dict(_patched(config, {"search.dataset": dataset, "search.seed": seed}))

@@ -1,6 +1,6 @@
 """One configuration end to end: VQ-VAE -> codes -> LM -> samples -> metrics, each stage in its own directory.
 
-`out_dir/vqvae/` and `out_dir/lm/` hold each stage's artifacts; `out_dir/metrics.json` joins their metrics, with
+`out_dir/vqvae/`, `out_dir/lm/` (and with `search.enabled`, `out_dir/search/`) hold each stage's artifacts; `out_dir/metrics.json` joins their metrics, with
 the headline generation metrics under `generation` (for the continuous VAE baseline: its prior samples). A
 stage whose directory already holds a finished run is not trained again, so rerunning an interrupted pipeline
 continues where it stopped.
@@ -30,5 +30,9 @@ def run(cfg: Config, out_dir: str | Path, env: dict[str, str] | None = None, dat
         prior = lm.run(cfg, out_dir / "vqvae", out_dir / "lm", env, data_dir, log_level)
         results["lm"] = {k: v for k, v in prior.items() if k != "config"}
         results["generation"] = {k: v for k, v in results["lm"].items() if k in M_GENERATION}
+        if cfg.search.enabled:
+            from archsweep.stages import search
+
+            results["search"] = search.run(cfg, out_dir / "vqvae", out_dir / "lm" / "lm", out_dir / "search", data_dir)
     (out_dir / "metrics.json").write_text(json.dumps(results, indent=2))
     return results

@@ -83,6 +83,9 @@ def final_metrics(results: dict) -> dict:
         if vq.get(key) is not None:
             out[f"vqvae/{key}"] = vq[key]
     out["vqvae/reused"] = bool(results.get("vqvae_reused"))
+    for key, value in results.get("search", {}).items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[f"search/{key}"] = value
     lm = results.get("lm")
     if lm:
         for key in ("loss", "heldout_loss", "heldout_perplexity", "tokens_per_s"):
@@ -119,6 +122,10 @@ def run_trial(config: dict, sweep_dir: str, env: dict, log_level: str = "WARNING
                              callbacks=[_stage_report("lm")])
         results["lm"] = {k: v for k, v in prior.items() if k != "config"}
         results["generation"] = {k: prior[k] for k in ("samples", *GENERATION)}
+        if cfg.search.enabled:
+            from archsweep.stages import search
+
+            results["search"] = search.run(cfg, vq_dir, trial_dir / "lm" / "lm", trial_dir / "search")
     (trial_dir / "metrics.json").write_text(json.dumps(results, indent=2))
     final = final_metrics(results)
     paths = {"trial_dir": str(trial_dir), "vqvae_dir": str(vq_dir)} | (

@@ -1,0 +1,39 @@
+"""The optional search stage of a pipeline or sweep trial (`search.enabled`): one NAS search with the trial's own
+VQ-VAE + LM as the lm_guided generator (or a baseline strategy), in this process, on the benchmark table.
+
+Artifacts in the output directory: `state.json` (every query, persisted after each round, so a retried trial
+continues the search) and `metrics.json` (the summary: best-by-validation accuracy at budgets, queries to the
+optimum)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from archsweep.config import Config
+
+BUDGETS = (50, 100, 200)
+
+
+def run(cfg: Config, vqvae_dir: str | Path, lm_dir: str | Path, out_dir: str | Path, data_dir: str | None = None
+        ) -> dict:
+    """Run (or continue) the search `cfg.search` describes; lm_guided samples the LM in `lm_dir` (a saved
+    `transformers` model) decoded by the VQ-VAE in `vqvae_dir`."""
+    from archsweep.benchmarks import load_benchmark
+    from archsweep.search.generator import Generator
+    from archsweep.search.loop import SearchState, lookup, search_loop, summarize
+    from archsweep.search.strategies import Domain, make_strategy
+
+    out_dir = Path(out_dir)
+    s = cfg.search
+    benchmark = load_benchmark(cfg.space, data_dir)
+    dataset = s.dataset or benchmark.datasets[0]
+    generator = Generator(cfg, vqvae_dir, lm_dir) if s.strategy == "lm_guided" else None
+    state = SearchState.load(out_dir / "state.json")
+    search_loop(state, make_strategy(cfg, Domain(benchmark), generator),
+                lambda candidates: lookup(benchmark, [c.key for c in candidates], dataset),
+                budget=s.budget, batch_size=s.batch_size, seed=s.seed)
+    budgets = sorted({b for b in BUDGETS if b < s.budget} | {s.budget})
+    results = {"strategy": s.strategy, "dataset": dataset, **summarize(state.history, benchmark, dataset, budgets)}
+    (out_dir / "metrics.json").write_text(json.dumps(results, indent=2))
+    return results

@@ -1,0 +1,236 @@
+"""NAS search: mutations, strategies on tiny budgets (exact budget, no repeated query), persisted state and resume,
+the summary's known facts, search files, and the Ray driver actor killed mid-run."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from archsweep.config import ConfigError, load_config
+from archsweep.search.loop import SearchError, SearchState, lookup, search_loop, summarize
+from archsweep.search.strategies import Domain, make_strategy
+from archsweep.spaces import get_space
+
+NB201 = get_space("nasbench201")
+NB101 = get_space("nasbench101")
+
+
+@pytest.fixture(scope="module")
+def nb201(data_dir):
+    from archsweep.benchmarks import load_benchmark
+
+    return load_benchmark("nasbench201", data_dir)
+
+
+def _search(bench, tmp_path, overrides, dataset="cifar10", on_round=None, name="state.json"):
+    cfg = load_config(overrides=["space=nasbench201", *overrides])
+    state = SearchState.load(tmp_path / name)
+    search_loop(state, make_strategy(cfg, Domain(bench)),
+                lambda cands: lookup(bench, [c.key for c in cands], dataset),
+                budget=cfg.search.budget, batch_size=cfg.search.batch_size, seed=cfg.search.seed, on_round=on_round)
+    return state
+
+
+def _rounds(state):
+    out = {}
+    for q in state.history:
+        out.setdefault(q.round, []).append(q)
+    return list(out.values())
+
+
+# --- mutations -------------------------------------------------------------------------------------------------
+
+
+def test_nasbench201_mutation_changes_exactly_one_edge_op():
+    rng = np.random.default_rng(0)
+    cell = NB201.random_cell(rng)
+    for _ in range(500):
+        child = NB201.mutate(cell, rng)
+        assert NB201.is_valid(child)
+        assert sum(a != b for a, b in zip(cell.ops, child.ops)) == 1
+        cell = child
+
+
+def test_nasbench101_mutation_is_one_op_or_one_edge_of_the_padded_parent():
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        parent = NB101.random_cell(rng)
+        child = NB101.mutate(parent, rng)
+        n = parent.num_vertices
+        slot = list(range(n - 1)) + [6]
+        padded = np.zeros((7, 7), dtype=np.uint8)
+        padded[np.ix_(slot, slot)] = parent.adjacency
+        edge_changes = int((padded != child.adjacency).sum())
+        op_changes = sum(parent.ops[i] != child.ops[s] for i, s in enumerate(slot))
+        assert child.num_vertices == 7
+        assert edge_changes + op_changes <= 1  # a changed op on a padded (unconnected) vertex changes nothing
+        assert not np.tril(child.adjacency).any()
+
+
+# --- strategies on tiny budgets ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy,batch", [("random", 10), ("regularized_evolution", 1),
+                                            ("regularized_evolution", 4)])
+def test_strategy_spends_the_budget_exactly_and_never_repeats_a_query(nb201, tmp_path, strategy, batch):
+    state = _search(nb201, tmp_path, [f"search.strategy={strategy}", "search.budget=37", f"search.batch_size={batch}"])
+    keys = [q.key for q in state.history]
+    assert len(keys) == 37 and len(set(keys)) == 37
+    assert [q.n for q in state.history] == list(range(1, 38))
+    assert state.finished and max(len(r) for r in _rounds(state)) <= batch
+    if strategy == "random":
+        assert [len(r) for r in _rounds(state)] == [10, 10, 10, 7]
+    for q in state.history:  # what was recorded is what the table says
+        i = nb201.entry(q.key)
+        assert q.val == nb201.lookup(i, "cifar10", "val") and q.test == nb201.lookup(i, "cifar10", "test")
+        assert nb201.keys[nb201.find(q.cell)] == q.key
+
+
+def test_regularized_evolution_mutates_the_tournament_winner(nb201, tmp_path):
+    state = _search(nb201, tmp_path, ["search.strategy=regularized_evolution", "search.budget=60",
+                                      "search.batch_size=1", "search.evolution.population=10",
+                                      "search.evolution.tournament=3"])
+    assert {q.source for q in state.history[:10]} == {"random"}
+    assert {q.source for q in state.history[10:]} == {"mutation"}
+    for k, q in enumerate(state.history[10:], start=10):
+        population = state.history[k - 10:k]  # the last 10 queried, the oldest gone
+        distances = [sum(a != b for a, b in zip(q.ops, p.ops)) for p in population]
+        assert min(distances) == 1  # a one-edge mutation of a member
+
+
+def test_search_is_deterministic_and_a_killed_search_continues_without_loss_or_repeat(nb201, tmp_path):
+    overrides = ["search.strategy=regularized_evolution", "search.budget=45", "search.batch_size=4", "search.seed=3"]
+    whole = _search(nb201, tmp_path, overrides, name="whole.json")
+
+    class Died(Exception):
+        pass
+
+    def die_after_three_rounds(state):
+        if state.rounds == 3:
+            raise Died
+
+    with pytest.raises(Died):
+        _search(nb201, tmp_path, overrides, on_round=die_after_three_rounds, name="cut.json")
+    saved = json.loads((tmp_path / "cut.json").read_text())
+    assert saved["rounds"] == 3 and len(saved["history"]) == 10 and not saved["finished"]  # 4 + 4 + 2 random
+    resumed = _search(nb201, tmp_path, overrides, name="cut.json")
+    assert [q.key for q in resumed.history] == [q.key for q in whole.history]
+    assert len({q.key for q in resumed.history}) == 45
+
+
+def test_a_corrupted_state_file_is_named(tmp_path):
+    (tmp_path / "state.json").write_text('{"history": [')
+    with pytest.raises(SearchError, match="state.json: not a search state file"):
+        SearchState.load(tmp_path / "state.json")
+
+
+# --- the summary -----------------------------------------------------------------------------------------------
+
+
+def test_summary_finds_the_known_optimum_and_reports_best_by_validation(nb201, tmp_path):
+    from archsweep.search.strategies import Query
+
+    def query(n, index):
+        cell = nb201.cell(index)
+        return Query(n, n, nb201.keys[index], cell.adjacency.tolist(), list(cell.ops),
+                     nb201.lookup(index, "cifar10", "val"), nb201.lookup(index, "cifar10", "test"), None, "random")
+
+    # 10872 has the second-best validation accuracy (91.57) but test 93.76; 6111 is the optimum (91.61 / 94.37)
+    history = [query(1, 0), query(2, 10872), query(3, 5), query(4, 6111), query(5, 7)]
+    s = summarize(history, nb201, "cifar10", [2, 4, 5])
+    assert s["test@2"] == pytest.approx(93.76, abs=0.01)
+    assert s["test@4"] == s["test@5"] == pytest.approx(94.37, abs=0.01)
+    assert s["queries_to_optimum"] == 4 and s["queries_to_val_optimum"] == 4 and s["queries_to_top01"] == 2
+    assert s["queries"] == 5 and s["best_val"] == pytest.approx(91.61, abs=0.01)
+    assert summarize(history[:3], nb201, "cifar10", [3])["queries_to_optimum"] is None
+
+
+# --- config and search files -----------------------------------------------------------------------------------
+
+
+def test_search_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match="'search.strategy' is 'rea'; allowed: lm_guided"):
+        load_config(overrides=["search.strategy=rea"])
+    with pytest.raises(ConfigError, match="'search.dataset' is 'cifar11'; allowed for nasbench201"):
+        load_config(overrides=["search.dataset=cifar11"])
+    with pytest.raises(ConfigError, match="tournament.*at most"):
+        load_config(overrides=["search.evolution.tournament=20"])
+    with pytest.raises(ConfigError, match="did you mean 'search.budget'"):
+        load_config(overrides=["search.budgt=3"])
+
+
+def test_search_file_checks(tmp_path):
+    from archsweep.search.spec import load_search_file
+
+    path = tmp_path / "s.yaml"
+    path.write_text("space: nasbench201\nsearch: {budget: 20}\nsearches:\n  strategies: {random: {}, "
+                    "rea_small: {search.strategy: regularized_evolution, search.evolution.population: 5}}\n"
+                    "  datasets: [cifar10, cifar100]\n  seeds: 2\n")
+    spec = load_search_file(path)
+    runs = dict(spec.runs())
+    assert list(runs) == ["random-cifar10-s0", "random-cifar10-s1", "random-cifar100-s0", "random-cifar100-s1",
+                          "rea_small-cifar10-s0", "rea_small-cifar10-s1", "rea_small-cifar100-s0",
+                          "rea_small-cifar100-s1"]
+    assert runs["rea_small-cifar100-s1"].search.evolution.population == 5
+    assert runs["rea_small-cifar100-s1"].search.seed == 1
+    for text, error in [
+        ("searches: {seeds: 0}", "'searches.seeds' must be an int >= 1"),
+        ("searches: {seed: 2}", "unknown key 'searches.seed'; did you mean 'searches.seeds'"),
+        ("searches: {strategies: {fancy: {}}}", "'fancy' is not a strategy"),
+        ("searches: {strategies: {lm_guided: {}}}", "lm_guided needs 'search.lm_guided.prior'"),
+        ("searches: {strategies: {lm_guided: {search.lm_guided.prior: /nowhere}}}", "holds no finished LM stage"),
+        ("searches: {datasets: [cifar11]}", "'search.dataset' is 'cifar11'"),
+    ]:
+        path.write_text(f"space: nasbench201\n{text}\n")
+        with pytest.raises(ConfigError, match=error):
+            load_search_file(path)
+
+
+# --- on Ray: the driver actor ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    from archsweep.runtime import init_local_ray
+
+    init_local_ray(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.ray
+def test_driver_actor_killed_mid_run_restarts_and_finishes_with_no_lost_or_repeated_query(local_ray, nb201,
+                                                                                          tmp_path):
+    import ray
+
+    from archsweep.search.run import Evaluator, start_driver
+
+    cfg = load_config(overrides=["space=nasbench201", "search.strategy=regularized_evolution", "search.budget=400",
+                                 "search.batch_size=1", "search.seed=5", "search.dataset=cifar100"])
+    bench_ref = ray.put(nb201)
+    evaluators = [Evaluator.remote(bench_ref) for _ in range(2)]
+    path = tmp_path / "driver" / "state.json"
+    driver = start_driver(cfg, path, bench_ref, evaluators)
+    first_pid = ray.get(driver.pid.remote())
+    ref = driver.run.remote([100, 400])
+    deadline = time.time() + 60
+    while time.time() < deadline:  # wait until it is well into the search, then kill it
+        if path.is_file() and len(SearchState.load(path).history) >= 30:
+            break
+        time.sleep(0.05)
+    ray.kill(driver, no_restart=False)
+    summary = ray.get(ref, timeout=120)
+    assert ray.get(driver.pid.remote()) != first_pid  # it really died and was restarted
+
+    history = SearchState.load(path).history
+    assert summary["queries"] == len(history) == 400
+    assert len({q.key for q in history}) == 400 and [q.n for q in history] == list(range(1, 401))
+    whole = _search(nb201, tmp_path, ["search.strategy=regularized_evolution", "search.budget=400",
+                                      "search.batch_size=1", "search.seed=5"], dataset="cifar100", name="whole.json")
+    assert [q.key for q in history] == [q.key for q in whole.history]  # same search as if it had never died
+    assert summary == summarize(whole.history, nb201, "cifar100", [100, 400])
