@@ -21,6 +21,7 @@ vqvae: {hidden_dim: 32, decoder_hidden: 128, gin_layers: 2, code_dim: 8}
 train: {epochs: 1, batch_size: 512}
 lm: {epochs: 2, batch_size: 256, warmup_steps: 5}
 sample: {samples: 200}
+search: {enabled: true, budget: 12, batch_size: 6, lm_guided: {candidates: 64}}
 sweep:
   vqvae.codebook_size: {grid: [8]}
   vqvae.seq_len: {grid: [2]}
@@ -80,6 +81,10 @@ def test_sweep_runs_trials_shares_the_vqvae_and_mirrors_to_wandb(data_dir, tmp_p
         metrics = json.loads((Path(row.paths["trial_dir"]) / "metrics.json").read_text())
         assert metrics["generation"]["validity"] == row.metrics["validity"]
         assert (Path(row.paths["lm_dir"]) / "samples.npz").is_file()
+        # the search stage: LM-guided search with the trial's own prior, its budget spent exactly
+        assert row.metrics["search/queries"] == 12 and row.metrics["search/best_val"] == metrics["search"]["best_val"]
+        history = json.loads((Path(row.paths["trial_dir"]) / "search" / "state.json").read_text())["history"]
+        assert len({q["key"] for q in history}) == 12
 
     # artifact reuse: one VQ-VAE stage trained, by exactly one of the two trials
     stages = [p for p in (sweep_dir / "artifacts").iterdir() if p.is_dir()]

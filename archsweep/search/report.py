@@ -109,6 +109,7 @@ def _plot(rows, path: Path) -> Path | None:
     datasets = sorted({d for d, _ in series})
     fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
+        low, high = [], []
         for (d, label), runs in sorted(series.items()):
             if d != dataset:
                 continue
@@ -118,6 +119,9 @@ def _plot(rows, path: Path) -> Path | None:
             x = np.arange(1, n + 1)
             ax.plot(x, mean, label=f"{label} ({len(runs)} seeds)")
             ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+            low.append(mean[min(n - 1, n // 10)])  # the first tenth of the budget off the scale
+            high.append((mean + std)[n // 10:].max())
+        ax.set_ylim(min(low) - 0.5, max(high) + 0.2)
         ax.set(title=dataset, xlabel="benchmark queries", ylabel="accuracy of best-by-validation cell (%)")
         ax.legend(fontsize="small")
     fig.tight_layout()
