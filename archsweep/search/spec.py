@@ -27,7 +27,7 @@ from pathlib import Path
 
 from archsweep.benchmarks import DATASETS
 from archsweep.config import ALL_KEYS, Config, ConfigError, _suggest, from_dict, to_dict
-from archsweep.sweep.spec import TrackingSettings, _check_settings, _patched, _settings, _with
+from archsweep.sweep.spec import TrackingSettings, _check_settings, _patched, _settings, _with, read_spec_file
 
 STRATEGIES = ("lm_guided", "regularized_evolution", "random")
 
@@ -79,42 +79,13 @@ def _strategy_patch(label: str, patch: dict) -> dict:
 def load_search_file(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> SearchFile:
     """Read and check a search YAML; `overrides` (`key=value`) apply to the base configuration, or to
     `searches.*`, `tracking.*`, `name` and `storage`."""
-    from omegaconf import OmegaConf
-
     from archsweep.config import load_config
 
     path = Path(path)
     source = str(path)
-    if not path.is_file():
-        raise ConfigError(f"search file not found: {path}")
-    try:
-        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    except Exception as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a search file is a mapping (config keys plus 'searches', 'tracking')")
-    sections = {k: raw.pop(k) for k in list(raw) if k in SECTIONS}
-    base_overrides = []
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"override {item!r} must look like key=value (e.g. searches.seeds=5)")
-        head, _, leaf = key.strip().partition(".")
-        if head in ("searches", "tracking") and leaf:
-            *parents, last = leaf.split(".")
-            section = sections[head] = dict(sections.get(head) or {})
-            for part in parents:  # e.g. searches.strategies.random={}
-                section[part] = dict(section.get(part) or {})
-                section = section[part]
-            section[last] = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={value}"]))["v"]
-        elif key.strip() in ("name", "storage"):
-            sections[key.strip()] = value
-        else:
-            base_overrides.append(item)
+    raw, sections, base_overrides, name = read_spec_file(path, overrides, SECTIONS, ("searches", "tracking"),
+                                                         "search")
     base = load_config(overrides=base_overrides, data=raw, source=source)
-    name = sections.get("name") or path.stem
-    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
-        raise ConfigError(f"{source}: 'name' must be letters, digits, '-' or '_'; got {name!r}")
     searches = _searches(sections.get("searches"), source)
     tracking = _settings(TrackingSettings, sections.get("tracking"), "tracking", source)
     from archsweep.sweep.spec import TuneSettings

@@ -149,43 +149,55 @@ def _with(base: dict, key: str, value: Any, where: str) -> Config:
         raise ConfigError(f"{where}: {message}") from None
 
 
-def load_sweep(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
-    """Read and check a sweep YAML; `overrides` (`key=value`) apply to the base configuration, or to
-    `tune.*`, `tracking.*`, `name` and `storage`."""
+def read_spec_file(path: Path, overrides, sections: set[str], settings: tuple[str, ...], kind: str
+                   ) -> tuple[dict, dict, list[str], str]:
+    """What a sweep or search file holds: (base configuration mapping, its own sections, the overrides that go to
+    the base configuration, its name). `section.key=value` overrides (nested keys too) go into their section."""
     from omegaconf import OmegaConf
 
-    from archsweep.config import load_config
-
-    path = Path(path)
     source = str(path)
     if not path.is_file():
-        raise ConfigError(f"sweep file not found: {path}")
+        raise ConfigError(f"{kind} file not found: {path}")
     try:
         raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     except Exception as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a sweep file is a mapping (base config keys plus 'sweep', 'tune', 'tracking')")
-    sections = {k: raw.pop(k) for k in list(raw) if k in SECTIONS}
+        raise ConfigError(f"{path}: a {kind} file is a mapping (config keys plus "
+                          f"{', '.join(repr(s) for s in settings)})")
+    found = {k: raw.pop(k) for k in list(raw) if k in sections}
     base_overrides = []
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"override {item!r} must look like key=value (e.g. lm.epochs=4)")
         head, _, leaf = key.strip().partition(".")
-        if head in ("tune", "tracking") and leaf:
-            sections.setdefault(head, {})
-            sections[head] = dict(sections[head] or {}) | {leaf: OmegaConf.from_dotlist([f"v={value}"])["v"]}
+        if head in settings and leaf:
+            *parents, last = leaf.split(".")
+            node = found[head] = dict(found.get(head) or {})
+            for part in parents:  # e.g. searches.strategies.random={}
+                node[part] = dict(node.get(part) or {})
+                node = node[part]
+            node[last] = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={value}"]))["v"]
         elif key.strip() in ("name", "storage"):
-            sections[key.strip()] = value
+            found[key.strip()] = value
         else:
             base_overrides.append(item)
-
-    base = load_config(overrides=base_overrides, data=raw, source=source)
-
-    name = sections.get("name") or path.stem
+    name = found.get("name") or path.stem
     if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(f"{source}: 'name' must be letters, digits, '-' or '_'; got {name!r}")
+    return raw, found, base_overrides, name
+
+
+def load_sweep(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
+    """Read and check a sweep YAML; `overrides` (`key=value`) apply to the base configuration, or to
+    `tune.*`, `tracking.*`, `name` and `storage`."""
+    from archsweep.config import load_config
+
+    path = Path(path)
+    source = str(path)
+    raw, sections, base_overrides, name = read_spec_file(path, overrides, SECTIONS, ("tune", "tracking"), "sweep")
+    base = load_config(overrides=base_overrides, data=raw, source=source)
     axes_raw = sections.get("sweep") or {}
     if not isinstance(axes_raw, dict):
         raise ConfigError(f"{source}: 'sweep' must map config keys to search specs, e.g. "
