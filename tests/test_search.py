@@ -204,8 +204,8 @@ def local_ray():
 
 
 @pytest.mark.ray
-def test_driver_actor_killed_mid_run_restarts_and_finishes_with_no_lost_or_repeated_query(local_ray, nb201,
-                                                                                          tmp_path):
+def test_killed_driver_and_evaluator_actors_restart_and_the_search_loses_and_repeats_nothing(local_ray, nb201,
+                                                                                            tmp_path):
     import ray
 
     from archsweep.search.run import Evaluator, start_driver
@@ -224,6 +224,11 @@ def test_driver_actor_killed_mid_run_restarts_and_finishes_with_no_lost_or_repea
             break
         time.sleep(0.05)
     ray.kill(driver, no_restart=False)
+    while time.time() < deadline:  # and an evaluator later on: restarted, its pending query retried
+        if len(SearchState.load(path).history) >= 60:
+            break
+        time.sleep(0.05)
+    ray.kill(evaluators[0], no_restart=False)
     summary = ray.get(ref, timeout=120)
     assert ray.get(driver.pid.remote()) != first_pid  # it really died and was restarted
 

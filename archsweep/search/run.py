@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 DRIVER_RESTARTS = 3
 
 
-@ray.remote(num_cpus=0)
+# Evaluators and generators hold nothing but what they were built from: Ray restarts them and retries the call.
+@ray.remote(num_cpus=0, max_restarts=DRIVER_RESTARTS, max_task_retries=DRIVER_RESTARTS)
 class Evaluator:
     """Answers benchmark queries. A table lookup here; the place where a real evaluation (training) would run."""
 
@@ -40,7 +41,7 @@ class Evaluator:
         return lookup(self.benchmark, keys, dataset)
 
 
-@ray.remote(num_cpus=1)
+@ray.remote(num_cpus=1, max_restarts=DRIVER_RESTARTS, max_task_retries=DRIVER_RESTARTS)
 class GeneratorActor:
     """Holds one LM prior; any number of lm_guided drivers call it (its answers depend only on the arguments)."""
 
@@ -165,7 +166,8 @@ def run_searches(spec: SearchFile, *, search_dir: str | Path | None = None, data
             _log_wandb(spec, rid, cfg, SearchState.load(path), summary, path.parent)
             store.put(Row(rid, "TERMINATED", to_dict(cfg), summary, {"state": str(path)}))
         if progress is not None:
-            progress(_queries_done(search_dir, runs), total, len(runs) - len(queue) - len(running))
+            unfinished = queue + [(rid, cfg) for rid, cfg, _ in running.values()]
+            progress(_queries_done(search_dir, unfinished, total), total, len(runs) - len(unfinished))
     for actor in evaluators + [a for pool in generators.values() for a in pool]:
         ray.kill(actor)
     if todo and spec.tracking.wandb and spec.tracking.mode != "disabled":
@@ -178,15 +180,16 @@ def run_searches(spec: SearchFile, *, search_dir: str | Path | None = None, data
     return store.rows()
 
 
-def _queries_done(search_dir: Path, runs) -> int:
-    done = 0
-    for rid, _ in runs:
+def _queries_done(search_dir: Path, unfinished: list[tuple[str, Config]], total: int) -> int:
+    """Queries recorded so far: all of every finished search's, plus what the unfinished ones' states hold."""
+    done = total
+    for rid, cfg in unfinished:
         path = state_path(search_dir, rid)
-        if path.is_file():
-            try:
-                done += len(SearchState.load(path).history)
-            except SearchError:
-                pass
+        try:
+            recorded = len(SearchState.load(path).history) if path.is_file() else 0
+        except SearchError:
+            recorded = 0
+        done -= cfg.search.budget - recorded
     return done
 
 
