@@ -17,6 +17,9 @@ from archsweep.spaces import Cell
 
 # Draws per wanted cell before a strategy gives up (a table nearly exhausted, or a tiny subset table).
 MAX_DRAWS = 5_000
+# Tournaments (of 50 mutations each) per child before regularized evolution takes a random cell instead: on a subset
+# table the winner's whole one-step neighbourhood can be missing or queried, and the winner keeps winning.
+MAX_TOURNAMENTS = 5
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,8 @@ class RandomSearch(_Observing):
 class RegularizedEvolution(_Observing):
     """Regularized evolution (Real et al., 2019): a population of the last `population` queried cells (the oldest
     dies), each child a one-op-or-one-edge mutation of the best of `tournament` members sampled at random. The
-    first `population` cells are random. With a batch of n, n children come from n independent tournaments."""
+    first `population` cells are random. With a batch of n, n children come from n independent tournaments. A
+    child that no mutation finds (see MAX_TOURNAMENTS) is a random cell, recorded as `fallback`."""
 
     name = "regularized_evolution"
 
@@ -128,7 +132,7 @@ class RegularizedEvolution(_Observing):
         out = []
         for _ in range(n):
             child = None
-            for _ in range(MAX_DRAWS // 50):
+            for _ in range(MAX_TOURNAMENTS):
                 picked = rng.choice(len(members), size=self.tournament, replace=False)
                 parent = max((members[i] for i in picked), key=lambda q: q.val).cell
                 for _ in range(50):
