@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -239,3 +240,33 @@ def test_killed_driver_and_evaluator_actors_restart_and_the_search_loses_and_rep
                                       "search.batch_size=1", "search.seed=5"], dataset="cifar100", name="whole.json")
     assert [q.key for q in history] == [q.key for q in whole.history]  # same search as if it had never died
     assert summary == summarize(whole.history, nb201, "cifar100", [100, 400])
+
+
+@pytest.mark.ray
+def test_search_command_runs_a_search_file_prints_the_summary_and_continues(data_dir, tmp_path):
+    """`archsweep search` end to end in its own process (a local Ray started there), then again: nothing reruns."""
+    import subprocess
+    import sys
+
+    from archsweep.tracking.store import ResultStore
+
+    args = [sys.executable, "-m", "archsweep.cli", "search", "sweeps/search-quick.yaml", "-o", "searches.seeds=2",
+            "-o", "search.budget=20", "-o", "searches.report_budgets=[10,20]", "-o", f"storage={tmp_path}",
+            "-o", "tracking.mode=disabled", "--num-cpus", "2"]
+    root = Path(__file__).resolve().parent.parent
+    first = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=root)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "regularized_evolution" in first.stdout and "random" in first.stdout and "@20" in first.stdout
+    rows = {r.trial_id: r for r in ResultStore(tmp_path / "search-quick").rows()}
+    assert set(rows) == {f"{s}-cifar10-s{k}" for s in ("regularized_evolution", "random") for k in (0, 1)}
+    assert all(r.status == "TERMINATED" and r.metrics["queries"] == 20 for r in rows.values())
+    assert (tmp_path / "search-quick" / "report" / "summary.md").is_file()
+
+    again = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=root)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {r.trial_id: r.updated for r in ResultStore(tmp_path / "search-quick").rows()} == {
+        k: r.updated for k, r in rows.items()}
+
+    bad = subprocess.run([*args[:5], "-o", "search.strategy=annealing", "--check"], capture_output=True, text=True,
+                         cwd=root)
+    assert bad.returncode == 2 and "'search.strategy' is 'annealing'; allowed: lm_guided" in bad.stderr
