@@ -32,6 +32,7 @@ bench: data
 	$(BIN)/python bench/enumerate_nb101.py --write
 	$(BIN)/python bench/vqvae.py --write
 	$(BIN)/python bench/lm.py --write
+	$(BIN)/python bench/search.py --write
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -31,6 +31,20 @@ LABELS = {"nasbench201": "NAS-Bench-201 (15,625 cells): test accuracy of the bes
                          "each, validation accuracy only): validation accuracy of the best-by-validation cell"}
 
 
+def finished(spec) -> int:
+    """Searches of the file already finished (read back, not run again)."""
+    from archsweep.tracking.store import ResultStore
+
+    directory = search_dir_of(spec)
+    return sum(r.status == "TERMINATED" for r in ResultStore(directory).rows()) if directory.is_dir() else 0
+
+
+def ran(now: int, earlier: int, seconds: float) -> str:
+    parts = [f"{now} run in this call in {seconds:.0f} s on this machine"] if now else []
+    parts += [f"{earlier} finished in an earlier call of this command and read back"] if earlier else []
+    return "; ".join(parts)
+
+
 def speedup(table: list[dict], dataset: str) -> str:
     lines = {line["strategy"]: line for line in table if line["dataset"] == dataset}
     lm, rea = lines.get("lm_guided"), lines.get("regularized_evolution")
@@ -55,6 +69,7 @@ def optimum_supplement(args) -> str:
         f"search.budget={args.optimum_budget}", "searches.datasets=[cifar10]",
         "searches.strategies={regularized_evolution: {search.batch_size: 1}}",
         f"searches.report_budgets=[{args.optimum_budget}]"])
+    earlier = finished(long)
     start = time.perf_counter()
     run_searches(long)
     seconds = time.perf_counter() - start
@@ -64,8 +79,8 @@ def optimum_supplement(args) -> str:
     a, b = lm["queries_to_optimum_median"], rea["queries_to_optimum_median"]
     ratio = f"{b / a:.2f}x" if math.isfinite(a) and math.isfinite(b) else "not measurable (a median is beyond the budget)"
     return (f"\n#### Queries to the NAS-Bench-201 CIFAR-10 optimum (test 94.37), median over seeds\n\n"
-            f"The same regularized-evolution searches run on to {args.optimum_budget} queries ({long.name}, "
-            f"wall time {seconds:.0f} s):\n\n| strategy | budget | seeds that reached it | median queries |\n"
+            f"The same regularized-evolution searches run on to {args.optimum_budget} queries ({long.name}: "
+            f"{ran(len(long.runs()) - earlier, earlier, seconds)}):\n\n| strategy | budget | seeds that reached it | median queries |\n"
             f"|---|---|---|---|\n| lm_guided | {lm['queries']} | {lm['queries_to_optimum_reached']}/{lm['seeds']} | "
             f"{a:g} |\n| regularized_evolution | {rea['queries']} | {rea['queries_to_optimum_reached']}/{rea['seeds']} "
             f"| {b:g} |\n\nregularized evolution / lm_guided: **{ratio}**\n")
@@ -93,18 +108,19 @@ def main() -> None:
     for file in args.files:
         overrides = [f"searches.seeds={args.seeds}"] if args.seeds else []
         spec = load_search_file(ROOT / file, overrides)
-        start = time.perf_counter()
         def show(done, total, finished, file=file):
             print(f"\r{file}: {done}/{total} queries, {finished} searches done", end="", file=sys.stderr, flush=True)
 
+        earlier = finished(spec)
+        start = time.perf_counter()
         run_searches(spec, progress=show)
         seconds = time.perf_counter() - start
         budgets = spec.searches.report_budgets
         table, files = write_report(search_dir_of(spec), budgets)
         notes = [s for d in {line["dataset"] for line in table} if (s := speedup(table, d))]
         body += (f"\n#### {LABELS[spec.base.space]}\n\n`{file}`: {len(spec.runs())} searches, "
-                 f"{spec.searches.seeds} seeds, budget {spec.base.search.budget} queries; wall time {seconds:.0f} s "
-                 "on this machine (searches read back from an earlier call count as 0).\n\n"
+                 f"{spec.searches.seeds} seeds, budget {spec.base.search.budget} queries; "
+                 f"{ran(len(spec.runs()) - earlier, earlier, seconds)}.\n\n"
                  + markdown(table, budgets) + "\n" + "".join(f"- {n}\n" for n in sorted(notes)))
         print(f"\n{file}: report in {files[0].parent}", file=sys.stderr)
     if args.optimum_budget:
