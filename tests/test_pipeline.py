@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from archsweep.config import load_config
+from archsweep.search.loop import SearchState
 
 pytestmark = pytest.mark.ray
 
@@ -35,7 +35,7 @@ def test_pipeline_writes_every_artifact_and_one_set_of_metrics(local_ray, data_d
     results = pipeline.run(cfg, tmp_path, local_ray, str(data_dir))
 
     for path in ("vqvae/model.pt", "vqvae/codes.npz", "vqvae/metrics.json", "lm/lm/config.json",
-                 "lm/samples.npz", "lm/metrics.json", "search/state.json", "search/metrics.json", "metrics.json"):
+                 "lm/samples.npz", "lm/metrics.json", "search/state.jsonl", "search/metrics.json", "metrics.json"):
         assert (tmp_path / path).exists(), path
     assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(results))
 
@@ -62,9 +62,9 @@ def test_pipeline_writes_every_artifact_and_one_set_of_metrics(local_ray, data_d
     # the optional search stage: LM-guided search with this pipeline's own prior, budget spent exactly
     search = results["search"]
     assert search["strategy"] == "lm_guided" and search["dataset"] == "cifar10" and search["queries"] == 30
-    history = json.loads((tmp_path / "search" / "state.json").read_text())["history"]
-    assert len({q["key"] for q in history}) == 30 and {q["source"] for q in history} <= {"lm", "fallback"}
-    assert search["best_val"] == max(q["val"] for q in history)
+    history = SearchState.load(tmp_path / "search" / "state.jsonl").history
+    assert len({q.key for q in history}) == 30 and {q.source for q in history} <= {"lm", "fallback"}
+    assert search["best_val"] == max(q.val for q in history)
 
 
 def test_search_file_runs_lm_guided_on_generator_actors_with_wandb_and_continues(local_ray, data_dir, tmp_path,
@@ -101,10 +101,10 @@ storage: {tmp_path / 'runs'}
     assert len(rows) == 8 and {r.status for r in rows} == {"TERMINATED"}
     assert seen[-1] == (200, 200)
     for row in rows:
-        history = json.loads(Path(row.paths["state"]).read_text())["history"]
-        assert row.metrics["queries"] == len(history) == len({q["key"] for q in history}) == 25
+        history = SearchState.load(row.paths["state"]).history
+        assert row.metrics["queries"] == len(history) == len({q.key for q in history}) == 25
         if row.trial_id.startswith("lm_guided"):
-            assert {q["source"] for q in history} <= {"lm", "fallback"}
+            assert {q.source for q in history} <= {"lm", "fallback"}
     runs = offline_runs(tmp_path / "runs" / "s")
     assert len(runs) == 8
     logged = read_offline_run(next(r for r in runs if "lm_guided-cifar100-s1" in str(r)))

@@ -26,7 +26,7 @@ def nb201(data_dir):
     return load_benchmark("nasbench201", data_dir)
 
 
-def _search(bench, tmp_path, overrides, dataset="cifar10", on_round=None, name="state.json"):
+def _search(bench, tmp_path, overrides, dataset="cifar10", on_round=None, name="state.jsonl"):
     cfg = load_config(overrides=["space=nasbench201", *overrides])
     state = SearchState.load(tmp_path / name)
     search_loop(state, make_strategy(cfg, Domain(bench)),
@@ -104,7 +104,7 @@ def test_regularized_evolution_mutates_the_tournament_winner(nb201, tmp_path):
 
 def test_search_is_deterministic_and_a_killed_search_continues_without_loss_or_repeat(nb201, tmp_path):
     overrides = ["search.strategy=regularized_evolution", "search.budget=45", "search.batch_size=4", "search.seed=3"]
-    whole = _search(nb201, tmp_path, overrides, name="whole.json")
+    whole = _search(nb201, tmp_path, overrides, name="whole.jsonl")
 
     class Died(Exception):
         pass
@@ -114,18 +114,20 @@ def test_search_is_deterministic_and_a_killed_search_continues_without_loss_or_r
             raise Died
 
     with pytest.raises(Died):
-        _search(nb201, tmp_path, overrides, on_round=die_after_three_rounds, name="cut.json")
-    saved = json.loads((tmp_path / "cut.json").read_text())
-    assert saved["rounds"] == 3 and len(saved["history"]) == 10 and not saved["finished"]  # 4 + 4 + 2 random
-    resumed = _search(nb201, tmp_path, overrides, name="cut.json")
+        _search(nb201, tmp_path, overrides, on_round=die_after_three_rounds, name="cut.jsonl")
+    saved = SearchState.load(tmp_path / "cut.jsonl")
+    assert saved.rounds == 3 and len(saved.history) == 10 and not saved.finished  # 4 + 4 + 2 random
+    with open(tmp_path / "cut.jsonl", "a") as f:  # and it died while writing its fourth round
+        f.write('{"round": 3, "queries": [{"n": 11, "rou')
+    resumed = _search(nb201, tmp_path, overrides, name="cut.jsonl")
     assert [q.key for q in resumed.history] == [q.key for q in whole.history]
     assert len({q.key for q in resumed.history}) == 45
 
 
 def test_a_corrupted_state_file_is_named(tmp_path):
-    (tmp_path / "state.json").write_text('{"history": [')
-    with pytest.raises(SearchError, match="state.json: not a search state file"):
-        SearchState.load(tmp_path / "state.json")
+    (tmp_path / "state.jsonl").write_text('{"round": 0, "queries": [\n{"round": 1, "queries": []}\n')
+    with pytest.raises(SearchError, match="state.jsonl, line 1: not a search state record"):
+        SearchState.load(tmp_path / "state.jsonl")
 
 
 # --- the summary -----------------------------------------------------------------------------------------------
@@ -215,7 +217,7 @@ def test_killed_driver_and_evaluator_actors_restart_and_the_search_loses_and_rep
                                  "search.batch_size=1", "search.seed=5", "search.dataset=cifar100"])
     bench_ref = ray.put(nb201)
     evaluators = [Evaluator.remote(bench_ref) for _ in range(2)]
-    path = tmp_path / "driver" / "state.json"
+    path = tmp_path / "driver" / "state.jsonl"
     driver = start_driver(cfg, path, bench_ref, evaluators)
     first_pid = ray.get(driver.pid.remote())
     ref = driver.run.remote([100, 400])
@@ -237,7 +239,7 @@ def test_killed_driver_and_evaluator_actors_restart_and_the_search_loses_and_rep
     assert summary["queries"] == len(history) == 400
     assert len({q.key for q in history}) == 400 and [q.n for q in history] == list(range(1, 401))
     whole = _search(nb201, tmp_path, ["search.strategy=regularized_evolution", "search.budget=400",
-                                      "search.batch_size=1", "search.seed=5"], dataset="cifar100", name="whole.json")
+                                      "search.batch_size=1", "search.seed=5"], dataset="cifar100", name="whole.jsonl")
     assert [q.key for q in history] == [q.key for q in whole.history]  # same search as if it had never died
     assert summary == summarize(whole.history, nb201, "cifar100", [100, 400])
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from archsweep.search.loop import SearchState
 from archsweep.sweep.spec import load_sweep
 
 pytestmark = pytest.mark.ray
@@ -83,8 +84,8 @@ def test_sweep_runs_trials_shares_the_vqvae_and_mirrors_to_wandb(data_dir, tmp_p
         assert (Path(row.paths["lm_dir"]) / "samples.npz").is_file()
         # the search stage: LM-guided search with the trial's own prior, its budget spent exactly
         assert row.metrics["search/queries"] == 12 and row.metrics["search/best_val"] == metrics["search"]["best_val"]
-        history = json.loads((Path(row.paths["trial_dir"]) / "search" / "state.json").read_text())["history"]
-        assert len({q["key"] for q in history}) == 12
+        history = SearchState.load(Path(row.paths["trial_dir"]) / "search" / "state.jsonl").history
+        assert len({q.key for q in history}) == 12
 
     # artifact reuse: one VQ-VAE stage trained, by exactly one of the two trials
     stages = [p for p in (sweep_dir / "artifacts").iterdir() if p.is_dir()]

@@ -1,9 +1,10 @@
 """One search, as a loop: propose a batch, query it, record it, persist, repeat until the budget is spent.
 
-The state file is rewritten atomically after every round, and the strategy is rebuilt from it, so a search whose
-process dies continues from its last finished round: no recorded query is lost or repeated. A round cut off
-before it was persisted is run again with the same proposals (its random generator depends only on the seed and
-the round number).
+The state file is an append-only log, one JSON line per finished round (then one closing line), written and
+fsynced before the next round starts, and the strategy is rebuilt from it: a search whose process dies continues
+from its last recorded round, with no recorded query lost or repeated. A round cut off before its line was
+complete is run again with the same proposals (its random generator depends only on the seed and the round
+number). Appending keeps the cost of a round constant however long the search runs.
 """
 
 from __future__ import annotations
@@ -34,22 +35,48 @@ class SearchState:
 
     @classmethod
     def load(cls, path: str | Path) -> SearchState:
-        path = Path(path)
-        if not path.is_file():
-            return cls(path)
-        try:
-            data = json.loads(path.read_text())
-            history = [Query(**q) for q in data["history"]]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise SearchError(f"{path}: not a search state file ({exc!r}); remove it to start that search again")
-        return cls(path, history, data["rounds"], data["finished"], data.get("exhausted", False))
+        """The state a log holds; a last line cut off mid-write (the process died) is dropped from the file."""
+        state = cls(Path(path))
+        if not state.path.is_file():
+            return state
+        lines = state.path.read_bytes().split(b"\n")
+        good = 0  # bytes of complete, parsed lines
+        for i, line in enumerate(lines):
+            if not line.strip():
+                good += len(line) + 1
+                continue
+            try:
+                record = json.loads(line)
+                if "round" in record:
+                    state.history += [Query(**q) for q in record["queries"]]
+                    state.rounds = record["round"] + 1
+                else:
+                    state.finished, state.exhausted = record["finished"], record.get("exhausted", False)
+            except (ValueError, KeyError, TypeError) as exc:
+                if i == len(lines) - 1:  # an unfinished last write: that round is redone
+                    with open(state.path, "r+b") as f:
+                        f.truncate(good)
+                    break
+                raise SearchError(f"{state.path}, line {i + 1}: not a search state record ({exc!r}); remove the "
+                                  "file to start that search again") from None
+            good += len(line) + 1
+        return state
 
-    def save(self) -> None:
+    def _append(self, record: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"rounds": self.rounds, "finished": self.finished, "exhausted": self.exhausted,
-                                   "history": [q.to_dict() for q in self.history]}))
-        os.replace(tmp, self.path)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def record_round(self, queries: list[Query]) -> None:
+        self._append({"round": self.rounds, "queries": [q.to_dict() for q in queries]})
+        self.history += queries
+        self.rounds += 1
+
+    def close(self, exhausted: bool = False) -> None:
+        self.finished, self.exhausted = True, exhausted
+        self._append({"finished": True, "exhausted": exhausted})
 
 
 def lookup(benchmark, keys: Sequence[str], dataset: str) -> list[dict]:
@@ -72,26 +99,25 @@ def search_loop(state: SearchState, strategy: Strategy, evaluate: Callable[[list
     """Run (or continue) the search in `state` until `budget` queries are recorded."""
     strategy.observe(state.history)
     queried = {q.key for q in state.history}
-    while len(state.history) < budget and not state.exhausted:
+    exhausted = state.exhausted
+    while len(state.history) < budget and not exhausted:
         rng = np.random.default_rng([seed, state.rounds])
         proposals = strategy.propose(min(batch_size, budget - len(state.history)), rng)
         if not proposals:
-            state.exhausted = True
+            exhausted = True
             break
         if len({c.key for c in proposals}) != len(proposals) or queried & {c.key for c in proposals}:
             raise SearchError(f"strategy {strategy.name} proposed a cell twice in round {state.rounds}")
         new = [Query(len(state.history) + k + 1, state.rounds, c.key, c.cell.adjacency.tolist(), list(c.cell.ops),
                      r["val"], r["test"], r["seconds"], c.source)
                for k, (c, r) in enumerate(zip(proposals, evaluate(proposals)))]
-        state.history += new
-        state.rounds += 1
+        state.record_round(new)
         queried |= {q.key for q in new}
         strategy.observe(new)
-        state.save()
         if on_round is not None:
             on_round(state)
-    state.finished = True
-    state.save()
+    if not state.finished:
+        state.close(exhausted)
     return state
 
 

@@ -101,7 +101,10 @@ def _plot(rows, path: Path) -> Path | None:
         state_path = Path(row.paths.get("state", ""))
         if row.status != "TERMINATED" or not state_path.is_file():
             continue
-        c = curves(SearchState.load(state_path).history)
+        history = SearchState.load(state_path).history
+        if not history:
+            continue
+        c = curves(history)
         values = c["test_of_best"] if not np.isnan(c["test_of_best"]).all() else c["best_val"]
         series[(row.config["search"]["dataset"], _label(row))].append(values)
     if not series:

@@ -4,9 +4,9 @@ query the benchmark, generator actors that hold an LM prior (CPU or a fraction o
 Layout of a search directory (`<storage>/<name>/`):
 - `search.yaml`: the checked search file as it ran
 - `results.db`: the result store, one row per search (archsweep.tracking.store), with its summary
-- `runs/<id>/state.json`: the search's history, rewritten after every round; `runs/<id>/wandb/`: its W&B run
+- `runs/<id>/state.jsonl`: the search's history, one line appended per round; `runs/<id>/wandb/`: its W&B run
 
-A driver actor that dies is restarted by Ray and its `run` call retried; it continues from `state.json`. Running
+A driver actor that dies is restarted by Ray and its `run` call retried; it continues from `state.jsonl`. Running
 the same search file again continues it: finished searches are read back, unfinished ones continue.
 """
 
@@ -95,7 +95,7 @@ def search_dir_of(spec: SearchFile) -> Path:
 
 
 def state_path(search_dir: Path, run_id: str) -> Path:
-    return search_dir / "runs" / run_id / "state.json"
+    return search_dir / "runs" / run_id / "state.jsonl"
 
 
 def start_driver(cfg: Config, path: Path, benchmark_ref, evaluators: list, generator=None):

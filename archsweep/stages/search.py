@@ -1,7 +1,7 @@
 """The optional search stage of a pipeline or sweep trial (`search.enabled`): one NAS search with the trial's own
 VQ-VAE + LM as the lm_guided generator (or a baseline strategy), in this process, on the benchmark table.
 
-Artifacts in the output directory: `state.json` (every query, persisted after each round, so a retried trial
+Artifacts in the output directory: `state.jsonl` (every query, appended after each round, so a retried trial
 continues the search) and `metrics.json` (the summary: best-by-validation accuracy at budgets, queries to the
 optimum)."""
 
@@ -29,7 +29,7 @@ def run(cfg: Config, vqvae_dir: str | Path, lm_dir: str | Path, out_dir: str | P
     benchmark = load_benchmark(cfg.space, data_dir)
     dataset = s.dataset or benchmark.datasets[0]
     generator = Generator(cfg, vqvae_dir, lm_dir) if s.strategy == "lm_guided" else None
-    state = SearchState.load(out_dir / "state.json")
+    state = SearchState.load(out_dir / "state.jsonl")
     search_loop(state, make_strategy(cfg, Domain(benchmark), generator),
                 lambda candidates: lookup(benchmark, [c.key for c in candidates], dataset),
                 budget=s.budget, batch_size=s.batch_size, seed=s.seed)
