@@ -432,20 +432,15 @@ def report_command(sweep_dir, sort_by, ascending):
 def _print_search_report(search_dir, budgets):
     from rich.table import Table
 
-    from archsweep.search.report import fmt_queries, write_report
+    from archsweep.search.report import display_rows, split_of, write_report
     from archsweep.tracking.store import ResultStore
 
     table, files = write_report(search_dir, budgets)
-    split = "test" if any(f"test@{b}_mean" in line for line in table for b in budgets) else "val"
-    t = Table(title=f"search {search_dir}: {split} accuracy of the best-by-validation cell, mean ± std over seeds")
+    t = Table(title=f"search {search_dir}: {split_of(table, budgets)} accuracy of the best-by-validation cell, "
+                    "mean ± std over seeds")
     for column in ("dataset", "strategy", "seeds", *(f"@{b}" for b in budgets), "to optimum", "to top 0.1 %"):
         t.add_column(column, justify="left" if column in ("dataset", "strategy") else "right")
-    for line in sorted(table, key=lambda r: (r["dataset"], r["strategy"])):
-        cells = [line["dataset"], line["strategy"], str(line["seeds"])]
-        cells += [f"{line[f'{split}@{b}_mean']:.2f} ± {line[f'{split}@{b}_std']:.2f}"
-                  if f"{split}@{b}_mean" in line else "" for b in budgets]
-        cells += [fmt_queries(line[f"{k}_median"], line[f"{k}_reached"], line["seeds"], line["queries"])
-                  for k in ("queries_to_optimum", "queries_to_top01")]
+    for cells in display_rows(table, budgets):
         t.add_row(*cells)
     from rich.console import Console
 

@@ -11,6 +11,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from archsweep.config import Config, from_dict
 from archsweep.errors import ArchsweepError
 from archsweep.spaces import Cell
@@ -59,7 +61,6 @@ class Generator:
         return cls(*resolve_prior(prior), device)
 
     def encode(self, cells: list[Cell]) -> list[tuple[int, ...]]:
-        import numpy as np
         import torch
 
         graphs = [self.space.to_graph(c) for c in cells]

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from archsweep.errors import ArchsweepError
-from archsweep.search.strategies import Candidate, Query, Strategy
+from archsweep.search.strategies import Candidate, Domain, Query, Strategy, make_strategy
 
 
 class SearchError(ArchsweepError):
@@ -119,6 +119,16 @@ def search_loop(state: SearchState, strategy: Strategy, evaluate: Callable[[list
     if not state.finished:
         state.close(exhausted)
     return state
+
+
+def run_search(cfg, benchmark, state_path: str | Path, evaluate: Callable[[list[Candidate]], list[dict]],
+               budgets: Sequence[int], generator=None) -> dict:
+    """Run (or continue) the search `cfg.search` describes, its state in `state_path`; its summary."""
+    s = cfg.search
+    state = SearchState.load(state_path)
+    search_loop(state, make_strategy(cfg, Domain(benchmark), generator), evaluate, budget=s.budget,
+                batch_size=s.batch_size, seed=s.seed)
+    return summarize(state.history, benchmark, s.dataset or benchmark.datasets[0], budgets)
 
 
 # --- what a search found, as NAS papers report it ------------------------------------------------------------

@@ -72,12 +72,15 @@ def fmt_queries(median: float, reached: int, seeds: int, cap: int) -> str:
     return f"{'> ' + str(cap) if math.isinf(median) else f'{median:g}'} ({reached}/{seeds})"
 
 
-def markdown(table: list[dict], budgets: list[int]) -> str:
-    """The summary as a Markdown table: one row per strategy and dataset."""
-    split = "test" if any(f"test@{b}_mean" in line for line in table for b in budgets) else "val"
-    head = ["dataset", "strategy", "seeds", *(f"{split} @{b}" for b in budgets), "queries to optimum (median)",
-            "queries to top 0.1 % (median)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+def split_of(table: list[dict], budgets: list[int]) -> str:
+    """"test" when the table reports test accuracy, "val" for tables without it (NAS-Bench-101 subset)."""
+    return "test" if any(f"test@{b}_mean" in line for line in table for b in budgets) else "val"
+
+
+def display_rows(table: list[dict], budgets: list[int]) -> list[list[str]]:
+    """The summary's cells, one row per dataset and strategy, as the CLI and the Markdown file show them."""
+    split = split_of(table, budgets)
+    rows = []
     for line in sorted(table, key=lambda r: (r["dataset"], r["strategy"])):
         cells = [line["dataset"], line["strategy"], str(line["seeds"])]
         for b in budgets:
@@ -85,7 +88,17 @@ def markdown(table: list[dict], budgets: list[int]) -> str:
             cells.append("" if mean is None else f"{mean:.2f} ± {line[f'{split}@{b}_std']:.2f}")
         for key in ("queries_to_optimum", "queries_to_top01"):
             cells.append(fmt_queries(line[f"{key}_median"], line[f"{key}_reached"], line["seeds"], line["queries"]))
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
+    return rows
+
+
+def markdown(table: list[dict], budgets: list[int]) -> str:
+    """The summary as a Markdown table: one row per strategy and dataset."""
+    split = split_of(table, budgets)
+    head = ["dataset", "strategy", "seeds", *(f"{split} @{b}" for b in budgets), "queries to optimum (median)",
+            "queries to top 0.1 % (median)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in display_rows(table, budgets)]
     return "\n".join(lines) + "\n"
 
 

@@ -21,9 +21,8 @@ import numpy as np
 import ray
 
 from archsweep.config import Config, from_dict, to_dict
-from archsweep.search.loop import SearchError, SearchState, curves, lookup, search_loop, summarize
+from archsweep.search.loop import SearchError, SearchState, curves, lookup, run_search
 from archsweep.search.spec import SearchFile
-from archsweep.search.strategies import Domain, make_strategy
 
 log = logging.getLogger(__name__)
 DRIVER_RESTARTS = 3
@@ -80,11 +79,7 @@ class SearchDriver:
         return [a for part in answers for a in part]
 
     def run(self, budgets: list[int]) -> dict:
-        s = self.cfg.search
-        state = SearchState.load(self.state_path)
-        strategy = make_strategy(self.cfg, Domain(self.benchmark), self.generator)
-        search_loop(state, strategy, self._evaluate, budget=s.budget, batch_size=s.batch_size, seed=s.seed)
-        return summarize(state.history, self.benchmark, s.dataset, budgets)
+        return run_search(self.cfg, self.benchmark, self.state_path, self._evaluate, budgets, self.generator)
 
     def pid(self) -> int:
         return os.getpid()

@@ -21,19 +21,16 @@ def run(cfg: Config, vqvae_dir: str | Path, lm_dir: str | Path, out_dir: str | P
     `transformers` model) decoded by the VQ-VAE in `vqvae_dir`."""
     from archsweep.benchmarks import load_benchmark
     from archsweep.search.generator import Generator
-    from archsweep.search.loop import SearchState, lookup, search_loop, summarize
-    from archsweep.search.strategies import Domain, make_strategy
+    from archsweep.search.loop import lookup, run_search
 
     out_dir = Path(out_dir)
     s = cfg.search
     benchmark = load_benchmark(cfg.space, data_dir)
     dataset = s.dataset or benchmark.datasets[0]
     generator = Generator(cfg, vqvae_dir, lm_dir) if s.strategy == "lm_guided" else None
-    state = SearchState.load(out_dir / "state.jsonl")
-    search_loop(state, make_strategy(cfg, Domain(benchmark), generator),
-                lambda candidates: lookup(benchmark, [c.key for c in candidates], dataset),
-                budget=s.budget, batch_size=s.batch_size, seed=s.seed)
     budgets = sorted({b for b in BUDGETS if b < s.budget} | {s.budget})
-    results = {"strategy": s.strategy, "dataset": dataset, **summarize(state.history, benchmark, dataset, budgets)}
+    summary = run_search(cfg, benchmark, out_dir / "state.jsonl",
+                         lambda candidates: lookup(benchmark, [c.key for c in candidates], dataset), budgets, generator)
+    results = {"strategy": s.strategy, "dataset": dataset, **summary}
     (out_dir / "metrics.json").write_text(json.dumps(results, indent=2))
     return results
