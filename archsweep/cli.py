@@ -318,8 +318,9 @@ class _SweepProgress:
 
 def _start_sweep_ray(sweep, address: str | None, num_cpus: int | None) -> str:
     from archsweep.runtime import connect_ray, init_local_ray
-    from archsweep.tracking.wandb import wandb_env
+    from archsweep.tracking.wandb import check_login, wandb_env
 
+    check_login(sweep.tracking)
     verbose = click.get_current_context().find_root().params["verbose"] > 0
     env = wandb_env(sweep.tracking)
     if address:
@@ -512,7 +513,12 @@ def sync_command(sweep_dir, list_only):
             console.print(f"no offline W&B runs under {sweep_dir}")
         return
     wandb = Path(sys.executable).with_name("wandb")
-    subprocess.run([str(wandb) if wandb.exists() else "wandb", "sync", *map(str, runs)], check=True)
+    by_id: dict[str, list[Path]] = {}
+    for run in runs:  # a resumed trial has several offline runs under one id: uploaded in order into that run
+        by_id.setdefault(run.name.rsplit("-", 1)[-1], []).append(run)
+    for run_id, parts in by_id.items():
+        subprocess.run([str(wandb) if wandb.exists() else "wandb", "sync", "--id", run_id, *map(str, parts)],
+                       check=True)
 
 
 # --- clusters and jobs -----------------------------------------------------------------------------------------

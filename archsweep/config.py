@@ -49,7 +49,7 @@ class TrainConfig:
     use_gpu: bool = False
     gpus_per_worker: float = 1.0  # with use_gpu; a fraction packs several small workers (or trials) on one GPU
     checkpoint_every: int = 1  # epochs
-    max_failures: int = 0  # worker failures survived by restarting from the last checkpoint
+    max_failures: int = 2  # worker failures (a lost node, a killed process) survived by resuming from the last checkpoint
 
 
 @dataclass
@@ -68,7 +68,7 @@ class LMConfig:
     use_gpu: bool = False
     gpus_per_worker: float = 1.0
     checkpoint_every: int = 1
-    max_failures: int = 0
+    max_failures: int = 2
 
 
 @dataclass
@@ -213,6 +213,20 @@ def _translate(exc: Exception, source: str) -> ConfigError:
     return ConfigError(f"{source}: {exc}")
 
 
+def check_plain(node, source: str, key: str = "") -> None:
+    """Configs hold plain values: an OmegaConf interpolation (`${oc.env:...}`, resolvers) could read secrets from
+    the environment into saved configs, or call code, so none is accepted."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            check_plain(v, source, f"{key}.{k}" if key else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            check_plain(v, source, f"{key}[{i}]")
+    elif isinstance(node, str) and "${" in node:
+        raise ConfigError(f"{source}: {key!r} is {node!r}, an interpolation; archsweep configs take plain values "
+                          "only (nothing is read from the environment or computed); write the value itself")
+
+
 def _merge(base, other, source: str):
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
@@ -232,6 +246,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
 
     cfg = OmegaConf.structured(Config)
     if data is not None:
+        check_plain(data, source)
         cfg = _merge(cfg, OmegaConf.create(data), source)
     if path is not None:
         path = Path(path)
@@ -241,11 +256,13 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
             loaded = OmegaConf.load(path)
         except Exception as exc:  # YAML syntax errors carry the line and column
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        check_plain(OmegaConf.to_container(loaded, resolve=False), str(path))
         cfg = _merge(cfg, loaded, str(path))
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value (e.g. vqvae.codebook_size=64)")
-        key = item.split("=", 1)[0].strip()
+        key, value = (part.strip() for part in item.split("=", 1))
+        check_plain(value, f"override {item!r}", key)
         if key not in ALL_KEYS:
             raise ConfigError(f"override {item!r}: unknown config key {key!r}{_suggest(key)}")
         try:

@@ -12,17 +12,45 @@ def worker_env() -> dict[str, str]:
     return {k: os.environ[k] for k in PROPAGATED_ENV if os.environ.get(k)}
 
 
+def refresh_ray_auth() -> bool:
+    """Ray reads RAY_AUTH_MODE and its token once, when first imported; after this process has set them, have
+    it read them again. False if this Ray cannot (its auth settings then stay as they were at import)."""
+    import sys
+
+    if "ray" not in sys.modules:
+        return True
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+    except (ImportError, AttributeError):
+        return False
+    return True
+
+
 def init_local_ray(num_cpus: int | None = None, num_gpus: int | None = None, verbose: bool = False,
                    env: dict[str, str] | None = None) -> None:
-    """Start a local Ray in this process (no-op if one is running). Its dashboard is off and nothing listens
-    beyond this machine; token auth is off unless the user set RAY_AUTH_MODE. Workers' output reaches this
-    console only when `verbose` (it is always in Ray's session logs, and errors always propagate). `env`:
-    more variables for every worker (e.g. W&B settings)."""
+    """Start a local Ray in this process (no-op if one is running). It runs no dashboard and no job server, and
+    unless the user set RAY_AUTH_MODE it requires a token (Ray's RPC ports are open on every interface): a fresh
+    random one for this process, held in its environment only, never written to disk or logs. Workers' output
+    reaches this console only when `verbose` (it is always in Ray's session logs, and errors always propagate).
+    `env`: more variables for every worker (e.g. W&B settings)."""
+    import sys
+
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        return
+    ours = "RAY_AUTH_MODE" not in os.environ
+    if ours:
+        import secrets
+
+        os.environ["RAY_AUTH_MODE"] = "token"
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    if not refresh_ray_auth() and ours:  # this Ray keeps the mode it was imported with
+        os.environ["RAY_AUTH_MODE"] = "disabled"
+        del os.environ["RAY_AUTH_TOKEN"]
     import ray
 
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
              runtime_env={"env_vars": worker_env() | (env or {})}, logging_level="WARNING", log_to_driver=verbose)
 

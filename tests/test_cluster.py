@@ -23,6 +23,12 @@ def test_the_cloud_and_onprem_yamls_are_shipped():
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_heads_keep_the_dashboard_and_job_server_on_loopback(path):
+    starts = [c for c in yaml.safe_load(path.read_text())["head_start_ray_commands"] if "ray start" in c]
+    assert starts and all("--dashboard-host=127.0.0.1" in c for c in starts)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_shipped_cluster_yamls_are_valid(path):
     prepared = validate_cluster_yaml(path)
     assert prepared["head_node_type"] in prepared["available_node_types"]

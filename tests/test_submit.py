@@ -62,14 +62,17 @@ def wait_for(check, timeout: float, what: str):
 
 @pytest.fixture
 def ray_cluster(data_dir):
-    """A head and a worker node (1 CPU each) from `ray start`, with the job server on 127.0.0.1. Their temp dirs
-    are short paths of their own (Ray's socket paths must fit in 107 bytes)."""
+    """A head and a worker node (1 CPU each) from `ray start` with token auth, the job server on 127.0.0.1:
+    (address, token). Their temp dirs are short paths of their own (Ray's socket paths must fit in 107 bytes)."""
     import shutil
     import tempfile
 
+    import secrets
+
     root = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))
     gcs, dashboard = free_port(), free_port()
-    env = dict(os.environ, RAY_AUTH_MODE="disabled",
+    token = secrets.token_hex(32)
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token,
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     env.pop("RAY_ADDRESS", None)
     nodes = [ray_start(["--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--include-dashboard=true",
@@ -80,12 +83,13 @@ def ray_cluster(data_dir):
         from ray.job_submission import JobSubmissionClient
 
         try:
-            wait_for(lambda: JobSubmissionClient(address).list_jobs() is not None, 120, "the head's job server")
+            wait_for(lambda: JobSubmissionClient(address, headers={"Authorization": f"Bearer {token}"}).list_jobs()
+                     is not None, 120, "the head's job server")
         except TimeoutError:
             raise TimeoutError(Path(f"{root / 'head'}.log").read_text()[-3000:]) from None
         nodes.append(ray_start([f"--address=127.0.0.1:{gcs}", "--node-ip-address=127.0.0.1"],
                                root / "worker", env))
-        yield address
+        yield address, token
     finally:  # `ray start --block` stops its node's processes on SIGTERM; whatever is left goes with its group
         for node in reversed(nodes):
             node.send_signal(signal.SIGTERM)
@@ -100,25 +104,32 @@ def ray_cluster(data_dir):
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_submit_runs_the_sweep_as_a_ray_job(ray_cluster, data_dir, tmp_path, monkeypatch):
+def test_submit_runs_the_sweep_as_a_ray_job_with_token_auth(ray_cluster, data_dir, tmp_path, monkeypatch):
+    """The token comes from the environment (RAY_AUTH_TOKEN) and appears in no output, log or file."""
     from archsweep.tracking.store import ResultStore
 
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    address, token = ray_cluster
     sweep_file = tmp_path / "submitted.yaml"
     sweep_file.write_text(SWEEP)
     storage = tmp_path / "sweeps"
     runner = CliRunner()
-    result = runner.invoke(cli, ["submit", str(sweep_file), "--address", ray_cluster, "-o", f"storage={storage}",
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "0" * 64)  # the wrong token: refused with the fix
+    refused = runner.invoke(cli, ["submit", str(sweep_file), "--address", address, "-o", f"storage={storage}"])
+    assert refused.exit_code == 2 and "RAY_AUTH_TOKEN" in refused.stderr, refused.output
+    assert "0" * 64 not in refused.output
+    monkeypatch.setenv("RAY_AUTH_TOKEN", token)
+    result = runner.invoke(cli, ["submit", str(sweep_file), "--address", address, "-o", f"storage={storage}",
                                  "--cluster-data-dir", str(data_dir)])
     assert result.exit_code == 0, result.output
     job_id = result.stdout.strip().splitlines()[0]
 
     def finished():
-        status = runner.invoke(cli, ["status", job_id, "--address", ray_cluster]).stdout.strip()
+        status = runner.invoke(cli, ["status", job_id, "--address", address]).stdout.strip()
         return status if status in ("SUCCEEDED", "FAILED", "STOPPED") else None
 
     status = wait_for(finished, 600, f"job {job_id}")
-    logs = runner.invoke(cli, ["logs", job_id, "--address", ray_cluster]).stdout
+    logs = runner.invoke(cli, ["logs", job_id, "--address", address]).stdout
     assert status == "SUCCEEDED", logs[-3000:]
     assert "sweep 'submitted': 2 trial(s)" in logs
 
@@ -126,6 +137,8 @@ def test_submit_runs_the_sweep_as_a_ray_job(ray_cluster, data_dir, tmp_path, mon
     assert len(rows) == 2 and {r.status for r in rows} == {"TERMINATED"}
     assert {r.config["lm"]["name"] for r in rows} == {"gpt2-tiny", "llama-tiny"}
     assert all(0 <= r.metrics["validity"] <= 1 for r in rows)
+    assert token not in logs + result.output
+    assert not [p for p in storage.rglob("*") if p.is_file() and token.encode() in p.read_bytes()]
 
 
 def test_submit_checks_the_sweep_before_contacting_the_cluster(tmp_path):

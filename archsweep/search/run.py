@@ -105,7 +105,9 @@ def run_searches(spec: SearchFile, *, search_dir: str | Path | None = None, data
     from archsweep.benchmarks import load_benchmark
     from archsweep.sweep.run import _yaml
     from archsweep.tracking.store import ResultStore, Row
+    from archsweep.tracking.wandb import check_login
 
+    check_login(spec.tracking)
     search_dir = Path(search_dir) if search_dir else search_dir_of(spec)
     saved = search_dir / "search.yaml"
     if saved.is_file() and saved.read_text() != _yaml(spec.to_dict()):

@@ -43,7 +43,12 @@ def load_lm(cfg: Config, lm_dir: str | Path):
         lm.name = cfg.lm.name
         return lm
     lm = build(cfg.lm.name, cfg.vqvae.codebook_size, cfg.vqvae.seq_len)
-    lm.model = type(lm.model).from_pretrained(lm_dir)
+    try:
+        lm.model = type(lm.model).from_pretrained(lm_dir)
+    except Exception as exc:  # a missing or cut-off weights file
+        from archsweep.checkpoint import unreadable
+
+        raise unreadable(lm_dir, exc, f"Delete {Path(lm_dir).parent} and run the LM stage again.") from None
     return lm
 
 

@@ -29,7 +29,10 @@ def load_model(path: str | Path):
     from archsweep.models.vqvae import build_model
     from archsweep.spaces import get_space
 
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    from archsweep.checkpoint import torch_load
+
+    path = Path(path)
+    state = torch_load(path, fix=f"Delete {path.parent} and run the VQ-VAE stage again.")
     cfg = from_dict(state["config"])
     space = get_space(cfg.space)
     model = build_model(cfg.vqvae, len(space.op_vocab), space.max_vertices)
@@ -114,8 +117,10 @@ def run(cfg: Config, out_dir: str | Path, env: dict[str, str] | None = None, log
     if result.error is not None:
         raise result.error
     train_seconds = time.perf_counter() - start
+    from archsweep.checkpoint import torch_load
+
     with result.checkpoint.as_directory() as directory:
-        state = torch.load(Path(directory) / "state.pt", map_location="cpu", weights_only=False)
+        state = torch_load(Path(directory) / "state.pt", fix=f"Delete {out_dir} and run the stage again.")
     space = get_space(cfg.space)
     model = build_model(cfg.vqvae, len(space.op_vocab), space.max_vertices)
     model.load_state_dict(state["model"])

@@ -51,16 +51,35 @@ def validate_cluster_yaml(path: str | os.PathLike) -> dict:
 
 
 
+def _scrub(text: str) -> str:
+    """`text` with the Ray token, if one is set, blanked out (errors may echo request headers)."""
+    token = os.environ.get("RAY_AUTH_TOKEN")
+    return text.replace(token, "***") if token else text
+
+
+def _job_server_error(address: str, exc: Exception) -> ClusterConfigError:
+    message = _scrub(str(exc))
+    if any(word in message for word in ("401", "403", "nauthorized", "nauthenticated", "orbidden", "token")):
+        return ClusterConfigError(
+            f"the Ray job server at {address} refused this client's token ({message.splitlines()[0][:200]}). Set "
+            "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token, e.g. from "
+            "`ray get-auth-token` on the head; archsweep never stores it")
+    return ClusterConfigError(f"cannot reach the Ray job server at {address}: {message}. Is the cluster up, and "
+                              "its dashboard forwarded (`ray dashboard cluster/<file>.yaml`)?")
+
+
 def _client(address: str):
     """A Ray Jobs client; with RAY_AUTH_MODE=token, Ray adds the token (RAY_AUTH_TOKEN or its token file) to each
     request itself, so it never passes through archsweep's arguments, configs or logs."""
     from ray.job_submission import JobSubmissionClient
 
+    from archsweep.runtime import refresh_ray_auth
+
+    refresh_ray_auth()  # the token set in the environment now, not the one Ray saw when it was imported
     try:
         return JobSubmissionClient(address)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise ClusterConfigError(f"cannot reach the Ray job server at {address}: {exc}. Is the cluster up, and "
-                                 "its dashboard forwarded (`ray dashboard cluster/<file>.yaml`)?") from None
+    except Exception as exc:
+        raise _job_server_error(address, exc) from None
 
 
 def submit_sweep(sweep_file: str | os.PathLike, address: str, overrides: tuple[str, ...] = (),
@@ -85,9 +104,12 @@ def submit_sweep(sweep_file: str | os.PathLike, address: str, overrides: tuple[s
         shutil.copyfile(sweep_file, Path(tmp) / "sweep.yaml")
         command = ["archsweep", "sweep", "sweep.yaml", "--address", "auto",
                    *[arg for o in overrides for arg in ("-o", o)]]
-        return client.submit_job(entrypoint=" ".join(shlex.quote(c) for c in command),
-                                 runtime_env={"working_dir": tmp, "env_vars": env},
-                                 metadata={"archsweep_sweep": sweep.name})
+        try:
+            return client.submit_job(entrypoint=" ".join(shlex.quote(c) for c in command),
+                                     runtime_env={"working_dir": tmp, "env_vars": env},
+                                     metadata={"archsweep_sweep": sweep.name})
+        except (ConnectionError, RuntimeError) as exc:
+            raise _job_server_error(address, exc) from None
 
 
 def job_status(address: str, job_id: str) -> str:

@@ -122,10 +122,10 @@ def run_trial(config: dict, sweep_dir: str, env: dict, log_level: str = "WARNING
                              callbacks=[_stage_report("lm")])
         results["lm"] = {k: v for k, v in prior.items() if k != "config"}
         results["generation"] = {k: prior[k] for k in ("samples", *GENERATION)}
-        if cfg.search.enabled:
-            from archsweep.stages import search
+    if cfg.search.enabled:  # a vqvae.model=vae trial may run a baseline strategy (lm_guided needs the LM)
+        from archsweep.stages import search
 
-            results["search"] = search.run(cfg, vq_dir, trial_dir / "lm" / "lm", trial_dir / "search")
+        results["search"] = search.run(cfg, vq_dir, trial_dir / "lm" / "lm", trial_dir / "search")
     (trial_dir / "metrics.json").write_text(json.dumps(results, indent=2))
     final = final_metrics(results)
     paths = {"trial_dir": str(trial_dir), "vqvae_dir": str(vq_dir)} | (
@@ -208,8 +208,16 @@ def scheduler(sweep: Sweep):
                          max_t=max(sweep.base.lm.epochs, t.grace_period) + 1, grace_period=t.grace_period)
 
 
-def build_tuner(sweep: Sweep, sweep_dir: Path, callbacks: list, env: dict, log_level: str, resume: bool):
+def cluster_concurrency(sweep: Sweep) -> int:
+    """`plan_concurrency` on the Ray this process is connected to."""
     import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    return plan_concurrency(sweep, ray.cluster_resources(), nodes)
+
+
+def build_tuner(sweep: Sweep, sweep_dir: Path, callbacks: list, env: dict, log_level: str, resume: bool,
+                concurrency: int):
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
 
@@ -221,8 +229,6 @@ def build_tuner(sweep: Sweep, sweep_dir: Path, callbacks: list, env: dict, log_l
             raise SweepError(f"{sweep_dir} holds no sweep state to resume (no {experiment}); run the sweep first")
         return tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=True)
 
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    concurrency = plan_concurrency(sweep, ray.cluster_resources(), nodes)
     t = sweep.tune
     return tune.Tuner(
         trainable,
@@ -242,8 +248,10 @@ def run_sweep(sweep: Sweep, *, sweep_dir: str | Path | None = None, resume: bool
     ResultGrid. Finished trials of a resumed sweep are not run again; running a sweep whose directory already
     holds the same sweep continues it."""
     from archsweep.runtime import worker_env
-    from archsweep.tracking.wandb import wandb_callback, wandb_env
+    from archsweep.tracking.wandb import check_login, wandb_callback, wandb_env
 
+    check_login(sweep.tracking)
+    concurrency = cluster_concurrency(sweep)  # a trial that can never run is refused before anything is written
     sweep_dir = Path(sweep_dir) if sweep_dir else sweep_dir_of(sweep)
     spec = sweep_dir / "sweep.yaml"
     if not resume and spec.is_file():  # the same sweep again continues it; another one may not overwrite it
@@ -260,7 +268,7 @@ def run_sweep(sweep: Sweep, *, sweep_dir: str | Path | None = None, resume: bool
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "60")  # "took 3 s" notes about a loaded 2-core machine
     callbacks = [*callbacks, _store_callback(sweep_dir), *wandb_callback(sweep, sweep_dir)]
-    tuner = build_tuner(sweep, sweep_dir, callbacks, env, log_level, resume)
+    tuner = build_tuner(sweep, sweep_dir, callbacks, env, log_level, resume, concurrency)
     return tuner.fit()
 
 
@@ -295,13 +303,13 @@ def _store_callback(sweep_dir: Path):
     class StoreCallback(tune.Callback):
         def on_trial_start(self, iteration, trials, trial, **info):
             if (row := store.get(trial.trial_id)) is None or row.status != "TERMINATED":
-                store.put(Row(trial.trial_id, "RUNNING", _config_of(trial), paths={"trial_dir": trial.local_path}))
+                store.put(Row(trial.trial_id, "RUNNING", _config_of(trial), paths={"trial_dir": trial.path}))
 
         def on_trial_error(self, iteration, trials, trial, **info):
             error = None
             if trial.error_file and Path(trial.error_file).is_file():
                 error = Path(trial.error_file).read_text()[-4000:]
-            store.put(Row(trial.trial_id, "ERROR", _config_of(trial), paths={"trial_dir": trial.local_path},
+            store.put(Row(trial.trial_id, "ERROR", _config_of(trial), paths={"trial_dir": trial.path},
                           error=error))
 
     return StoreCallback()

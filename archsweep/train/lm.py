@@ -80,7 +80,13 @@ def train_loop(loop_config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            _, client_state = engine.load_checkpoint(directory, tag=TAG)
+            try:
+                _, client_state = engine.load_checkpoint(directory, tag=TAG)
+            except Exception as exc:
+                from archsweep.checkpoint import unreadable
+
+                raise unreadable(checkpoint.path, exc, "Delete the stage's run directory "
+                                 f"({Path(checkpoint.path).parent}) to train it from scratch.") from None
         start_epoch = client_state["epoch"] + 1
 
     for epoch in range(start_epoch, cfg.lm.epochs):
@@ -114,7 +120,7 @@ def train_loop(loop_config: dict) -> None:
             dist.all_reduce(totals)
 
         # --- checkpoint (every rank writes its shard) and report -----------------------------------------------
-        metrics = {"epoch": epoch, "loss": float(totals[0] / totals[1]),
+        metrics = {"epoch": epoch, "start_epoch": start_epoch, "loss": float(totals[0] / totals[1]),
                    "heldout_loss": float(totals[2] / max(totals[3], 1.0)),
                    "heldout_perplexity": math.exp(float(totals[2] / max(totals[3], 1.0))),
                    "tokens_per_s": float(totals[4]) / seconds, "lr": engine.get_lr()[0],
@@ -146,4 +152,9 @@ def full_state_dict(checkpoint_dir: str | Path) -> dict[str, torch.Tensor]:
     """Ordinary (fp32, unsharded) weights from a DeepSpeed checkpoint of any ZeRO stage."""
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag=TAG)
+    from archsweep.checkpoint import unreadable
+
+    try:
+        return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag=TAG)
+    except Exception as exc:
+        raise unreadable(checkpoint_dir, exc, "Delete the LM stage's directory and run it again.") from None

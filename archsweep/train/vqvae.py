@@ -37,6 +37,7 @@ def train_loop(loop_config: dict) -> None:
     import ray.train.torch
     import torch.distributed as dist
 
+    from archsweep.checkpoint import torch_load
     from archsweep.metrics import codebook_stats_from_counts
     from archsweep.models.vqvae import build_model, decode_graph
     from archsweep.spaces import get_space
@@ -57,7 +58,8 @@ def train_loop(loop_config: dict) -> None:
     batch = max(1, cfg.train.batch_size // world)  # this worker's share of the global batch
     steps = max(1, len(train_idx) // (batch * world))  # equal on every rank, so data-parallel steps stay paired
     total_steps = steps * cfg.train.epochs
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: (
+    # float, not numpy: the schedule's state goes into checkpoints, which hold plain data only
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: float(
         0.5 * (1 + np.cos(np.pi * min(s, total_steps) / total_steps)) if cfg.train.lr_schedule == "cosine" else 1.0))
 
     # --- resume ---------------------------------------------------------------------------------------------
@@ -65,7 +67,9 @@ def train_loop(loop_config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            state = torch.load(Path(directory) / "state.pt", map_location=device, weights_only=False)
+            state = torch_load(Path(directory) / "state.pt", map_location=device,
+                               fix=f"Delete the stage's run directory ({Path(checkpoint.path).parent}) to train "
+                               "it from scratch.")
         module.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -109,6 +113,7 @@ def train_loop(loop_config: dict) -> None:
         # --- checkpoint and report ----------------------------------------------------------------------------
         metrics = {
             "epoch": epoch,
+            "start_epoch": start_epoch,  # > 0: this attempt resumed from a checkpoint (after a failure)
             "loss": float(sums[0]) / steps,
             "recon_loss": float(sums[1]) / steps,
             "latent_loss": float(sums[2]) / steps,

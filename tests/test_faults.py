@@ -1,0 +1,260 @@
+"""The fault suite: processes and nodes die mid-sweep, on a real Ray, and nothing finished is lost.
+
+- Ray Train workers of both stages (VQ-VAE, DeepSpeed LM) SIGKILLed mid-trial: the stage resumes from its last
+  checkpoint in place (FailureConfig), with no trial retry to hide behind (tune.max_failures=0).
+- The sweep's driver SIGKILLed mid-sweep: `archsweep resume` completes it, the finished trial is not rerun, and
+  the interrupted trial's W&B run goes on under the same id with monotonic steps.
+- A worker node of a `ray.cluster_utils.Cluster` removed mid-sweep: its trial is rescheduled and the sweep ends.
+- The search driver and evaluators killed mid-search: tests/test_search.py
+  (`test_killed_driver_and_evaluator_actors_restart_and_the_search_loses_and_repeats_nothing`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from archsweep.sweep.spec import load_sweep
+
+pytestmark = [pytest.mark.ray, pytest.mark.reliability]
+
+TINY = """
+name: faults
+space: nasbench201
+vqvae: {hidden_dim: 32, decoder_hidden: 128, gin_layers: 2, code_dim: 8, codebook_size: 8, seq_len: 2}
+train: {epochs: 1, batch_size: 512}
+lm: {epochs: 2, batch_size: 256, warmup_steps: 5}
+sample: {samples: 100}
+sweep:
+  lm.name: {grid: [%s]}
+tracking: {wandb: true, mode: offline, project: archsweep-test}
+"""
+
+
+def tiny_sweep(tmp_path: Path, *overrides: str, lms: str = "gpt2-tiny, llama-tiny"):
+    path = tmp_path / "faults.yaml"
+    path.write_text(TINY % lms)
+    return path, load_sweep(path, [f"storage={tmp_path / 'sweeps'}", *overrides])
+
+
+@pytest.fixture
+def wandb_offline(monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+
+
+def _own_processes(match: str):
+    """This test's processes (descendants of pytest: the local Ray it started) whose title contains `match`."""
+    import psutil
+
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if match in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:
+            pass
+    return found
+
+
+def checkpoint_registered(run_dir: Path) -> bool:
+    """Ray Train has recorded a checkpoint of this run (a checkpoint directory alone may be one being written)."""
+    import json
+
+    try:
+        snapshot = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(snapshot.get("latest_checkpoint_result"))
+
+
+class Killer(threading.Thread):
+    """Kills, once each, the first process titled `match` after `ready()` turns true, for each (ready, match)."""
+
+    def __init__(self, *plan):
+        super().__init__(daemon=True)
+        self.plan, self.killed, self.stop = list(plan), [], threading.Event()
+
+    def run(self):
+        while self.plan and not self.stop.is_set():
+            ready, match = self.plan[0]
+            if ready() and (victims := _own_processes(match)):
+                victims[0].send_signal(signal.SIGKILL)
+                self.killed.append((match, victims[0].pid))
+                self.plan.pop(0)
+            time.sleep(0.2)
+
+
+def _finished(sweep_dir: Path):
+    from archsweep.tracking.store import ResultStore
+
+    return {r.trial_id: r for r in ResultStore(sweep_dir).rows()}
+
+
+def _runs_by_id(sweep_dir: Path) -> dict[str, list[dict]]:
+    from archsweep.tracking.wandb import offline_runs, read_offline_run
+
+    runs: dict[str, list[dict]] = {}
+    for path in offline_runs(sweep_dir):
+        run = read_offline_run(path)
+        runs.setdefault(run["id"], []).append(run)
+    return runs
+
+
+def _steps(parts: list[dict]) -> list[int]:
+    return [h["_step"] for run in parts for h in run["history"]]
+
+
+def test_killed_train_workers_of_both_stages_resume_from_their_checkpoints(data_dir, tmp_path, wandb_offline):
+    import ray
+
+    from archsweep.runtime import init_local_ray
+    from archsweep.sweep.run import run_sweep, sweep_dir_of
+    from archsweep.tracking.wandb import wandb_env
+
+    _, sweep = tiny_sweep(tmp_path, "train.epochs=4", "lm.epochs=4", "tune.max_failures=0", lms="gpt2-tiny")
+    sweep_dir = sweep_dir_of(sweep)
+
+    def stage_checkpointed(pattern: str):
+        return lambda: any(checkpoint_registered(p) for p in sweep_dir.glob(pattern))
+
+    killer = Killer((stage_checkpointed("artifacts/vqvae-*/ray/vqvae"), "RayTrainWorker"),
+                    (stage_checkpointed("trials/*/lm/ray/lm"), "RayTrainWorker"))
+    init_local_ray(num_cpus=2, env=wandb_env(sweep.tracking))
+    try:
+        killer.start()
+        grid = run_sweep(sweep)
+    finally:
+        killer.stop.set()
+        ray.shutdown()
+    assert len(killer.killed) == 2, f"only {killer.killed} were killed"
+    assert not grid.errors
+    (row,) = _finished(sweep_dir).values()
+    assert row.status == "TERMINATED" and 0 <= row.metrics["validity"] <= 1
+
+    # each stage's last attempt started from a checkpoint, not from scratch, and ran to the last epoch
+    import json
+
+    vq = json.loads((Path(row.paths["vqvae_dir"]) / "metrics.json").read_text())["training"]
+    lm = json.loads((Path(row.paths["lm_dir"]) / "metrics.json").read_text())["training"]
+    assert vq["epoch"] == 3 and vq["start_epoch"] >= 1
+    assert lm["epoch"] == 3 and lm["start_epoch"] >= 1
+
+    # W&B: one run, the LM's epochs in order with none trained twice, steps strictly increasing
+    (parts,) = _runs_by_id(sweep_dir).values()
+    epochs = [h["lm/epoch"] for run in parts for h in run["history"] if "lm/epoch" in h]
+    assert epochs[:4] == [0, 1, 2, 3]
+    steps = _steps(parts)
+    assert steps == sorted(set(steps))
+
+
+def test_killed_sweep_driver_resumes_without_rerunning_and_wandb_steps_go_on(data_dir, tmp_path, wandb_offline):
+    """The driver (and the local Ray it started) is SIGKILLed once one trial has finished and the other's W&B
+    run holds an LM epoch on disk; `archsweep resume` completes the sweep."""
+    from archsweep.sweep.run import sweep_dir_of
+
+    path, sweep = tiny_sweep(tmp_path, "tune.max_concurrent_trials=1", "lm.epochs=4")
+    sweep_dir = sweep_dir_of(sweep)
+    command = [sys.executable, "-m", "archsweep.cli", "sweep", str(path), "--num-cpus", "2",
+               "-o", f"storage={tmp_path / 'sweeps'}", "-o", "tune.max_concurrent_trials=1", "-o", "lm.epochs=4"]
+    driver = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def ready() -> bool:
+        states = list((sweep_dir / "trials").glob("experiment_state-*.json"))
+        finished = bool(states) and '\\"status\\": \\"TERMINATED\\"' in states[0].read_text()
+        running = [t for t in (sweep_dir / "trials").glob("trial_*") if not (t / "metrics.json").exists()]
+        return finished and any(_steps(_runs_by_id(t).get(t.name.removeprefix("trial_"), [])) for t in running)
+
+    deadline = time.time() + 600
+    while not ready():
+        assert driver.poll() is None, "the sweep ended before it could be interrupted"
+        assert time.time() < deadline, "the sweep did not get far enough in time"
+        time.sleep(0.5)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    finished = {i: r for i, r in _finished(sweep_dir).items() if r.status == "TERMINATED"}
+    assert len(finished) == 1
+    (first_id, first), = finished.items()
+    before = _runs_by_id(sweep_dir)
+
+    resumed = subprocess.run([sys.executable, "-m", "archsweep.cli", "resume", str(sweep_dir), "--num-cpus", "2"],
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rows = _finished(sweep_dir)
+    assert len(rows) == 2 and {r.status for r in rows.values()} == {"TERMINATED"}
+    assert rows[first_id].updated == first.updated  # not run (or rewritten) again
+    assert "valid_unique" in resumed.stdout
+
+    runs = _runs_by_id(sweep_dir)
+    assert set(runs) == set(rows)
+    assert len(runs[first_id]) == 1 and runs[first_id][0]["history"] == before[first_id][0]["history"]
+    (second_id,) = set(rows) - {first_id}
+    parts = runs[second_id]
+    assert len(parts) == 2  # the run written before the kill, kept, and its continuation under the same id
+    steps = _steps(parts)
+    assert steps == sorted(set(steps)) and _steps(parts[:1])  # monotonic, none twice, the first part not empty
+    assert parts[1]["summary"]["valid_unique"] == pytest.approx(rows[second_id].metrics["valid_unique"])
+
+
+def test_a_lost_worker_node_reschedules_its_trial(data_dir, tmp_path, wandb_offline):
+    """Two 1-CPU nodes, a 1-worker trial on each; the worker node is removed once the LM stage running on it has
+    a checkpoint: that stage goes on from its checkpoint on the head node and the sweep finishes."""
+    import json
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from archsweep.runtime import worker_env
+    from archsweep.sweep.run import run_sweep, sweep_dir_of
+
+    _, sweep = tiny_sweep(tmp_path, "tracking.wandb=false", "lm.epochs=4", "tune.max_failures=2")
+    sweep_dir = sweep_dir_of(sweep)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    worker = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    removed, stop = [], threading.Event()
+
+    def lm_on_worker_node():
+        for run_dir in sweep_dir.glob("trials/*/lm/ray/lm"):
+            try:
+                snapshot = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())
+            except (OSError, ValueError):
+                continue
+            latest = snapshot.get("latest_checkpoint_result") or {}
+            if latest.get("metrics", {}).get("node") == worker.node_id and latest["metrics"]["epoch"] < 3:
+                return run_dir.parents[2].name
+        return None
+
+    def remove_when_busy():
+        while not stop.is_set():
+            if trial := lm_on_worker_node():
+                cluster.remove_node(worker, allow_graceful=False)
+                removed.append(trial)
+                return
+            time.sleep(0.2)
+
+    try:
+        ray.init(address=cluster.address, runtime_env={"env_vars": worker_env()}, logging_level="WARNING",
+                 log_to_driver=False)
+        head = ray.get_runtime_context().get_node_id()
+        threading.Thread(target=remove_when_busy, daemon=True).start()
+        grid = run_sweep(sweep)
+    finally:
+        stop.set()
+        ray.shutdown()
+        cluster.shutdown()
+    assert removed, "no LM stage ran on the worker node long enough to lose it"
+    assert not grid.errors
+    rows = _finished(sweep_dir)
+    assert len(rows) == 2 and {r.status for r in rows.values()} == {"TERMINATED"}
+    assert all(0 <= r.metrics["validity"] <= 1 for r in rows.values())
+    (moved,) = [r for r in rows.values() if Path(r.paths["trial_dir"]).name == removed[0]]
+    lm = json.loads((Path(moved.paths["lm_dir"]) / "metrics.json").read_text())["training"]
+    assert moved.paths["lm_node"] == head and lm["epoch"] == 3 and lm["start_epoch"] >= 1
