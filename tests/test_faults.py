@@ -76,7 +76,8 @@ def checkpoint_registered(run_dir: Path) -> bool:
 
 
 class Killer(threading.Thread):
-    """Kills, once each, the first process titled `match` after `ready()` turns true, for each (ready, match)."""
+    """For each (ready, match) in turn: once `ready()` turns true, SIGKILLs every process titled `match` (the
+    stage running then has the only live ones; a finished stage's worker may linger a moment, so all go)."""
 
     def __init__(self, *plan):
         super().__init__(daemon=True)
@@ -86,8 +87,9 @@ class Killer(threading.Thread):
         while self.plan and not self.stop.is_set():
             ready, match = self.plan[0]
             if ready() and (victims := _own_processes(match)):
-                victims[0].send_signal(signal.SIGKILL)
-                self.killed.append((match, victims[0].pid))
+                for victim in victims:
+                    victim.send_signal(signal.SIGKILL)
+                self.killed.append((match, [v.pid for v in victims]))
                 self.plan.pop(0)
             time.sleep(0.2)
 

@@ -74,5 +74,6 @@ def test_a_sweep_of_200_trials_completes_with_bounded_driver_memory(data_dir, tm
           f"peak {peak / 2**20:.0f} MiB")
     assert peak - after_50 < 0.5 * after_50
 
-    table, _ = report(sweep_dir, metric="search/best_test")
+    table, files = report(sweep_dir, sort_by="search/best_test", metric="search/best_test")
     assert len(table) == TRIALS and (sweep_dir / "report" / "results.csv").is_file()
+    assert {f.name for f in files} >= {"results.csv", "results.json", "search_best_test_by_search_seed.png"}

@@ -264,10 +264,14 @@ def run_sweep(sweep: Sweep, *, sweep_dir: str | Path | None = None, resume: bool
         spec.write_text(_yaml(sweep.to_dict()))
     env = worker_env() | wandb_env(sweep.tracking)
     os.environ.update(env)
+    # Tune's per-trial CSV and TensorBoard files duplicate what the store and W&B hold (result.json is kept)
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     if log_level != "INFO":  # Tune's own console output; the CLI shows a progress bar and the report instead
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "60")  # "took 3 s" notes about a loaded 2-core machine
-    callbacks = [*callbacks, _store_callback(sweep_dir), *wandb_callback(sweep, sweep_dir)]
+    from ray.tune.logger import JsonLoggerCallback
+
+    callbacks = [*callbacks, JsonLoggerCallback(), _store_callback(sweep_dir), *wandb_callback(sweep, sweep_dir)]
     tuner = build_tuner(sweep, sweep_dir, callbacks, env, log_level, resume, concurrency)
     return tuner.fit()
 

@@ -105,7 +105,7 @@ def write_plots(table: list[dict], keys: list[str], out_dir: Path, metric: str =
         ax.set_title(f"{metric} by {key}")
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        path = out_dir / f"{metric}_by_{key.replace('.', '_')}.png"
+        path = out_dir / f"{metric.replace('/', '_')}_by_{key.replace('.', '_')}.png"
         fig.savefig(path, dpi=120)
         plt.close(fig)
         written.append(path)
