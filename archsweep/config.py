@@ -49,7 +49,7 @@ class TrainConfig:
     use_gpu: bool = False
     gpus_per_worker: float = 1.0  # with use_gpu; a fraction packs several small workers (or trials) on one GPU
     checkpoint_every: int = 1  # epochs
-    max_failures: int = 2  # worker failures (a lost node, a killed process) survived by resuming from the last checkpoint
+    max_failures: int = 2  # lost workers (a killed process, a lost node) survived by resuming from the checkpoint
 
 
 @dataclass

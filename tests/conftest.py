@@ -54,3 +54,41 @@ def nb101_cells():
     from archsweep.spaces import get_space
 
     return get_space("nasbench101").enumerate()
+
+
+# --- measured figures of the reliability tests, written into docs/RELIABILITY.md -------------------------------
+MEASURED_DOC = Path(__file__).resolve().parents[1] / "docs" / "RELIABILITY.md"
+MEASURED_BEGIN, MEASURED_END = "<!-- reliability:measured -->", "<!-- /reliability:measured -->"
+MEASURED: dict[str, list[str]] = {}
+
+
+@pytest.fixture
+def measured(request):
+    """`measured(fault, units, finished, lost, notes)`: a row of what this test measured, written into
+    docs/RELIABILITY.md (with the machine, date and command) when the run has ARCHSWEEP_WRITE_DOCS=1."""
+    def record(*cells):
+        MEASURED[request.node.name] = [f"`{request.node.name}`", *map(str, cells)]
+    return record
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if not MEASURED or not os.environ.get("ARCHSWEEP_WRITE_DOCS") or exitstatus != 0:
+        return
+    import re
+    import shlex
+    import sys
+
+    sys.path.insert(0, str(MEASURED_DOC.parents[1] / "bench"))
+    from _report import header
+
+    text = MEASURED_DOC.read_text()
+    before, rest = text.split(MEASURED_BEGIN, 1)
+    block, after = rest.split(MEASURED_END, 1)
+    rows = {m.group(1): line for line in block.splitlines() if (m := re.match(r"\| `(\w+)`", line))}
+    rows |= {name: "| " + " | ".join(cells) + " |" for name, cells in MEASURED.items()}
+    command = "ARCHSWEEP_WRITE_DOCS=1 python -m pytest " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    machine_and_date = [line for line in header().splitlines() if not line.startswith("- command")]
+    lines = [*machine_and_date, f"- command: `{command}`", "",
+             "| Test | Fault | Trials (queries) | Finished | Lost | Notes |", "|---|---|---|---|---|---|",
+             *rows.values()]
+    MEASURED_DOC.write_text(f"{before}{MEASURED_BEGIN}\n" + "\n".join(lines) + f"\n{MEASURED_END}{after}")

@@ -208,7 +208,7 @@ def local_ray():
 
 @pytest.mark.ray
 def test_killed_driver_and_evaluator_actors_restart_and_the_search_loses_and_repeats_nothing(local_ray, nb201,
-                                                                                            tmp_path):
+                                                                                            tmp_path, measured):
     import ray
 
     from archsweep.search.run import Evaluator, start_driver
@@ -242,6 +242,9 @@ def test_killed_driver_and_evaluator_actors_restart_and_the_search_loses_and_rep
                                       "search.batch_size=1", "search.seed=5"], dataset="cifar100", name="whole.jsonl")
     assert [q.key for q in history] == [q.key for q in whole.history]  # same search as if it had never died
     assert summary == summarize(whole.history, nb201, "cifar100", [100, 400])
+    measured("the search driver actor, then an evaluator actor, killed", "400 queries",
+             str(len({q.key for q in history})), str(400 - len({q.key for q in history})),
+             "0 queries repeated; the same 400 as an uninterrupted search")
 
 
 @pytest.mark.ray

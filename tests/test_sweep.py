@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -80,8 +81,9 @@ def test_sweep_runs_trials_shares_the_vqvae_and_mirrors_to_wandb(data_dir, tmp_p
     finally:
         ray.shutdown()
     assert not grid.errors
-    # the W&B key is in no config, result row, W&B run file or Ray log
-    assert not files_holding(sweep_dir, wandb_offline) and not files_holding(session, wandb_offline)
+    # neither the W&B key nor the local Ray's token is in any config, result row, W&B run file or Ray log
+    for secret in (wandb_offline, os.environ.get("RAY_AUTH_TOKEN")):
+        assert not secret or not (files_holding(sweep_dir, secret) or files_holding(session, secret))
 
     # the store: one finished row per trial, with its config, metrics and artifact paths
     rows = _finished(sweep_dir)

@@ -111,6 +111,10 @@ def run_trial(config: dict, sweep_dir: str, env: dict, log_level: str = "WARNING
     os.environ.update(env)
     cfg = from_dict(config.get("trial", config))
     context = ray.tune.get_context()
+    done = ResultStore(sweep_dir).get(context.get_trial_id())
+    if done is not None and done.status == "TERMINATED":  # finished before a driver died, after Tune's last save
+        ray.tune.report(done.metrics)
+        return
     trial_dir = Path(context.get_trial_dir())
     vq, vq_dir, reused = shared_vqvae(cfg, Path(sweep_dir) / "artifacts", env, log_level)
     results = {"config": to_dict(cfg), "vqvae": {k: v for k, v in vq.items() if k != "config"},
