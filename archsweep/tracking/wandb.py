@@ -180,8 +180,10 @@ def read_offline_run(run_dir: str | Path) -> dict:
     from wandb.proto import wandb_internal_pb2 as pb
 
     run_dir = Path(run_dir)
-    log = next(run_dir.glob("run-*.wandb"))
-    out = {"id": log.stem.removeprefix("run-"), "config": {}, "history": [], "summary": {}}
+    out = {"id": run_dir.name.rsplit("-", 1)[-1], "config": {}, "history": [], "summary": {}}
+    log = next(run_dir.glob("run-*.wandb"), None)
+    if log is None:  # a run W&B has only begun to write
+        return out
 
     def items(update):
         for item in update:
