@@ -500,7 +500,7 @@ def sync_command(sweep_dir, list_only):
     """Upload a sweep's offline W&B runs (needs WANDB_API_KEY or `wandb login`)."""
     import subprocess
 
-    from archsweep.tracking.wandb import offline_runs, read_offline_run
+    from archsweep.tracking.wandb import offline_runs, read_offline_run, run_id_of
 
     runs = offline_runs(sweep_dir)
     console = _console()
@@ -515,7 +515,7 @@ def sync_command(sweep_dir, list_only):
     wandb = Path(sys.executable).with_name("wandb")
     by_id: dict[str, list[Path]] = {}
     for run in runs:  # a resumed trial has several offline runs under one id: uploaded in order into that run
-        by_id.setdefault(run.name.rsplit("-", 1)[-1], []).append(run)
+        by_id.setdefault(run_id_of(run), []).append(run)
     for run_id, parts in by_id.items():
         subprocess.run([str(wandb) if wandb.exists() else "wandb", "sync", "--id", run_id, *map(str, parts)],
                        check=True)

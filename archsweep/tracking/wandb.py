@@ -139,6 +139,11 @@ def offline_runs(root: str | Path) -> list[Path]:
     return sorted(p for p in Path(root).rglob("offline-run-*") if p.is_dir() and not p.is_symlink())
 
 
+def run_id_of(run_dir: str | Path) -> str:
+    """The run id of an `offline-run-<date>_<time>-<id>` directory (ids may hold dashes)."""
+    return Path(run_dir).name.split("-", 3)[-1]
+
+
 def last_step(root: str | Path | None, run_id: str) -> int:
     """The last step the offline runs of `run_id` under `root` logged; -1 when there are none."""
     if not root or not Path(root).is_dir():
@@ -180,7 +185,7 @@ def read_offline_run(run_dir: str | Path) -> dict:
     from wandb.proto import wandb_internal_pb2 as pb
 
     run_dir = Path(run_dir)
-    out = {"id": run_dir.name.rsplit("-", 1)[-1], "config": {}, "history": [], "summary": {}}
+    out = {"id": run_id_of(run_dir), "config": {}, "history": [], "summary": {}}
     log = next(run_dir.glob("run-*.wandb"), None)
     if log is None:  # a run W&B has only begun to write
         return out
