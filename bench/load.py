@@ -4,13 +4,14 @@ then `archsweep report` over the result.
 
     python bench/load.py [--trials 200] [--no-wandb] [--write]
 
-Each trial is a regularized-evolution search (20 queries, its own seed) on one shared VAE stage: the figures are
-the sweep machinery's (Tune, the result store, the W&B mirror, the report), not training's.
+The sweep is sweeps/load.yaml (also the load test's): each trial a regularized-evolution search (20 queries, its
+own seed) on one shared VAE stage, so the figures are the sweep machinery's, not training's.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import tempfile
@@ -20,16 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import header, write_block
 
-SWEEP = """name: load
-space: nasbench201
-vqvae: {{model: vae, hidden_dim: 32, decoder_hidden: 128, gin_layers: 2, code_dim: 8, seq_len: 2}}
-train: {{epochs: 1, batch_size: 512}}
-sample: {{samples: 100}}
-search: {{enabled: true, strategy: regularized_evolution, budget: 20, batch_size: 10}}
-sweep:
-  search.seed: {{grid: {seeds}}}
-tracking: {{wandb: {wandb}, mode: offline, project: archsweep-load}}
-"""
+LOAD = Path(__file__).resolve().parents[1] / "sweeps" / "load.yaml"
 
 
 def main() -> None:
@@ -45,12 +37,15 @@ def main() -> None:
     archsweep = Path(sys.executable).with_name("archsweep")
 
     with tempfile.TemporaryDirectory() as tmp:
-        spec = Path(tmp) / "load.yaml"
-        spec.write_text(SWEEP.format(seeds=list(range(args.trials)), wandb=str(not args.no_wandb).lower()))
+        spec = Path(tmp) / "load.yaml"  # sweeps/load.yaml, cut to --trials seeds
+        text = LOAD.read_text()
+        seeds = re.search(r"grid: \[[^\]]*\]", text).group(0)
+        spec.write_text(text.replace(seeds, f"grid: {list(range(args.trials))}"))
         storage = Path(tmp) / "sweeps"
         sweep_dir = storage / "load"
         start = time.perf_counter()
-        driver = subprocess.Popen([str(archsweep), "sweep", str(spec), "-o", f"storage={storage}"],
+        driver = subprocess.Popen([str(archsweep), "sweep", str(spec), "-o", f"storage={storage}",
+                                   "-o", f"tracking.wandb={str(not args.no_wandb).lower()}"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         proc, samples = psutil.Process(driver.pid), []
         while driver.poll() is None:

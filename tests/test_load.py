@@ -7,25 +7,15 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from archsweep.sweep.spec import load_sweep
 
 pytestmark = [pytest.mark.ray, pytest.mark.reliability]
+LOAD = Path(__file__).resolve().parents[1] / "sweeps" / "load.yaml"
 TRIALS = 200
-
-LOAD = f"""
-name: load
-space: nasbench201
-vqvae: {{model: vae, hidden_dim: 32, decoder_hidden: 128, gin_layers: 2, code_dim: 8, seq_len: 2}}
-train: {{epochs: 1, batch_size: 512}}
-sample: {{samples: 100}}
-search: {{enabled: true, strategy: regularized_evolution, budget: 20, batch_size: 10}}
-sweep:
-  search.seed: {{grid: {list(range(TRIALS))}}}
-tracking: {{wandb: false}}
-"""
 
 
 def test_a_sweep_of_200_trials_completes_with_bounded_driver_memory(data_dir, tmp_path, measured):
@@ -37,9 +27,7 @@ def test_a_sweep_of_200_trials_completes_with_bounded_driver_memory(data_dir, tm
     from archsweep.tracking.report import report
     from archsweep.tracking.store import ResultStore
 
-    path = tmp_path / "load.yaml"
-    path.write_text(LOAD)
-    sweep = load_sweep(path, [f"storage={tmp_path / 'sweeps'}"])
+    sweep = load_sweep(LOAD, [f"storage={tmp_path / 'sweeps'}", "tracking.wandb=false"])
     sweep_dir = sweep_dir_of(sweep)
     driver, samples, stop = psutil.Process(), [], threading.Event()
 
