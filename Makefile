@@ -28,7 +28,7 @@ demo: data
 # The default run, then the reliability suite (faults and load: tests/test_faults.py, tests/test_load.py).
 test: data
 	$(BIN)/python -m pytest
-	$(BIN)/python -m pytest -m "reliability and not unstable"
+	$(BIN)/python -m pytest -m reliability
 
 bench: data
 	$(BIN)/python bench/enumerate_nb101.py --write
