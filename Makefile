@@ -9,7 +9,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 STAMP := $(VENV)/.installed
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: install data demo test bench clean
+.PHONY: install data demo test bench report clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ bench: data
 	$(BIN)/python bench/vqvae.py --write
 	$(BIN)/python bench/lm.py --write
 	$(BIN)/python bench/search.py --write
+	$(BIN)/python bench/load.py --write
+
+# The reproduction report (docs/REPORT.md, docs/report/cpu/) from scratch: fresh results and caches, 2-core CPU size.
+report: data
+	$(BIN)/python bench/reproduce.py sweeps/reproduce-cpu.yaml --fresh
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -62,7 +62,7 @@ def write_report(search_dir: str | Path, budgets: list[int]) -> tuple[list[dict]
         writer.writeheader()
         writer.writerows(table)
     files[1].write_text(markdown(table, budgets))
-    if plot := _plot(rows, out / "curves.png"):
+    if plot := plot_curves(rows, out / "curves.png"):
         files.append(plot)
     return table, files
 
@@ -102,8 +102,9 @@ def markdown(table: list[dict], budgets: list[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot(rows, path: Path) -> Path | None:
-    """Mean best-so-far accuracy (± std over seeds) against queries, one panel per dataset."""
+def plot_curves(rows, path: Path, footer: str = "") -> Path | None:
+    """Mean best-so-far accuracy (± std over seeds) against queries, one panel per dataset; `footer`: where the
+    figure came from, written along its bottom edge."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -140,6 +141,10 @@ def _plot(rows, path: Path) -> Path | None:
         ax.set_ylim(min(low) - 0.5, max(high) + 0.2)
         ax.set(title=dataset, xlabel="benchmark queries", ylabel="accuracy of best-by-validation cell (%)")
         ax.legend(fontsize="small")
+    if footer:
+        from archsweep.tracking.reproduce import save
+
+        return save(fig, path, footer)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

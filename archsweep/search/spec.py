@@ -76,9 +76,11 @@ def _strategy_patch(label: str, patch: dict) -> dict:
     return ({"search.strategy": label} if label in STRATEGIES else {}) | dict(patch or {})
 
 
-def load_search_file(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> SearchFile:
+def load_search_file(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (),
+                     check_prior: bool = True) -> SearchFile:
     """Read and check a search YAML; `overrides` (`key=value`) apply to the base configuration, or to
-    `searches.*`, `tracking.*`, `name` and `storage`."""
+    `searches.*`, `tracking.*`, `name` and `storage`. `check_prior=False`: lm_guided's prior is not there yet
+    (the reproduction report trains it first)."""
     from archsweep.config import load_config
 
     path = Path(path)
@@ -104,7 +106,7 @@ def load_search_file(path: str | os.PathLike, overrides: list[str] | tuple[str, 
                               "search.strategy in its patch")
         for dataset in searches.datasets:
             _with(config, "search.dataset", dataset, f"{source}: searches.datasets")
-        if config["search"]["strategy"] == "lm_guided":
+        if config["search"]["strategy"] == "lm_guided" and check_prior:
             _check_prior(config["search"]["lm_guided"]["prior"], where)
     return spec
 
