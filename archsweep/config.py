@@ -213,6 +213,20 @@ def _translate(exc: Exception, source: str) -> ConfigError:
     return ConfigError(f"{source}: {exc}")
 
 
+def read_yaml(path: Path, kind: str):
+    """A YAML file's contents as plain Python (interpolations refused), or a ConfigError naming the file."""
+    from omegaconf import OmegaConf
+
+    if not path.is_file():
+        raise ConfigError(f"{kind} file not found: {path}")
+    try:
+        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception as exc:  # YAML syntax errors carry the line and column
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    check_plain(raw, str(path))
+    return raw
+
+
 def check_plain(node, source: str, key: str = "") -> None:
     """Configs hold plain values: an OmegaConf interpolation (`${oc.env:...}`, resolvers) could read secrets from
     the environment into saved configs, or call code, so none is accepted."""

@@ -36,7 +36,24 @@ def machine() -> str:
 def header() -> str:
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return f"- machine: {machine()}\n- date: {now}\n- command: `{command}`\n"
+    return f"- machine: {machine()}\n- date: {now}\n- command: `{command}`\n" + versions()
+
+
+def versions() -> str:
+    """The project's commit (marked when the working tree differs from it) and the stack's package versions."""
+    import importlib.metadata as md
+    import subprocess
+
+    names = ("torch", "ray", "deepspeed", "transformers", "torch_geometric", "wandb")
+    found = ", ".join(f"{n} {md.version(n.replace('_', '-'))}" for n in names)
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True)
+        rev = (commit.stdout.strip() + (" (uncommitted changes)" if dirty.stdout.strip() else "")) or "unknown"
+    except OSError:  # no git here
+        rev = "unknown"
+    return f"- versions: archsweep {rev}; {found}\n"
 
 
 def write_block(name: str, body: str) -> None:

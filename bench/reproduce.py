@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import ROOT, header, machine
 
 from archsweep.config import from_dict, load_config
+from archsweep.metrics import STANDARD_SAMPLES
 from archsweep.settings import CACHE_DIR_ENV
 from archsweep.tracking import reproduce as R
 
@@ -92,7 +93,8 @@ def generation_section(sweep, rows, spec, figures: Path, footer: str) -> tuple[s
     lines = R.generation_table(rows, ref)
     text = (f"### {space}\n\n`{rel(sweep.source)}`: reference K = {ref['vqvae.codebook_size']}, "
             f"L = {ref['vqvae.seq_len']}, LM epochs {sweep.base.lm.epochs}, VQ-VAE epochs {sweep.base.train.epochs}, "
-            f"{sweep.base.sample.samples:,} samples per row (the uniform prior: 10,000 random code sequences).\n\n"
+            f"{sweep.base.sample.samples:,} LM samples per row (the VAE's prior and the uniform prior: "
+            f"{STANDARD_SAMPLES:,}, as the VQ-VAE stage measures them).\n\n"
             + R.markdown(["generator", "held-out reconstruction", *R.METRICS], R.metric_rows(lines, "generator")))
     for key, label in R.ABLATIONS.items():
         points = R.ablation(rows, ref, key)
@@ -360,19 +362,6 @@ def start_ray(tracking, address: str | None) -> None:
         init_local_ray(env=wandb_env(tracking))
 
 
-def versions() -> str:
-    import importlib.metadata as md
-    import subprocess
-
-    names = ("torch", "ray", "deepspeed", "transformers", "torch_geometric", "wandb")
-    found = ", ".join(f"{n} {md.version(n.replace('_', '-'))}" for n in names)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                           text=True)
-    rev = (commit.stdout.strip() + (" (uncommitted changes)" if dirty.stdout.strip() else "")) or "unknown"
-    return f"- versions: archsweep {rev}; {found}\n"
-
-
 def preflight(spec):
     """Every sweep and search file checked before anything runs (a search's prior is checked once it exists);
     returns the first generation sweep."""
@@ -411,7 +400,7 @@ def main() -> None:
         os.environ[CACHE_DIR_ENV] = str(Path(spec.storage).resolve() / "cache")
     shutil.rmtree(figures, ignore_errors=True)
     started = time.perf_counter()
-    head = header() + versions()
+    head = header()
     footer = f"{head.splitlines()[2][2:]} | {machine()} | {head.splitlines()[1][2:]}"
 
     start_ray(first.tracking, args.address)

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from archsweep.config import ALL_KEYS, Config, ConfigError, _suggest, check_plain, from_dict, to_dict
+from archsweep.config import ALL_KEYS, Config, ConfigError, _suggest, check_plain, from_dict, read_yaml, to_dict
 
 SPEC_KINDS = {  # name -> number of arguments (None: a non-empty list of values)
     "grid": None,
@@ -156,13 +156,7 @@ def read_spec_file(path: Path, overrides, sections: set[str], settings: tuple[st
     from omegaconf import OmegaConf
 
     source = str(path)
-    if not path.is_file():
-        raise ConfigError(f"{kind} file not found: {path}")
-    try:
-        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    except Exception as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    check_plain(raw, source)
+    raw = read_yaml(path, kind)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a {kind} file is a mapping (config keys plus "
                           f"{', '.join(repr(s) for s in settings)})")

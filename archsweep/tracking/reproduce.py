@@ -55,16 +55,10 @@ def load_report_file(path: str | Path) -> ReportFile:
     from omegaconf import OmegaConf
     from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-    from archsweep.config import check_plain
+    from archsweep.config import read_yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"report file not found: {path}")
-    try:
-        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    except Exception as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    check_plain(raw, str(path))
+    raw = read_yaml(path, "report")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a report file is a mapping (name, report, storage, generation, temperatures, "
                           "search, performance)")
