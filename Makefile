@@ -25,10 +25,11 @@ data: install
 demo: data
 	$(BIN)/archsweep demo
 
-# The default run, then the reliability suite (faults and load: tests/test_faults.py, tests/test_load.py).
+# The default run, then the long suites: reliability (faults and load: tests/test_faults.py, tests/test_load.py)
+# and end-to-end (the reproduction report: tests/test_reproduce.py).
 test: data
 	$(BIN)/python -m pytest
-	$(BIN)/python -m pytest -m reliability
+	$(BIN)/python -m pytest -m "reliability or e2e"
 
 bench: data
 	$(BIN)/python bench/enumerate_nb101.py --write

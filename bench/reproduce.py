@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import shutil
 import sys
@@ -178,7 +177,6 @@ def matmul_peak(device: str = "cpu", dtype=None, threads: int | None = None) -> 
 def flops_per_token(cfg, train_seqs: list, codebook_size: int) -> float:
     """Model FLOPs of one training step (forward and backward) per target token, counted by torch on a real
     batch: the numerator of model FLOPs utilisation."""
-    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from archsweep.lm.models import build
@@ -311,22 +309,23 @@ def performance_section(spec, generated: dict) -> str:
     first = generated[next(iter(generated))]
     peaks = {"cpu, 1 thread": matmul_peak(threads=1), f"cpu, {torch.get_num_threads()} threads": matmul_peak()}
     rows = []
+
+    def add(*new: list[str]) -> None:
+        for row in new:
+            rows.append(row)
+            print("| " + " | ".join(row) + " |", flush=True)
+
     if p.enumeration:
-        rows.append(enumeration_row())
-        print(rows[-1], flush=True)
-    rows.append(vqvae_row(spec))
-    print(rows[-1], flush=True)
+        add(enumeration_row())
+    add(vqvae_row(spec))
     if first["ref_row"] is not None:
-        rows += lm_rows(spec, first["ref_row"], peaks)
-        print(rows[-3:], flush=True)
-    for name, info in generated.items():
+        add(*lm_rows(spec, first["ref_row"], peaks))
+    for info in generated.values():
         if "sampling" in info:
-            rows.append([f"Sampling ({info['space']}, reference LM, T = {info['sampling']['temperature']}): "
-                         "generate, parse, decode through the VQ-VAE, score", f"{info['sampling']['samples_per_s']:,.0f} "
-                         "architectures/s"])
+            add([f"Sampling ({info['space']}, reference LM, T = {info['sampling']['temperature']}): generate, parse, "
+                 "decode through the VQ-VAE, score", f"{info['sampling']['samples_per_s']:,.0f} architectures/s"])
     if p.sweep_overhead:
-        rows.append(overhead_row(spec.path_of(spec.generation[0])))
-        print(rows[-1], flush=True)
+        add(overhead_row(spec.path_of(spec.generation[0])))
     peak_text = "; ".join(f"{k}: {v / 1e9:,.1f} GFLOP/s" for k, v in peaks.items())
     return say("Measured matrix-multiply peak (best of 8 square multiplies, fp32 on the CPU "
                f"{CPU_PEAK_N}x{CPU_PEAK_N}, bf16 on a GPU {GPU_PEAK_N}x{GPU_PEAK_N}): {peak_text}. Model FLOPs "

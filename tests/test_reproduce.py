@@ -98,6 +98,7 @@ def test_a_search_prior_that_names_no_generation_sweep_is_refused_before_anythin
 
 
 @pytest.mark.ray
+@pytest.mark.e2e
 def test_reproduce_writes_exactly_what_it_printed_from_the_stored_results(data_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     path = write_report(tmp_path)
