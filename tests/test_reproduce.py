@@ -80,6 +80,8 @@ def test_the_shipped_report_files_are_valid():
     ("name: x\ntemperatures: [0.5, hot]\n", "temperatures"),
     ("name: x\ngeneration: [gen.yaml]\ntemperatures: [0.0]\n", "temperatures"),
     ("name: x\ngeneration: [missing.yaml]\n", "missing.yaml"),
+    ("name: x\ngeneration: [gen.yaml]\nperformance: {lm_name: gpt5-huge}\n", "gpt5-huge"),
+    ("name: x\ngeneration: [gen.yaml]\nperformance: {vqvae_space: nasbench301}\n", "nasbench301"),
     ("name: x\nstorage: ${oc.env:HOME}\n", "interpolation"),
 ])
 def test_a_bad_report_file_is_refused_naming_the_key(tmp_path, text, message):

@@ -86,9 +86,16 @@ def load_report_file(path: str | Path) -> ReportFile:
                                   "are relative to the report file's folder)")
     if any(t <= 0 for t in spec.temperatures):
         raise ConfigError(f"{path}: 'temperatures' must all be > 0; got {spec.temperatures}")
+    p = spec.performance
     for key in ("vqvae_epochs", "lm_epochs"):
-        if getattr(spec.performance, key) < 1:
+        if getattr(p, key) < 1:
             raise ConfigError(f"{path}: 'performance.{key}' must be >= 1")
+    from archsweep.config import load_config
+
+    try:  # the space and LM registries, so that a typo fails now and not after the sweeps
+        load_config(overrides=[f"space={p.vqvae_space}", f"lm.name={p.lm_name}"])
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: performance: {str(exc).removeprefix('config: ')}") from None
     return spec
 
 
