@@ -69,7 +69,8 @@ def run_generation(path: Path, storage: str):
 
 
 def temperature_points(row, temperatures: list[float]) -> list[dict]:
-    """The reference trial's LM sampled again at each temperature (fresh samples, the sweep's sample count)."""
+    """The reference trial's LM sampled again at each temperature (its sample count and seed, so T = 1.0 repeats
+    the trial's own samples)."""
     from archsweep.stages import lm as lm_stage
 
     cfg = from_dict(row.config)
@@ -110,7 +111,8 @@ def generation_section(sweep, rows, spec, figures: Path, footer: str) -> tuple[s
         points = temperature_points(out["ref_row"], spec.temperatures)
         png = R.plot_metrics(points, "temperature", figures / f"{space}-temperature.png",
                              f"{space}: sampling temperature ({ref['lm.name']})", footer)
-        text += (f"\nSampling temperature ({ref['lm.name']}, the same trained LM, fresh samples):\n\n"
+        text += (f"\nSampling temperature ({ref['lm.name']}, the same trained LM sampled again with the trial's sample "
+                 "count and seed, so T = 1.0 repeats its own samples):\n\n"
                  + R.markdown(["temperature", *R.METRICS, "architectures/s"],
                               [[str(p["temperature"]), *(R.pct(p[m]) for m in R.METRICS), f"{p['samples_per_s']:,.0f}"]
                                for p in points])
