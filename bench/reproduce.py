@@ -21,6 +21,7 @@ deletes that storage first. Every section is printed as it is written; the repor
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import os
 import shutil
@@ -238,8 +239,7 @@ def lm_rows(spec, ref_row, peaks: dict) -> list[list[str]]:
         name = torch.cuda.get_device_name()
         peaks[f"{name}, bf16"] = peak = matmul_peak("cuda", torch.bfloat16)
         for zero in (2, 0):
-            c = from_dict(ref_row.config)
-            c.lm.name, c.lm.epochs, c.lm.num_workers = spec.performance.lm_name, spec.performance.lm_epochs, 1
+            c = copy.deepcopy(cfg)
             c.lm.use_gpu, c.lm.gpus_per_worker, c.lm.bf16, c.lm.zero_stage = True, 1.0, True, zero
             wall, tps = train(c)
             rows.append([f"LM training on {name}, bf16, DeepSpeed ZeRO-{zero}"
