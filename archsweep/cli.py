@@ -34,6 +34,16 @@ def _progress():
                     TimeRemainingColumn(), console=_console(stderr=True), transient=True)
 
 
+def _absolute(ctx, param, value):
+    """A path the user typed, made absolute against the directory the command was started in, once, before any
+    Ray process starts (trials, Ray Train workers and actors run elsewhere and see only this absolute path)."""
+    if value is None or value == ():
+        return value
+    from archsweep.settings import absolute
+
+    return str(absolute(value))
+
+
 class _Group(click.Group):
     """Turns archsweep's own errors into one clear line and exit status 2, without a traceback."""
 
@@ -49,14 +59,15 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="archsweep")
-@click.option("--data-dir", type=click.Path(file_okay=False), envvar="ARCHSWEEP_DATA_DIR",
+@click.option("--data-dir", type=click.Path(file_okay=False), envvar="ARCHSWEEP_DATA_DIR", callback=_absolute,
               help="Benchmark data directory [env: ARCHSWEEP_DATA_DIR; default: the per-user data dir].")
-@click.option("--cache-dir", type=click.Path(file_okay=False), envvar="ARCHSWEEP_CACHE_DIR",
+@click.option("--cache-dir", type=click.Path(file_okay=False), envvar="ARCHSWEEP_CACHE_DIR", callback=_absolute,
               help="Cache for enumerations and parsed tables [env: ARCHSWEEP_CACHE_DIR].")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def cli(data_dir, cache_dir, verbose):
     """archsweep: sweeps for discrete-latent neural-architecture generation on Ray."""
-    # Exported so that everything this process starts (worker processes, later Ray workers) sees the same dirs.
+    # Exported so that everything this process starts (worker processes, later Ray workers) sees the same dirs;
+    # `_absolute` has already resolved them against the directory the command was started in.
     if data_dir:
         os.environ["ARCHSWEEP_DATA_DIR"] = str(data_dir)
     if cache_dir:
@@ -76,7 +87,7 @@ def data():
 
 
 @data.command("fetch")
-@click.option("--from", "mirror", type=click.Path(exists=True, file_okay=False),
+@click.option("--from", "mirror", type=click.Path(exists=True, file_okay=False), callback=_absolute,
               help="Copy from this local directory (same layout) instead of downloading.")
 @click.option("--full-nb101", is_flag=True, help="Also fetch NAS-Bench-101's full table (about 499 MB).")
 @click.option("--timeout", default=30.0, show_default=True, help="Network timeout per file, in seconds.")
@@ -210,8 +221,9 @@ def train():
 
 @train.command("vqvae", context_settings={"ignore_unknown_options": False})
 @click.argument("overrides", nargs=-1)
-@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="YAML config file.")
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), required=True,
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), callback=_absolute,
+              help="YAML config file.")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), required=True, callback=_absolute,
               help="Output directory; rerunning with the same one resumes from its last checkpoint.")
 @click.option("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all).")
 def train_vqvae(overrides, config_path, out_dir, num_cpus):
@@ -234,10 +246,12 @@ def train_vqvae(overrides, config_path, out_dir, num_cpus):
 
 @train.command("lm")
 @click.argument("overrides", nargs=-1)
-@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="YAML config file.")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), callback=_absolute,
+              help="YAML config file.")
 @click.option("--vqvae", "vqvae_dir", type=click.Path(exists=True, file_okay=False), required=True,
+              callback=_absolute,
               help="A finished VQ-VAE stage's directory (its model.pt and codes.npz).")
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), required=True,
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), required=True, callback=_absolute,
               help="Output directory; rerunning with the same one resumes from its last checkpoint.")
 @click.option("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all).")
 def train_lm(overrides, config_path, vqvae_dir, out_dir, num_cpus):
@@ -249,17 +263,20 @@ def train_lm(overrides, config_path, vqvae_dir, out_dir, num_cpus):
     from archsweep.config import load_config
 
     cfg = load_config(config_path, overrides)
+    from archsweep.benchmarks import check_data
     from archsweep.runtime import worker_env
     from archsweep.stages import lm
 
+    check_data([cfg.space])  # the samples are scored against the table: checked before the LM trains
     results = lm.run(cfg, vqvae_dir, out_dir, env=worker_env(), log_level=_start_local_ray(num_cpus))
     _console().print(_results_table(results, f"LM stage: {out_dir}"))
 
 
 @cli.command("run")
 @click.argument("overrides", nargs=-1)
-@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="YAML config file.")
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), required=True,
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), callback=_absolute,
+              help="YAML config file.")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), required=True, callback=_absolute,
               help="Output directory; rerunning with the same one continues an interrupted run.")
 @click.option("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all).")
 def run_pipeline(overrides, config_path, out_dir, num_cpus):
@@ -267,9 +284,11 @@ def run_pipeline(overrides, config_path, out_dir, num_cpus):
     from archsweep.config import load_config
 
     cfg = load_config(config_path, overrides)
+    from archsweep.benchmarks import check_data
     from archsweep.runtime import worker_env
     from archsweep.stages import pipeline
 
+    check_data([cfg.space])  # the samples are scored against the table: checked before anything trains
     results = pipeline.run(cfg, out_dir, env=worker_env(), log_level=_start_local_ray(num_cpus))
     console = _console()
     console.print(_results_table(results["vqvae"], f"VQ-VAE stage: {out_dir}/vqvae"))
@@ -279,54 +298,147 @@ def run_pipeline(overrides, config_path, out_dir, num_cpus):
 
 # --- sweeps ---------------------------------------------------------------------------------------------------
 
+_OVERRIDES = click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 
-class _SweepProgress:
-    """A progress bar over a sweep's trials, fed by polling its result store from a thread (Tune callbacks are
-    pickled with the experiment state, so they cannot hold a live terminal)."""
 
-    def __init__(self, sweep_dir: Path, total: int | None):
+def _clock(seconds: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(seconds))
+
+
+class _SweepMonitor:
+    """What a running sweep is doing, from its result store, polled by a thread (Tune callbacks are pickled with
+    the experiment state, so they cannot hold a terminal): on a terminal a live panel with the trials pending,
+    running, finished and failed, the best metric so far and the elapsed time; elsewhere (CI, `tee`) one plain
+    line per event."""
+
+    def __init__(self, sweep_dir: Path, total: int, metric: str, mode: str):
         import threading
 
-        self.sweep_dir, self.total = sweep_dir, total
-        self.progress = _progress()
+        self.sweep_dir, self.total, self.metric, self.mode = Path(sweep_dir), total, metric, mode
+        self.console = _console(stderr=True)
+        self.live = None
+        self.start = time.monotonic()
+        self.seen: dict[str, str] | None = None
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._poll, daemon=True)
 
-    def _poll(self):
-        from archsweep.tracking.store import ResultStore
+    def _rows(self):
+        from archsweep.tracking.store import FILE, ResultStore
 
-        task = self.progress.add_task("trials", total=self.total)
-        while not self.stop.wait(1.0):
-            try:
-                rows = ResultStore(self.sweep_dir).rows()
-            except Exception:  # the store is being created; try again
+        if not (self.sweep_dir / FILE).is_file():
+            return []
+        try:
+            return ResultStore(self.sweep_dir).rows()
+        except Exception:  # the store is being created; read it again next time
+            return None
+
+    def _best(self, rows) -> tuple[float, str] | None:
+        scored = [(r.metrics[self.metric], r.trial_id) for r in rows
+                  if r.status == "TERMINATED" and isinstance(r.metrics.get(self.metric), (int, float))]
+        if not scored:
+            return None
+        return max(scored) if self.mode == "max" else min(scored)
+
+    def _counts(self, rows) -> dict[str, int]:
+        counts = {s: sum(r.status == s for r in rows) for s in ("RUNNING", "TERMINATED", "ERROR")}
+        return {"pending": max(0, self.total - sum(counts.values())), "running": counts["RUNNING"],
+                "finished": counts["TERMINATED"], "failed": counts["ERROR"]}
+
+    def _panel(self, rows):
+        from rich.table import Table
+
+        counts, best = self._counts(rows), self._best(rows)
+        grid = Table.grid(padding=(0, 2))
+        grid.add_row(f"[bold]trials[/] {counts['pending']} pending", f"[cyan]{counts['running']} running",
+                     f"[green]{counts['finished']} finished", f"[red]{counts['failed']} failed",
+                     f"of {self.total}", f"elapsed {_clock(time.monotonic() - self.start)}")
+        grid.add_row(f"best {self.metric}", f"{best[0]:.4f}" if best else "-",
+                     f"(trial {best[1]})" if best else "", "", "", "")
+        return grid
+
+    def _events(self, rows) -> None:
+        """Plain lines for what changed since the last poll."""
+        now = {r.trial_id: r.status for r in rows}
+        if self.seen is None:  # a resumed sweep: say once what was there already
+            counts = self._counts(rows)
+            if rows:
+                self.console.print(f"[{_clock(0)}] {counts['finished']} finished, {counts['failed']} failed, "
+                                   f"{counts['running']} running of {self.total} trials", highlight=False, soft_wrap=True)
+            self.seen = {}
+        for row in rows:
+            if self.seen.get(row.trial_id) == row.status:
                 continue
-            done = sum(r.status in ("TERMINATED", "ERROR") for r in rows)
-            running = sum(r.status == "RUNNING" for r in rows)
-            self.progress.update(task, completed=done, description=f"trials ({running} running)")
+            stamp, counts = _clock(time.monotonic() - self.start), self._counts(rows)
+            if row.status == "RUNNING":
+                self.console.print(f"[{stamp}] trial {row.trial_id} started ({counts['running']} running, "
+                                   f"{counts['pending']} pending)", highlight=False, soft_wrap=True)
+            elif row.status == "TERMINATED":
+                value, best = row.metrics.get(self.metric), self._best(rows)
+                shown = f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
+                self.console.print(f"[{stamp}] trial {row.trial_id} finished: {self.metric} {shown} (best "
+                                   f"{best[0]:.4f}; {counts['finished']} finished, {counts['failed']} failed of "
+                                   f"{self.total})" if best else f"[{stamp}] trial {row.trial_id} finished",
+                                   highlight=False, soft_wrap=True)
+            elif row.status == "ERROR":
+                self.console.print(f"[{stamp}] trial {row.trial_id} failed: {row.error}", highlight=False, soft_wrap=True)
+        self.seen = now
+
+    def _poll(self):
+        while True:
+            rows = self._rows()
+            if rows is not None:
+                if self.live is not None:
+                    self.live.update(self._panel(rows))
+                else:
+                    self._events(rows)
+            if self.stop.wait(1.0):
+                return
 
     def __enter__(self):
-        self.progress.__enter__()
+        if self.console.is_terminal:
+            from rich.live import Live
+
+            self.live = Live(self._panel([]), console=self.console, transient=True, refresh_per_second=4)
+            self.live.__enter__()
         self.thread.start()
         return self
 
     def __exit__(self, *exc):
         self.stop.set()
         self.thread.join()
-        self.progress.__exit__(*exc)
+        if self.live is not None:
+            self.live.__exit__(*exc)
+        else:  # the last events (the poller may have stopped between two polls)
+            rows = self._rows()
+            if rows:
+                self._events(rows)
 
 
 def _start_sweep_ray(sweep, address: str | None, num_cpus: int | None) -> str:
+    """Join the cluster or start the local Ray, after every check that can fail without it: the W&B login and
+    the benchmark tables the trials read (a missing table fails here in seconds, and no Ray process starts)."""
+    from archsweep.benchmarks import check_data
     from archsweep.runtime import connect_ray, init_local_ray
     from archsweep.tracking.wandb import check_login, wandb_env
 
     check_login(sweep.tracking)
+    from archsweep.search.spec import SearchFile
+
+    if isinstance(sweep, SearchFile):
+        check_data([sweep.base.space])
+    else:
+        from archsweep.sweep.run import check_sweep_data
+
+        check_sweep_data(sweep)
     verbose = click.get_current_context().find_root().params["verbose"] > 0
     env = wandb_env(sweep.tracking)
     if address:
         connect_ray(address, env, verbose)
     else:
         init_local_ray(num_cpus=num_cpus, verbose=verbose, env=env)
+    if not verbose:  # a failed trial is one line in the summary, its traceback in its error.log: not on the console
+        for name in ("ray.tune", "ray.train", "ray.air"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     return "INFO" if verbose else "WARNING"
 
 
@@ -346,21 +458,47 @@ def _report_table(table: list[dict], title: str, swept: list[str]):
     return t
 
 
-def _print_report(sweep_dir, sort_by: str, ascending: bool):
-    from archsweep.tracking.report import report, swept_keys
-
-    table, files = report(sweep_dir, sort_by=sort_by, descending=not ascending)
+def _report_console():
     from rich.console import Console
 
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
+def _print_failures(console, rows, noun: str) -> int:
+    """`N of M <noun>s failed`, then each failed one's one-line error and the path of its full log; the count."""
+    failed = [r for r in rows if r.status == "ERROR"]
+    if failed:
+        console.print(f"[red]{len(failed)} of {len(rows)} {noun}s failed[/]")
+        for row in failed:
+            console.print(f"  {row.trial_id}: {row.error or 'unknown error'}", highlight=False, soft_wrap=True)
+            if row.paths.get("log"):
+                console.print(f"    full log: {row.paths['log']}", highlight=False, soft_wrap=True)
+    return len(failed)
+
+
+def _print_report(sweep_dir, sort_by: str, ascending: bool) -> int:
+    """The report table, then the failed trials; returns how many failed."""
+    from archsweep.tracking.report import report, swept_keys
+    from archsweep.tracking.store import ResultStore
+
+    table, files = report(sweep_dir, sort_by=sort_by, descending=not ascending)
+    console = _report_console()
     console.print(_report_table(table, f"sweep {sweep_dir} (sorted by {sort_by})", swept_keys(Path(sweep_dir))))
-    failed = [r for r in table if r["status"] == "ERROR"]
-    for row in failed:
-        console.print(f"[red]{row['trial']} failed:[/] {row.get('error', '')}")
     console.print("written: " + ", ".join(str(f) for f in files))
+    rows = ResultStore(sweep_dir).rows()
+    failed = _print_failures(console, rows, "trial")
+    if not failed:
+        console.print(f"[green]all {len(rows)} trials finished[/]")
+    return failed
 
 
-def _run_sweep(sweep_file, overrides=(), address=None, num_cpus=None):
+def _exit_on_failures(failed: int) -> None:
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+def _run_sweep(sweep_file, overrides=(), address=None, num_cpus=None) -> int:
+    """Run a sweep and print its report; returns how many of its trials failed."""
     from archsweep.sweep.run import run_sweep, sweep_dir_of
     from archsweep.sweep.spec import load_sweep, trial_configs
 
@@ -370,22 +508,25 @@ def _run_sweep(sweep_file, overrides=(), address=None, num_cpus=None):
     sweep_dir = sweep_dir_of(sweep)
     _console().print(f"sweep {sweep.name!r}: {total} trial(s) into {sweep_dir}; `archsweep resume {sweep_dir}` "
                      "continues it if interrupted")
-    with _SweepProgress(sweep_dir, total):
+    with _SweepMonitor(sweep_dir, total, sweep.tune.metric, sweep.tune.mode):
         run_sweep(sweep, log_level=log_level)
-    _print_report(sweep_dir, sweep.tune.metric, sweep.tune.mode == "min")
+    return _print_report(sweep_dir, sweep.tune.metric, sweep.tune.mode == "min")
 
 
 @cli.command("sweep")
-@click.argument("sweep_file", type=click.Path(dir_okay=False))
-@click.option("-o", "--override", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a key of the sweep file (base config, tune.*, tracking.*, name, storage); repeatable.")
+@click.argument("sweep_file", type=click.Path(dir_okay=False), callback=_absolute)
+@_OVERRIDES
 @click.option("--address", default=None, help="Run on this Ray cluster (e.g. `auto` inside a Ray Job) instead "
               "of a local Ray started here.")
 @click.option("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all).")
 @click.option("--check", is_flag=True, help="Check the sweep file and count its trials; run nothing.")
 def sweep_command(sweep_file, overrides, address, num_cpus, check):
     """Run a sweep (see sweeps/*.yaml): Ray Tune trials of the pipeline, logged to the result store and W&B,
-    then print the report."""
+    then print the report. Exit status 1 if any trial failed.
+
+    OVERRIDES set keys of the sweep file: the base config (`lm.epochs=4`), `tune.*`, `tracking.*`, `name`,
+    `storage`. Relative paths (the file, `storage`, `search.lm_guided.prior`) are taken from the current
+    directory."""
     if check:
         from archsweep.sweep.spec import load_sweep, trial_configs
 
@@ -393,27 +534,29 @@ def sweep_command(sweep_file, overrides, address, num_cpus, check):
         total = len(trial_configs(sweep)) * sweep.tune.num_samples
         _console().print(f"sweep {sweep.name!r}: {total} trial(s); axes: {', '.join(sweep.axes) or 'none'}")
         return
-    _run_sweep(sweep_file, overrides, address, num_cpus)
+    _exit_on_failures(_run_sweep(sweep_file, overrides, address, num_cpus))
 
 
 @cli.command("resume")
-@click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False), callback=_absolute)
 @click.option("--address", default=None, help="Ray cluster address (default: a local Ray started here).")
 @click.option("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all).")
 def resume_command(sweep_dir, address, num_cpus):
-    """Continue an interrupted sweep; finished trials are not run again."""
+    """Continue an interrupted sweep; finished trials are not run again, failed ones are. Exit status 1 if any
+    trial failed."""
     from archsweep.sweep.run import resume_sweep
-    from archsweep.sweep.spec import load_sweep
+    from archsweep.sweep.spec import load_sweep, trial_configs
 
     sweep = load_sweep(Path(sweep_dir) / "sweep.yaml")
     log_level = _start_sweep_ray(sweep, address, num_cpus)
-    with _SweepProgress(Path(sweep_dir), None):
+    with _SweepMonitor(Path(sweep_dir), len(trial_configs(sweep)) * sweep.tune.num_samples, sweep.tune.metric,
+                       sweep.tune.mode):
         resume_sweep(sweep_dir, log_level=log_level)
-    _print_report(sweep_dir, sweep.tune.metric, sweep.tune.mode == "min")
+    _exit_on_failures(_print_report(sweep_dir, sweep.tune.metric, sweep.tune.mode == "min"))
 
 
 @cli.command("report")
-@click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False), callback=_absolute)
 @click.option("--sort", "sort_by", default="valid_unique", show_default=True, help="Metric to sort the trials by.")
 @click.option("--ascending", is_flag=True, help="Smallest first.")
 def report_command(sweep_dir, sort_by, ascending):
@@ -430,7 +573,8 @@ def report_command(sweep_dir, sort_by, ascending):
 # --- NAS search ------------------------------------------------------------------------------------------------
 
 
-def _print_search_report(search_dir, budgets):
+def _print_search_report(search_dir, budgets) -> int:
+    """The summary over seeds, then the failed searches; returns how many failed."""
     from rich.table import Table
 
     from archsweep.search.report import display_rows, split_of, write_report
@@ -443,29 +587,58 @@ def _print_search_report(search_dir, budgets):
         t.add_column(column, justify="left" if column in ("dataset", "strategy") else "right")
     for cells in display_rows(table, budgets):
         t.add_row(*cells)
-    from rich.console import Console
-
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    console = _report_console()
     console.print(t)
-    for row in ResultStore(search_dir).rows():
-        if row.status == "ERROR":
-            console.print(f"[red]{row.trial_id} failed:[/] {row.error}")
     console.print("queries to optimum: median over seeds (seeds that got there); written: "
                   + ", ".join(str(f) for f in files))
+    return _print_failures(console, ResultStore(search_dir).rows(), "search")
+
+
+class _SearchMonitor:
+    """`progress` for run_searches: a live bar of queries used and searches done on a terminal, elsewhere a plain
+    line each time a search finishes."""
+
+    def __init__(self, searches: int):
+        self.searches, self.finished = searches, None
+        self.console = _console(stderr=True)
+        self.bar = _progress() if self.console.is_terminal else None
+        self.start = time.monotonic()
+
+    def __call__(self, done: int, total: int, finished: int):
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done, total=total,
+                            description=f"queries ({finished}/{self.searches} searches done)")
+        elif finished != self.finished:
+            self.console.print(f"[{_clock(time.monotonic() - self.start)}] searches done {finished}/{self.searches}, "
+                               f"queries used {done}/{total}", highlight=False, soft_wrap=True)
+        self.finished = finished
+
+    def __enter__(self):
+        if self.bar is not None:
+            self.bar.__enter__()
+            self.task = self.bar.add_task("queries", total=None)
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
 
 
 @cli.command("search")
-@click.argument("search_file", type=click.Path(dir_okay=False))
-@click.option("-o", "--override", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a key of the search file (base config incl. search.*, searches.*, tracking.*, name, "
-                   "storage); repeatable.")
+@click.argument("search_file", type=click.Path(dir_okay=False), callback=_absolute)
+@_OVERRIDES
 @click.option("--address", default=None, help="Run on this Ray cluster (e.g. `auto` inside a Ray Job) instead "
               "of a local Ray started here.")
 @click.option("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all).")
 @click.option("--check", is_flag=True, help="Check the search file and count its searches; run nothing.")
 def search_command(search_file, overrides, address, num_cpus, check):
     """NAS on a benchmark (see sweeps/search-*.yaml): strategies x datasets x seeds as Ray actors, every query
-    recorded; then the summary over seeds. Running the file again continues an interrupted search."""
+    recorded; then the summary over seeds. Running the file again continues an interrupted search. Exit status 1
+    if any search failed.
+
+    OVERRIDES set keys of the search file: the base config incl. `search.*`, `searches.*`, `tracking.*`, `name`,
+    `storage`. Relative paths (the file, `storage`, `search.lm_guided.prior`) are taken from the current
+    directory."""
     from archsweep.search.spec import load_search_file
 
     spec = load_search_file(search_file, overrides)
@@ -481,15 +654,9 @@ def search_command(search_file, overrides, address, num_cpus, check):
     search_dir = search_dir_of(spec)
     _console().print(f"search {spec.name!r}: {len(runs)} search(es) into {search_dir}; running the same command "
                      "again continues it if interrupted")
-    with _progress() as progress:
-        task = progress.add_task("queries", total=None)
-
-        def update(done, total, finished):
-            progress.update(task, completed=done, total=total, description=f"queries ({finished}/{len(runs)} "
-                            "searches done)")
-
-        run_searches(spec, search_dir=search_dir, progress=update)
-    _print_search_report(search_dir, spec.searches.report_budgets)
+    with _SearchMonitor(len(runs)) as monitor:
+        run_searches(spec, search_dir=search_dir, progress=monitor, raise_on_failure=False)
+    _exit_on_failures(_print_search_report(search_dir, spec.searches.report_budgets))
 
 
 @cli.command("sync")
@@ -547,21 +714,31 @@ _ADDRESS = click.option("--address", envvar="RAY_ADDRESS", required=True,
 
 
 @cli.command("submit")
-@click.argument("sweep_file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("sweep_file", type=click.Path(exists=True, dir_okay=False), callback=_absolute)
+@_OVERRIDES
 @_ADDRESS
-@click.option("-o", "--override", "overrides", multiple=True, metavar="KEY=VALUE", help="As for `archsweep sweep`.")
-@click.option("--cluster-data-dir", default=None, help="The benchmark data directory on the cluster's nodes "
-              "(default: theirs, as set up by the cluster YAMLs).")
-@click.option("--follow", is_flag=True, help="Stream the job's log until it ends.")
-def submit_command(sweep_file, address, overrides, cluster_data_dir, follow):
-    """Submit a sweep to a Ray cluster as a Ray Job; prints the job id."""
-    from archsweep.sweep.cluster import follow_job_logs, submit_sweep
+@click.option("--cluster-data-dir", default=None, help="The benchmark data directory on the cluster's nodes, "
+              "absolute or under ~ (default: theirs, as set up by the cluster YAMLs).")
+@click.option("--follow", is_flag=True, help="Stream the job's log until it ends; exit status 1 if the job failed.")
+def submit_command(sweep_file, overrides, address, cluster_data_dir, follow):
+    """Submit a sweep to a Ray cluster as a Ray Job; prints the job id.
 
-    job_id = submit_sweep(sweep_file, address, overrides, cluster_data_dir)
+    OVERRIDES as for `archsweep sweep`. Paths are the cluster's: a relative `storage` is taken from the home
+    directory of the cluster's user. Before submitting, a one-second job checks that the cluster can run
+    archsweep."""
+    from archsweep.sweep.cluster import follow_job_logs, job_outcome, submit_sweep
+
+    info = _console(stderr=True)
+    job_id = submit_sweep(sweep_file, address, overrides, cluster_data_dir,
+                          notes=lambda line: info.print(line, highlight=False, soft_wrap=True))
     click.echo(job_id)
-    _console(stderr=True).print(f"follow it: archsweep logs {job_id} --address {address} --follow")
+    info.print(f"follow it: archsweep logs {job_id} --address {address} --follow", highlight=False, soft_wrap=True)
     if follow:
         follow_job_logs(address, job_id, lambda chunk: click.echo(chunk, nl=False))
+        status, message = job_outcome(address, job_id)
+        if status != "SUCCEEDED":
+            click.secho(f"job {job_id} {status}" + (f": {message}" if message else ""), fg="red", err=True)
+            raise click.exceptions.Exit(1)
 
 
 @cli.command("logs")
@@ -604,10 +781,11 @@ def _results_table(results: dict, title: str):
 
 @cli.command()
 @click.option("--sweep", "sweep_file", default="sweeps/quick.yaml", show_default=True,
-              type=click.Path(exists=True, dir_okay=False), help="The sweep to run.")
+              type=click.Path(exists=True, dir_okay=False), callback=_absolute, help="The sweep to run.")
 def demo(sweep_file):
     """The main job on this machine: verify the data, summarise the spaces and benchmarks, then run the quick
-    sweep (NAS-Bench-201; codebook size x sequence length x two LMs) on a local Ray and print its report."""
+    sweep (NAS-Bench-201; codebook size x sequence length x two LMs) on a local Ray and print its report. Exit
+    status 1 if any trial failed."""
     from archsweep.benchmarks import files
 
     console = _console()
@@ -619,7 +797,7 @@ def demo(sweep_file):
     for name in _space_names(()):
         console.print(space_stats_table(name))
         console.print(benchmark_stats_table(name))
-    _run_sweep(sweep_file)
+    _exit_on_failures(_run_sweep(sweep_file))
 
 
 def main() -> None:

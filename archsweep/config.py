@@ -254,7 +254,7 @@ def _merge(base, other, source: str):
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = (), *,
                 data: dict | None = None, source: str = "config") -> Config:
     """Defaults, then the YAML file at `path` (or `data`, a mapping already read from `source`), then `key=value`
-    overrides; validated."""
+    overrides; validated, with its paths made absolute against the working directory (`absolute_path`)."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -283,8 +283,34 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
             cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"override {item!r}")
         except OmegaConfBaseException as exc:
             raise _translate(exc, f"override {item!r}") from None
-    config = OmegaConf.to_object(cfg)
+    config = _absolute_paths(OmegaConf.to_object(cfg))
     validate(config)
+    return config
+
+
+def absolute_path(key: str, value: Any) -> Any:
+    """The value of a path-valued key resolved against this process's working directory (where the user typed
+    it): `search.lm_guided.prior`, and the local checkpoint of `lm.name=pretrained:<path>` (a hub name, which
+    names no local directory, is kept as it is). Other keys pass through."""
+    from archsweep.settings import absolute
+
+    if key == "search.lm_guided.prior" and isinstance(value, str) and value:
+        return str(absolute(value))
+    if key == "lm.name" and isinstance(value, str) and value.startswith("pretrained:"):
+        target = value.removeprefix("pretrained:").strip()
+        if target.startswith(("/", "./", "../", "~")) or (target and Path(target).expanduser().exists()):
+            return "pretrained:" + str(absolute(target))
+    return value
+
+
+def absolute_patch(patch: dict) -> dict:
+    """A `{dotted key: value}` patch (sweep axes values, extra trials, strategy patches) with its paths resolved."""
+    return {key: absolute_path(key, value) for key, value in patch.items()}
+
+
+def _absolute_paths(config: Config) -> Config:
+    config.search.lm_guided.prior = absolute_path("search.lm_guided.prior", config.search.lm_guided.prior)
+    config.lm.name = absolute_path("lm.name", config.lm.name)
     return config
 
 

@@ -9,7 +9,10 @@ PROPAGATED_ENV = ("ARCHSWEEP_DATA_DIR", "ARCHSWEEP_CACHE_DIR")
 
 
 def worker_env() -> dict[str, str]:
-    return {k: os.environ[k] for k in PROPAGATED_ENV if os.environ.get(k)}
+    """The data and cache directories as absolute paths: a Ray worker's working directory is not the driver's."""
+    from archsweep.settings import absolute
+
+    return {k: str(absolute(os.environ[k])) for k in PROPAGATED_ENV if os.environ.get(k)}
 
 
 def refresh_ray_auth() -> bool:

@@ -44,8 +44,8 @@ def main() -> None:
         storage = Path(tmp) / "sweeps"
         sweep_dir = storage / "load"
         start = time.perf_counter()
-        driver = subprocess.Popen([str(archsweep), "sweep", str(spec), "-o", f"storage={storage}",
-                                   "-o", f"tracking.wandb={str(not args.no_wandb).lower()}"],
+        driver = subprocess.Popen([str(archsweep), "sweep", str(spec), f"storage={storage}",
+                                   f"tracking.wandb={str(not args.no_wandb).lower()}"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         proc, samples = psutil.Process(driver.pid), []
         while driver.poll() is None:

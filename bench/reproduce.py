@@ -50,7 +50,7 @@ def say(text: str) -> str:
 
 def run_generation(path: Path, storage: str):
     """(sweep, its finished rows): the sweep run to the end, or read back where it already finished."""
-    from archsweep.cli import _SweepProgress
+    from archsweep.cli import _SweepMonitor
     from archsweep.sweep.run import run_sweep, sweep_dir_of
     from archsweep.sweep.spec import load_sweep, trial_configs
     from archsweep.tracking.store import ResultStore
@@ -61,7 +61,7 @@ def run_generation(path: Path, storage: str):
     finished = sweep_dir.is_dir() and sum(r.status == "TERMINATED" for r in ResultStore(sweep_dir).rows()) == total
     if not finished:
         print(f"sweep {sweep.name}: {total} trials -> {sweep_dir}", flush=True)
-        with _SweepProgress(sweep_dir, total):
+        with _SweepMonitor(sweep_dir, total, sweep.tune.metric, sweep.tune.mode):
             grid = run_sweep(sweep)
         if grid.errors:
             raise SystemExit(f"{len(grid.errors)} trial(s) of {path} failed; `archsweep report {sweep_dir}` shows "
@@ -125,7 +125,7 @@ def generation_section(sweep, rows, spec, figures: Path, footer: str) -> tuple[s
 # --- 2. NAS ----------------------------------------------------------------------------------------------------------
 
 def search_section(entry, spec, generated: dict, storage: str, figures: Path, footer: str) -> str:
-    from archsweep.cli import _progress
+    from archsweep.cli import _SearchMonitor
     from archsweep.search.report import aggregate, markdown, plot_curves
     from archsweep.search.run import run_searches, search_dir_of
     from archsweep.search.spec import load_search_file
@@ -136,10 +136,8 @@ def search_section(entry, spec, generated: dict, storage: str, figures: Path, fo
         overrides.append(f"search.lm_guided.prior={ref_row.paths['trial_dir']}")
     search = load_search_file(spec.path_of(entry.file), overrides)
     print(f"search {search.name}: {len(search.runs())} searches -> {search_dir_of(search)}", flush=True)
-    with _progress() as progress:
-        task = progress.add_task("queries", total=None)
-        rows = run_searches(search, progress=lambda done, total, _: progress.update(task, completed=done,
-                                                                                  total=total))
+    with _SearchMonitor(len(search.runs())) as monitor:
+        rows = run_searches(search, progress=monitor)
     budgets = list(search.searches.report_budgets)
     png = plot_curves(rows, figures / f"search-{search.name}.png", footer)
     text = (f"### {search.base.space}: {search.name}\n\n`{rel(search.source)}`: {len(rows)} searches (seeds: "

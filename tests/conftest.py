@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from archsweep.benchmarks import files
+from archsweep.settings import absolute
 from archsweep.settings import data_dir as resolve_data_dir
+
+# `ARCHSWEEP_DATA_DIR=../shared/data make test` (the README's form) names the data from where pytest started; the
+# tests run commands from other directories too, so the path is made absolute here, once, as the CLI does.
+if os.environ.get("ARCHSWEEP_DATA_DIR"):
+    os.environ["ARCHSWEEP_DATA_DIR"] = str(absolute(os.environ["ARCHSWEEP_DATA_DIR"]))
 
 
 @pytest.fixture(scope="session", autouse=True)

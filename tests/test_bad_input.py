@@ -58,7 +58,7 @@ def sweep_file(tmp_path: Path, text: str = SWEEP) -> str:
 
 def check_sweep(*overrides: str, text: str = SWEEP):
     def run(tmp_path, data_dir):
-        return cli_error("sweep", sweep_file(tmp_path, text), "--check", *[a for o in overrides for a in ("-o", o)])
+        return cli_error("sweep", sweep_file(tmp_path, text), "--check", *overrides)
     return run
 
 
@@ -67,8 +67,8 @@ def never_fits(tmp_path, data_dir):
     import ray
 
     try:
-        message = cli_error("sweep", sweep_file(tmp_path), "--num-cpus", "2", "-o", "lm.num_workers=4",
-                            "-o", f"storage={tmp_path / 'sweeps'}")
+        message = cli_error("sweep", sweep_file(tmp_path), "--num-cpus", "2", "lm.num_workers=4",
+                            f"storage={tmp_path / 'sweeps'}")
     finally:
         ray.shutdown()
     assert not (tmp_path / "sweeps" / "bad" / "results.db").exists()
@@ -169,7 +169,7 @@ def pickled_code_in_checkpoint(tmp_path, data_dir):
 def online_wandb_without_login(tmp_path, data_dir):
     text = SWEEP.replace("tracking: {wandb: false}", "tracking: {wandb: true, mode: online}")
     env = {"WANDB_API_KEY": None, "WANDB_IDENTITY_TOKEN_FILE": None, "HOME": str(tmp_path), "NETRC": None}
-    return cli_error("sweep", sweep_file(tmp_path, text), "-o", f"storage={tmp_path / 'sweeps'}", env=env)
+    return cli_error("sweep", sweep_file(tmp_path, text), f"storage={tmp_path / 'sweeps'}", env=env)
 
 
 def missing_prior(tmp_path, data_dir):
@@ -181,30 +181,125 @@ def missing_prior(tmp_path, data_dir):
     return f"error: {info.value}"
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _ray_running() -> bool:
+    import sys
+
+    return "ray" in sys.modules and sys.modules["ray"].is_initialized()
+
+
+def sweep_without_data(tmp_path, data_dir):
+    """`archsweep sweep sweeps/quick.yaml` with an empty data directory: refused in the driver before Ray starts,
+    so no trial starts and nothing is written."""
+    (tmp_path / "empty").mkdir()
+    message = cli_error("--data-dir", str(tmp_path / "empty"), "sweep", str(REPO / "sweeps" / "quick.yaml"),
+                        f"storage={tmp_path / 'runs'}")
+    assert not (tmp_path / "runs").exists() and not _ray_running()
+    return message
+
+
+def relative_data_dir(tmp_path, data_dir):
+    """A relative ARCHSWEEP_DATA_DIR means the directory next to where the command was started (here $TMP/work),
+    wherever Ray later runs the trials."""
+    (tmp_path / "work").mkdir()
+    sweep_file(tmp_path / "work")
+    old = os.getcwd()
+    os.chdir(tmp_path / "work")
+    try:
+        message = cli_error("sweep", "sweep.yaml", "storage=runs", env={"ARCHSWEEP_DATA_DIR": "../tables"})
+    finally:
+        os.chdir(old)
+    assert str(tmp_path / "tables" / "nasbench201") in message and not (tmp_path / "work" / "runs").exists()
+    return message
+
+
+def sweep_with_a_trial_failing_on_bad_data(tmp_path, data_dir):
+    """A 2-trial sweep whose table is damaged once its trials run (after the driver's check): the LM trial fails
+    when it scores its samples, the VAE-baseline trial (which reads no table) finishes, and the sweep exits 1
+    naming the failed trial, its one-line error and its log; the DataError was not retried (one failure in the
+    log) and no traceback reached the console."""
+    import shutil
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    from archsweep.benchmarks import files
+
+    data = tmp_path / "data"
+    for f in files.FILES:
+        if not f.optional:
+            (data / f.path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(data_dir / f.path, data / f.path)
+    table = data / "nasbench201" / "nats_bench_test_acc.csv"
+    good = table.read_bytes()
+    text = """name: bad
+space: nasbench201
+vqvae: {codebook_size: 8, seq_len: 2, hidden_dim: 32, decoder_hidden: 128, gin_layers: 2, code_dim: 8}
+train: {epochs: 1, batch_size: 512}
+lm: {epochs: 1, batch_size: 256, warmup_steps: 5}
+sample: {samples: 100}
+sweep:
+  lm.name: {grid: [gpt2-tiny]}
+extra_trials: [{vqvae.model: vae}]
+tracking: {wandb: false}
+"""
+    archsweep = Path(sys.executable).with_name("archsweep")
+    sweep = subprocess.Popen([str(archsweep), "--data-dir", str(data), "sweep", sweep_file(tmp_path, text),
+                              f"storage={tmp_path / 'runs'}", "--num-cpus", "2"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+
+    def trials(status: str) -> int:
+        try:
+            with sqlite3.connect(tmp_path / "runs" / "bad" / "results.db") as db:
+                return db.execute("SELECT count(*) FROM trials WHERE status = ?", (status,)).fetchone()[0]
+        except sqlite3.Error:
+            return 0
+
+    try:
+        deadline = time.monotonic() + 300
+        while trials("RUNNING") < 1 and sweep.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        table.write_bytes(good[:1000])
+        out, err = sweep.communicate(timeout=600)
+    finally:
+        sweep.kill()
+        table.write_bytes(good)
+    assert sweep.returncode == 1, out + err
+    assert "Traceback" not in out + err and trials("TERMINATED") == 1
+    logs = list((tmp_path / "runs" / "bad" / "trials").glob("*/error.log"))
+    assert len(logs) == 1 and logs[0].read_text().count("Failure # ") == 1  # failed once, never retried
+    assert "DataError" in logs[0].read_text() and 'File "' in logs[0].read_text()  # the full traceback is there
+    summary = out[out.index("1 of 2 trials failed"):].strip()
+    return "exit status 1; " + re.sub(r"[0-9a-f]{5}_0000\d", "<trial>", summary)
+
+
 CASES = [
     Case("malformed YAML", "a sweep file with an unclosed `[`", check_sweep(text="sweep: {lm.name: [\n"),
          "not valid YAML"),
     Case("unknown key in a file", "`train: {epoch: 3}` in a sweep file", check_sweep(text=SWEEP + "train: {epoch: 3}\n"),
          "did you mean 'train.epochs'?"),
-    Case("unknown key in an override", "`-o vqvae.codebok_size=8`", check_sweep("vqvae.codebok_size=8"),
+    Case("unknown key in an override", "`vqvae.codebok_size=8`", check_sweep("vqvae.codebok_size=8"),
          "did you mean 'vqvae.codebook_size'?"),
     Case("unknown swept key", "`sweep: {lm.nme: {grid: [...]}}`",
          check_sweep(text=SWEEP.replace("lm.name:", "lm.nme:")), "lm.nme"),
-    Case("wrong type", "`-o vqvae.codebook_size=big`", check_sweep("vqvae.codebook_size=big"),
+    Case("wrong type", "`vqvae.codebook_size=big`", check_sweep("vqvae.codebook_size=big"),
          "must be of type int"),
-    Case("codebook size 0", "`-o vqvae.codebook_size=0`", check_sweep("vqvae.codebook_size=0"), "2..65536"),
-    Case("sequence length 0", "`-o vqvae.seq_len=0`", check_sweep("vqvae.seq_len=0"), "1..256"),
-    Case("negative sampling temperature", "`-o sample.temperature=-1`", check_sweep("sample.temperature=-1"),
+    Case("codebook size 0", "`vqvae.codebook_size=0`", check_sweep("vqvae.codebook_size=0"), "2..65536"),
+    Case("sequence length 0", "`vqvae.seq_len=0`", check_sweep("vqvae.seq_len=0"), "1..256"),
+    Case("negative sampling temperature", "`sample.temperature=-1`", check_sweep("sample.temperature=-1"),
          "'sample.temperature' is -1.0; allowed: > 0"),
-    Case("negative search temperature", "`-o search.lm_guided.temperature=-0.5`",
+    Case("negative search temperature", "`search.lm_guided.temperature=-0.5`",
          check_sweep("search.lm_guided.temperature=-0.5"), "'search.lm_guided.temperature'"),
-    Case("unknown LM", "`-o lm.name=gpt5-tiny`", check_sweep("lm.name=gpt5-tiny"), "gpt2-tiny, gpt2-small"),
-    Case("unknown space", "`-o space=nasbench301`", check_sweep("space=nasbench301"), "nasbench101, nasbench201"),
-    Case("unknown strategy", "`-o search.strategy=bayesian`", check_sweep("search.strategy=bayesian"),
+    Case("unknown LM", "`lm.name=gpt5-tiny`", check_sweep("lm.name=gpt5-tiny"), "gpt2-tiny, gpt2-small"),
+    Case("unknown space", "`space=nasbench301`", check_sweep("space=nasbench301"), "nasbench101, nasbench201"),
+    Case("unknown strategy", "`search.strategy=bayesian`", check_sweep("search.strategy=bayesian"),
          "lm_guided, regularized_evolution, random"),
-    Case("unknown dataset", "`-o search.dataset=mnist`", check_sweep("search.dataset=mnist"),
+    Case("unknown dataset", "`search.dataset=mnist`", check_sweep("search.dataset=mnist"),
          "cifar10, cifar100, ImageNet16-120"),
-    Case("trial never fits the cluster", "`-o lm.num_workers=4` on a 2-CPU local Ray", never_fits,
+    Case("trial never fits the cluster", "`lm.num_workers=4` on a 2-CPU local Ray", never_fits,
          "needs 4 CPUs"),
     Case("missing config file", "`archsweep run -c missing.yaml`",
          lambda tmp, data: cli_error("run", "-c", str(tmp / "missing.yaml"), "-o", str(tmp / "out")),
@@ -212,6 +307,12 @@ CASES = [
     Case("missing data directory", "`--data-dir` pointing at nothing",
          lambda tmp, data: cli_error("--data-dir", str(tmp / "nothing"), "benchmark", "stats", "nasbench201"),
          "archsweep data fetch"),
+    Case("sweep without data", "`archsweep sweep sweeps/quick.yaml` with an empty data directory",
+         sweep_without_data, "benchmark data file missing"),
+    Case("relative data directory", "`ARCHSWEEP_DATA_DIR=../tables archsweep sweep sweep.yaml` run in `$TMP/work`",
+         relative_data_dir, "$TMP/tables/nasbench201"),
+    Case("a trial failing on bad data", "a 2-trial sweep whose table is damaged while its trials run",
+         sweep_with_a_trial_failing_on_bad_data, "1 of 2 trials failed"),
     Case("corrupted data file", "64 bytes of NAS-Bench-201's table zeroed", damaged_data("corrupted"), "sha256"),
     Case("truncated data file", "NAS-Bench-201's table cut in half", damaged_data("truncated"), "archsweep data fetch"),
     Case("garbage LM output", "samples like `hello world`, `1 99`, `\\x00\\x01`", garbage_lm_output,
@@ -225,12 +326,12 @@ CASES = [
          "holds no finished LM stage"),
     Case("interpolation in a config", "`name: ${oc.env:WANDB_API_KEY}` in a sweep file",
          check_sweep(text=SWEEP.replace("name: bad", "name: ${oc.env:WANDB_API_KEY}")), "plain values only"),
-    Case("interpolation in an override", "`-o lm.name=${oc.env:HOME}`", check_sweep("lm.name=${oc.env:HOME}"),
+    Case("interpolation in an override", "`lm.name=${oc.env:HOME}`", check_sweep("lm.name=${oc.env:HOME}"),
          "plain values only"),
     Case("online W&B without a login", "`tracking.mode: online`, no WANDB_API_KEY or `wandb login`",
          online_wandb_without_login, "WANDB_API_KEY"),
 ]
-NEEDS_DATA = {"corrupted data file", "truncated data file"}
+NEEDS_DATA = {"corrupted data file", "truncated data file", "a trial failing on bad data"}
 SEEN: dict[str, str] = {}
 
 
@@ -243,7 +344,7 @@ def _normalise(message: str, tmp_path: Path, data_dir: Path) -> str:
 def test_bad_input_gets_a_clear_message(case, tmp_path, request):
     data_dir = request.getfixturevalue("data_dir") if case.name in NEEDS_DATA else Path("<no data>")
     message = case.run(tmp_path, data_dir)
-    assert case.expect in message, message
+    assert case.expect in _normalise(message, tmp_path, data_dir), message
     assert "Traceback" not in message and len(message) < 700
     SEEN[case.name] = _normalise(message, tmp_path, data_dir)
 

@@ -180,7 +180,7 @@ def test_killed_sweep_driver_resumes_without_rerunning_and_wandb_steps_go_on(dat
     path, sweep = tiny_sweep(tmp_path, "tune.max_concurrent_trials=1", "lm.epochs=8")
     sweep_dir = sweep_dir_of(sweep)
     command = [sys.executable, "-m", "archsweep.cli", "sweep", str(path), "--num-cpus", "2",
-               "-o", f"storage={tmp_path / 'sweeps'}", "-o", "tune.max_concurrent_trials=1", "-o", "lm.epochs=8"]
+               f"storage={tmp_path / 'sweeps'}", "tune.max_concurrent_trials=1", "lm.epochs=8"]
     driver = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def ready() -> bool:

@@ -255,9 +255,9 @@ def test_search_command_runs_a_search_file_prints_the_summary_and_continues(data
 
     from archsweep.tracking.store import ResultStore
 
-    args = [sys.executable, "-m", "archsweep.cli", "search", "sweeps/search-quick.yaml", "-o", "searches.seeds=2",
-            "-o", "search.budget=20", "-o", "searches.report_budgets=[10,20]", "-o", f"storage={tmp_path}",
-            "-o", "tracking.mode=disabled", "--num-cpus", "2"]
+    args = [sys.executable, "-m", "archsweep.cli", "search", "sweeps/search-quick.yaml", "searches.seeds=2",
+            "search.budget=20", "searches.report_budgets=[10,20]", f"storage={tmp_path}",
+            "tracking.mode=disabled", "--num-cpus", "2"]
     root = Path(__file__).resolve().parent.parent
     first = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=root)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -272,6 +272,6 @@ def test_search_command_runs_a_search_file_prints_the_summary_and_continues(data
     assert {r.trial_id: r.updated for r in ResultStore(tmp_path / "search-quick").rows()} == {
         k: r.updated for k, r in rows.items()}
 
-    bad = subprocess.run([*args[:5], "-o", "search.strategy=annealing", "--check"], capture_output=True, text=True,
+    bad = subprocess.run([*args[:5], "search.strategy=annealing", "--check"], capture_output=True, text=True,
                          cwd=root)
     assert bad.returncode == 2 and "'search.strategy' is 'annealing'; allowed: lm_guided" in bad.stderr

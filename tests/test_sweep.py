@@ -160,3 +160,45 @@ def test_sweep_on_two_nodes_puts_trials_on_both(data_dir, tmp_path, wandb_offlin
     rows = _finished(sweep_dir_of(sweep))
     assert len(rows) == 2 and {r.status for r in rows.values()} == {"TERMINATED"}
     assert {r.paths["lm_node"] for r in rows.values()} == nodes
+
+
+def test_a_sweep_and_a_search_from_another_directory_take_relative_paths_from_there(data_dir, tmp_path):
+    """The README's offline form, `ARCHSWEEP_DATA_DIR=../shared/data`, from a working directory that is neither the
+    data's nor the repository's: the data, the cache, the sweep file and `storage` are all relative, the trials run
+    in Ray's own directories, and every trial finishes; then a search whose `search.lm_guided.prior` is a relative
+    path to one of those trials (sampled by a generator actor elsewhere) finishes too."""
+    import subprocess
+    import sys
+
+    from archsweep.tracking.store import ResultStore
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "tiny.yaml").write_text(TINY.replace("search: {enabled: true,", "search: {enabled: false,"))
+    (work / "search.yaml").write_text("name: s\nspace: nasbench201\nsearch: {budget: 12, batch_size: 6, "
+                                      "lm_guided: {candidates: 64}}\nsearches: {strategies: {lm_guided: {}}, "
+                                      "report_budgets: [6, 12]}\ntracking: {wandb: false}\n")
+    env = dict(os.environ, ARCHSWEEP_DATA_DIR=os.path.relpath(data_dir, work), WANDB_MODE="offline")
+    env.pop("ARCHSWEEP_CACHE_DIR")
+    archsweep = str(Path(sys.executable).with_name("archsweep"))
+
+    def run(*args):
+        return subprocess.run([archsweep, "--cache-dir", "cache", *args, "--num-cpus", "2"], cwd=work, env=env,
+                              capture_output=True, text=True, timeout=900)
+
+    sweep = run("sweep", "tiny.yaml", "storage=runs", "tracking.wandb=false")
+    assert sweep.returncode == 0, sweep.stdout + sweep.stderr
+    assert "all 2 trials finished" in sweep.stdout and "Traceback" not in sweep.stdout + sweep.stderr
+    rows = ResultStore(work / "runs" / "tiny").rows()
+    assert len(rows) == 2 and {r.status for r in rows} == {"TERMINATED"}
+    assert (work / "cache").is_dir() and not (Path(data_dir) / "cache").exists()
+    # the plain progress lines of a run whose output is not a terminal: one per trial started and finished
+    assert sweep.stderr.count(" started (") == 2 and sweep.stderr.count(" finished: valid_unique ") == 2
+
+    prior = os.path.relpath(rows[0].paths["trial_dir"], work)
+    search = run("search", "search.yaml", f"search.lm_guided.prior={prior}", "storage=searches")
+    assert search.returncode == 0, search.stdout + search.stderr
+    found = ResultStore(work / "searches" / "s").rows()
+    assert [r.status for r in found] == ["TERMINATED"] and found[0].metrics["queries"] == 12
+    assert found[0].config["search"]["lm_guided"]["prior"] == str(work / prior)
+    assert "searches done 1/1, queries used 12/12" in search.stderr

@@ -83,3 +83,42 @@ def test_rerunning_a_finished_stage_does_not_train_again(local_ray, tmp_path):
     assert all(torch.equal(weights[k], rerun_weights[k]) for k in weights)
     assert again["reconstruction_accuracy"] == first["reconstruction_accuracy"]
     assert again["training"]["epoch"] == 0
+
+
+def _loop_failing(config: dict) -> None:
+    """A Ray Train loop that records each attempt; it dies as a process would (a fault) or raises an archsweep
+    error, as `config["how"]` says, on the attempts listed in `config["fail_on"]`."""
+    import os
+    from pathlib import Path
+
+    import ray.train
+
+    from archsweep.errors import DataError
+
+    attempts = Path(config["attempts"])
+    if ray.train.get_context().get_world_rank() == 0:
+        with open(attempts, "a") as f:
+            f.write("attempt\n")
+    attempt = len(attempts.read_text().splitlines())
+    if attempt in config["fail_on"]:
+        if config["how"] == "data":
+            raise DataError("benchmark data file missing: /nowhere/table.csv")
+        os._exit(1)
+
+
+@pytest.mark.parametrize("how, fail_on, attempts", [("data", [1, 2, 3], 1), ("fault", [1], 2)])
+def test_archsweep_errors_end_a_stage_at_once_and_faults_restart_it(local_ray, tmp_path, how, fail_on, attempts):
+    """An error no restart can fix (bad data, config, checkpoint) ends the stage on its first attempt and is raised
+    as itself; a dead worker restarts the worker group (train.max_failures)."""
+    from archsweep.errors import DataError
+    from archsweep.train import run_trainer
+
+    log = tmp_path / "attempts.txt"
+    config = {"attempts": str(log), "fail_on": fail_on, "how": how}
+    kwargs = dict(name="probe", out_dir=tmp_path, num_workers=1, cpus_per_worker=1, use_gpu=False, max_failures=2)
+    if how == "data":
+        with pytest.raises(DataError, match="benchmark data file missing: /nowhere/table.csv"):
+            run_trainer(_loop_failing, config, **kwargs)
+    else:
+        assert run_trainer(_loop_failing, config, **kwargs).error is None
+    assert len(log.read_text().splitlines()) == attempts

@@ -27,6 +27,7 @@ from archsweep.spaces import Cell, get_space
 NAME = "nasbench101"
 DATASET = "cifar10"
 SUBSET_FILES = ("nasbench101/nb101_val_acc_20k.json", "nasbench101/nb101_val_acc_10k.json")
+FILES = SUBSET_FILES  # what the default `load` reads
 SUBSET_EPOCHS = (4, 12, 36, 108)
 SUBSET_SIZE = 30_001
 SUBSET_LABEL = "NAS-Bench-101 30,001-cell subset (one run, validation accuracy only)"

@@ -28,6 +28,7 @@ TEST_FILE = "nasbench201/nats_bench_test_acc.csv"
 TEST_COLUMNS = {"cifar10": "CIFAR10TestAccuracy200Epochs", "cifar100": "CIFAR100TestAccuracy200Epochs",
                 "ImageNet16-120": "ImageNetTestAccuracy200Epochs"}
 RUN_COLUMNS = {"train": "train accuracy", "val": "validation accuracy", "test": "test accuracy"}
+FILES = (TEST_FILE, *(f"nasbench201/nasbench201_{dataset}.csv" for dataset in DATASETS))  # what `load` reads
 
 
 def _read(path: Path, columns: list[str]) -> tuple[list[str], dict[str, np.ndarray]]:
@@ -56,7 +57,7 @@ def load(data_dir: str | os.PathLike | None = None) -> TableBenchmark:
         raise DataError(f"{TEST_FILE}: {len(archs)} rows, expected {space.num_cells}")
     accuracy = {}
     for dataset in DATASETS:
-        relpath = f"nasbench201/nasbench201_{dataset}.csv"
+        relpath = FILES[1 + DATASETS.index(dataset)]
         run_archs, run = _read(require(relpath, data_dir), list(RUN_COLUMNS.values()))
         if run_archs != archs:
             raise DataError(f"{relpath}: its rows are not in the architecture order of {TEST_FILE}")

@@ -99,18 +99,24 @@ def start_driver(cfg: Config, path: Path, benchmark_ref, evaluators: list, gener
 
 
 def run_searches(spec: SearchFile, *, search_dir: str | Path | None = None, data_dir: str | None = None,
-                 progress: Callable[[int, int, int], None] | None = None) -> list:
+                 progress: Callable[[int, int, int], None] | None = None, raise_on_failure: bool = True) -> list:
     """Run (or continue) every search of the file on the Ray this process is connected to; returns the result
-    store's rows. `progress(queries done, queries in all, searches finished)` is called while they run."""
+    store's rows. `progress(queries done, queries in all, searches finished)` is called while they run. A search
+    that fails is recorded (one-line error, `error.log` beside its state) while the others go on; then a
+    SearchError, unless `raise_on_failure` is False (the rows say which failed)."""
     from archsweep.benchmarks import load_benchmark
     from archsweep.sweep.run import _yaml
+    from archsweep.sweep.spec import same_spec
     from archsweep.tracking.store import ResultStore, Row
     from archsweep.tracking.wandb import check_login
 
     check_login(spec.tracking)
+    from archsweep.benchmarks import check_data
+
+    check_data([spec.base.space], data_dir)
     search_dir = Path(search_dir) if search_dir else search_dir_of(spec)
     saved = search_dir / "search.yaml"
-    if saved.is_file() and saved.read_text() != _yaml(spec.to_dict()):
+    if saved.is_file() and not same_spec(saved, spec.to_dict()):
         raise SearchError(f"{search_dir} holds a different search named {spec.name!r}; give this one another name "
                           "(`-o name=...`) or storage (`-o storage=...`), or remove that directory")
     search_dir.mkdir(parents=True, exist_ok=True)
@@ -154,8 +160,14 @@ def run_searches(spec: SearchFile, *, search_dir: str | Path | None = None, data
             try:
                 summary = ray.get(ref)
             except Exception as exc:  # the driver failed for good (restarts spent): recorded, the others go on
-                log.error("search %s failed: %s", rid, exc)
-                store.put(Row(rid, "ERROR", to_dict(cfg), paths={"state": str(path)}, error=str(exc)[-4000:]))
+                from archsweep.sweep.run import one_line
+
+                error_log = path.parent / "error.log"
+                error_log.parent.mkdir(parents=True, exist_ok=True)
+                error_log.write_text(str(exc))
+                log.info("search %s failed: %s", rid, exc)
+                store.put(Row(rid, "ERROR", to_dict(cfg), paths={"state": str(path), "log": str(error_log)},
+                              error=one_line(str(exc))))
                 failed.append(rid)
                 continue
             finally:
@@ -171,7 +183,7 @@ def run_searches(spec: SearchFile, *, search_dir: str | Path | None = None, data
         import wandb
 
         wandb.teardown()  # wait until every run is written
-    if failed:
+    if failed and raise_on_failure:
         raise SearchError(f"{len(failed)} of {len(runs)} searches failed ({', '.join(failed[:5])}); their errors are "
                           f"in {store.path} (`archsweep report {search_dir}`); run the file again to retry them")
     return store.rows()

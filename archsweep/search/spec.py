@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from archsweep.benchmarks import DATASETS
-from archsweep.config import ALL_KEYS, Config, ConfigError, _suggest, from_dict, to_dict
+from archsweep.config import ALL_KEYS, Config, ConfigError, _suggest, absolute_patch, from_dict, to_dict
+from archsweep.settings import absolute
 from archsweep.sweep.spec import TrackingSettings, _check_settings, _patched, _settings, _with, read_spec_file
 
 STRATEGIES = ("lm_guided", "regularized_evolution", "random")
@@ -93,7 +94,9 @@ def load_search_file(path: str | os.PathLike, overrides: list[str] | tuple[str, 
     from archsweep.sweep.spec import TuneSettings
 
     _check_settings(TuneSettings(), tracking, source)
-    spec = SearchFile(name, base, searches, tracking, str(sections.get("storage") or "runs/searches"), source)
+    searches.strategies = {label: absolute_patch(patch or {}) for label, patch in searches.strategies.items()}
+    spec = SearchFile(name, base, searches, tracking, str(absolute(sections.get("storage") or "runs/searches")),
+                      source)
     for label, patch in searches.strategies.items():
         where = f"{source}: searches.strategies.{label}"
         config = to_dict(base)

@@ -82,19 +82,77 @@ def _client(address: str):
         raise _job_server_error(address, exc) from None
 
 
+def cluster_path(path: str) -> tuple[str, bool]:
+    """(the path as the cluster will see it, whether it was relative): a submitted sweep runs in the job's
+    temporary working directory on the head node, so a relative path is taken from the home directory of the
+    cluster's user instead (`~` is expanded there, by the job)."""
+    if path.startswith(("/", "~")):
+        return path, False
+    return "~/" + path.removeprefix("./"), True
+
+
+def check_archsweep_on_cluster(client, address: str, timeout: float = 120.0) -> str:
+    """Run `archsweep --version` as a tiny Ray Job, as the sweep's job will run it; its version line, or a
+    ClusterConfigError with the fix when the cluster cannot find archsweep (Ray started from outside the
+    environment archsweep is installed in)."""
+    import time
+
+    job = client.submit_job(entrypoint="archsweep --version", entrypoint_num_cpus=0,
+                            metadata={"archsweep_check": "version"})
+    deadline = time.monotonic() + timeout
+    while (status := str(client.get_job_status(job))) not in ("SUCCEEDED", "FAILED", "STOPPED"):
+        if time.monotonic() > deadline:
+            client.stop_job(job)
+            raise ClusterConfigError(f"the cluster at {address} did not run a 1-second check job within "
+                                     f"{timeout:.0f} s (status {status}); is it busy, or its head overloaded?")
+        time.sleep(0.5)
+    logs = _scrub(client.get_job_logs(job))
+    try:
+        client.delete_job(job)
+    except Exception:  # only tidiness: the check job stays in the job list
+        pass
+    if status == "SUCCEEDED":
+        return logs.strip().splitlines()[-1] if logs.strip() else ""
+    if "not found" in logs or "No such file" in logs:
+        raise ClusterConfigError(
+            f"the cluster at {address} cannot find the `archsweep` command (its job said: "
+            f"{logs.strip().splitlines()[-1][:200] if logs.strip() else 'nothing'}). Start Ray on the cluster from "
+            "the environment where archsweep is installed (activate its venv, or put its bin/ directory on PATH, "
+            "before `ray start`), or install archsweep on every node (the cluster YAMLs' setup_commands do)")
+    raise ClusterConfigError(f"`archsweep --version` failed on the cluster at {address} ({status}): "
+                             f"{logs.strip()[-500:] or 'no output'}")
+
+
 def submit_sweep(sweep_file: str | os.PathLike, address: str, overrides: tuple[str, ...] = (),
-                 data_dir: str | None = None) -> str:
-    """Check the sweep here, then submit `archsweep sweep` as a Ray Job running it on the cluster; returns the job
-    id. The sweep file travels as the job's working directory; the cluster must have archsweep installed (the
-    cluster YAMLs do) and the data (or `data_dir`, a path on the cluster)."""
+                 data_dir: str | None = None, notes=None) -> str:
+    """Check the sweep here, check that the cluster can run archsweep, then submit `archsweep sweep` as a Ray Job
+    running it on the cluster; returns the job id. The sweep file travels as the job's working directory; the
+    cluster must have archsweep installed (the cluster YAMLs do) and the data (or `data_dir`, a path on the
+    cluster). Paths are the cluster's: a relative `storage` is taken from the cluster user's home directory
+    (`cluster_path`). `notes(line)` is told where the sweep will read and write, as the cluster sees it."""
     import shlex
     import shutil
     import tempfile
 
-    from archsweep.sweep.spec import load_sweep
+    from archsweep.sweep.spec import SECTIONS, load_sweep, read_spec_file
 
     sweep = load_sweep(sweep_file, overrides)  # fail here, not on the cluster
+    if data_dir and not data_dir.startswith(("/", "~")):
+        raise ClusterConfigError(f"--cluster-data-dir {data_dir!r} is relative; give the data directory as the "
+                                 "cluster's nodes see it: an absolute path or one under ~ (their user's home)")
+    _, sections, _, _ = read_spec_file(Path(sweep_file), overrides, SECTIONS, ("tune", "tracking"), "sweep")
+    storage, relative = cluster_path(str(sections.get("storage") or "runs/sweeps"))
+    say = notes or (lambda line: None)
+    say(f"on the cluster: results in {storage.rstrip('/')}/{sweep.name}" + (
+        " (a relative storage is taken from the home directory of the cluster's user)" if relative else ""))
+    say(f"on the cluster: benchmark data from {data_dir}" if data_dir else
+        "on the cluster: benchmark data from the nodes' own data directory (their ARCHSWEEP_DATA_DIR, or the "
+        "per-user data dir); --cluster-data-dir sets it")
     client = _client(address)
+    try:
+        say(f"on the cluster: {check_archsweep_on_cluster(client, address)}")
+    except (ConnectionError, RuntimeError) as exc:
+        raise _job_server_error(address, exc) from None
     from archsweep.tracking.wandb import PASSED_ON  # the W&B settings set here; never the API key
 
     env = {k: os.environ[k] for k in PASSED_ON if os.environ.get(k)}
@@ -102,8 +160,7 @@ def submit_sweep(sweep_file: str | os.PathLike, address: str, overrides: tuple[s
         env["ARCHSWEEP_DATA_DIR"] = data_dir
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copyfile(sweep_file, Path(tmp) / "sweep.yaml")
-        command = ["archsweep", "sweep", "sweep.yaml", "--address", "auto",
-                   *[arg for o in overrides for arg in ("-o", o)]]
+        command = ["archsweep", "sweep", "sweep.yaml", "--address", "auto", *overrides, f"storage={storage}"]
         try:
             return client.submit_job(entrypoint=" ".join(shlex.quote(c) for c in command),
                                      runtime_env={"working_dir": tmp, "env_vars": env},
@@ -114,6 +171,12 @@ def submit_sweep(sweep_file: str | os.PathLike, address: str, overrides: tuple[s
 
 def job_status(address: str, job_id: str) -> str:
     return str(_client(address).get_job_status(job_id))
+
+
+def job_outcome(address: str, job_id: str) -> tuple[str, str]:
+    """(status, Ray's message about it) of a job, e.g. ("FAILED", "Job entrypoint command failed with exit code 1")."""
+    info = _client(address).get_job_info(job_id)
+    return str(info.status), _scrub(info.message or "")
 
 
 def job_logs(address: str, job_id: str) -> str:

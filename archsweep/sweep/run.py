@@ -16,12 +16,13 @@ import hashlib
 import json
 import math
 import os
+import re
 from dataclasses import asdict
 from pathlib import Path
 
 from archsweep.config import Config, from_dict, to_dict
 from archsweep.errors import ArchsweepError
-from archsweep.sweep.spec import Sweep, _set, load_sweep, trial_configs
+from archsweep.sweep.spec import Sweep, _set, load_sweep, same_spec, trial_configs
 
 EXPERIMENT = "trials"
 # The trial's own process only waits on its Ray Train workers, so it holds no CPU (a bundle of nothing at all is
@@ -29,12 +30,20 @@ EXPERIMENT = "trials"
 TRIAL_RESOURCES = {"cpu": 0, "memory": 64 * 2**20}
 # Settings that change how a stage runs, not what it computes: left out of the reuse key.
 EXECUTION_ONLY = {"cpus_per_worker", "gpus_per_worker", "checkpoint_every", "max_failures"}
+# The result a trial reports when it fails with an archsweep error: its one-line message (see `FailFast`).
+FATAL = "archsweep/error"
 GENERATION = ("validity", "uniqueness", "novelty", "uniqueness_str", "novelty_str", "valid_unique",
               "valid_unique_novel")
 
 
 class SweepError(ArchsweepError):
     pass
+
+
+def one_line(error: str) -> str:
+    """The line of an error (or a traceback, whose last line is the exception) that says what went wrong."""
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else "unknown error")[:400]
 
 
 def upstream_key(cfg: Config) -> str:
@@ -105,8 +114,7 @@ def run_trial(config: dict, sweep_dir: str, env: dict, log_level: str = "WARNING
     """One Tune trial: the pipeline for `config`, its VQ-VAE shared, its LM stage in the trial directory."""
     import ray.tune
 
-    from archsweep.stages import lm as lm_stage
-    from archsweep.tracking.store import ResultStore, Row
+    from archsweep.tracking.store import ResultStore
 
     os.environ.update(env)
     cfg = from_dict(config.get("trial", config))
@@ -115,8 +123,27 @@ def run_trial(config: dict, sweep_dir: str, env: dict, log_level: str = "WARNING
     if done is not None and done.status == "TERMINATED":  # finished before a driver died, after Tune's last save
         ray.tune.report(done.metrics)
         return
-    trial_dir = Path(context.get_trial_dir())
-    vq, vq_dir, reused = shared_vqvae(cfg, Path(sweep_dir) / "artifacts", env, log_level)
+    try:
+        _run_pipeline(cfg, context, Path(sweep_dir), env, log_level)
+    except Exception as exc:
+        from archsweep.train import fatal_error
+
+        if (fatal := fatal_error(exc)) is not None:  # no retry can fix it: the store callback stops Tune retrying
+            ray.tune.report({FATAL: one_line(str(fatal))})
+        raise
+
+
+def _run_pipeline(cfg: Config, context, sweep_dir: Path, env: dict, log_level: str) -> None:
+    import ray.tune
+
+    from archsweep.stages import lm as lm_stage
+    from archsweep.tracking.store import ResultStore, Row
+
+    # The trial's directory in the sweep's storage, not Tune's working copy in this node's Ray session directory:
+    # the LM stage's checkpoints must outlive this node, and the store must point where the results stay.
+    trial_dir = sweep_dir / EXPERIMENT / Path(context.get_trial_dir()).name
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    vq, vq_dir, reused = shared_vqvae(cfg, sweep_dir / "artifacts", env, log_level)
     results = {"config": to_dict(cfg), "vqvae": {k: v for k, v in vq.items() if k != "config"},
                "vqvae_reused": reused, "vqvae_dir": str(vq_dir)}
     if cfg.vqvae.model == "vae":
@@ -246,6 +273,14 @@ def build_tuner(sweep: Sweep, sweep_dir: Path, callbacks: list, env: dict, log_l
     )
 
 
+def check_sweep_data(sweep: Sweep) -> None:
+    """The benchmark tables every trial of the sweep reads, verified here in the driver (a DataError in seconds,
+    not after each trial has trained)."""
+    from archsweep.benchmarks import check_data
+
+    check_data({c["space"] for c in trial_configs(sweep)} | set(sweep.axes.get("space", {}).get("choice", [])))
+
+
 def run_sweep(sweep: Sweep, *, sweep_dir: str | Path | None = None, resume: bool = False, callbacks: list = (),
               log_level: str = "WARNING"):
     """Run (or, with `resume`, continue) the sweep on the Ray this process is connected to; returns the
@@ -255,11 +290,12 @@ def run_sweep(sweep: Sweep, *, sweep_dir: str | Path | None = None, resume: bool
     from archsweep.tracking.wandb import check_login, wandb_callback, wandb_env
 
     check_login(sweep.tracking)
+    check_sweep_data(sweep)
     concurrency = cluster_concurrency(sweep)  # a trial that can never run is refused before anything is written
     sweep_dir = Path(sweep_dir) if sweep_dir else sweep_dir_of(sweep)
     spec = sweep_dir / "sweep.yaml"
     if not resume and spec.is_file():  # the same sweep again continues it; another one may not overwrite it
-        if spec.read_text() != _yaml(sweep.to_dict()):
+        if not same_spec(spec, sweep.to_dict()):
             raise SweepError(f"{sweep_dir} holds a different sweep named {sweep.name!r}; give this one another "
                              "name (`-o name=...`) or storage (`-o storage=...`), or remove that directory")
         resume = (sweep_dir / EXPERIMENT).is_dir()
@@ -275,7 +311,8 @@ def run_sweep(sweep: Sweep, *, sweep_dir: str | Path | None = None, resume: bool
         os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "60")  # "took 3 s" notes about a loaded 2-core machine
     from ray.tune.logger import JsonLoggerCallback
 
-    callbacks = [*callbacks, JsonLoggerCallback(), _store_callback(sweep_dir), *wandb_callback(sweep, sweep_dir)]
+    callbacks = [*callbacks, JsonLoggerCallback(), _store_callback(sweep_dir, sweep.tune.max_failures),
+                 *wandb_callback(sweep, sweep_dir)]
     tuner = build_tuner(sweep, sweep_dir, callbacks, env, log_level, resume, concurrency)
     return tuner.fit()
 
@@ -299,9 +336,14 @@ def _config_of(trial) -> dict:
     return trial.config.get("trial", trial.config)
 
 
-def _store_callback(sweep_dir: Path):
+def _store_callback(sweep_dir: Path, max_failures: int):
     """A Tune callback that records trial starts and failures in the result store (trials record their own
-    success, see `run_trial`)."""
+    success, see `run_trial`), and keeps Tune from retrying a trial that failed with an archsweep error.
+
+    A failed trial's row holds the error's one-line message and the path of `error.log` in the trial directory,
+    which holds every failure's full traceback. Tune retries each failed trial up to `tune.max_failures` times;
+    a trial that reported `FATAL` just before failing gets no retry (its limit is set to 0 before Tune decides,
+    and set back when the trial starts again, e.g. when the sweep is resumed after the data is mended)."""
     from ray import tune
 
     from archsweep.tracking.store import ResultStore, Row
@@ -310,14 +352,23 @@ def _store_callback(sweep_dir: Path):
 
     class StoreCallback(tune.Callback):
         def on_trial_start(self, iteration, trials, trial, **info):
+            trial.max_failures = max_failures
             if (row := store.get(trial.trial_id)) is None or row.status != "TERMINATED":
                 store.put(Row(trial.trial_id, "RUNNING", _config_of(trial), paths={"trial_dir": trial.path}))
 
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if FATAL in result:
+                trial.max_failures = 0
+
         def on_trial_error(self, iteration, trials, trial, **info):
-            error = None
-            if trial.error_file and Path(trial.error_file).is_file():
-                error = Path(trial.error_file).read_text()[-4000:]
-            store.put(Row(trial.trial_id, "ERROR", _config_of(trial), paths={"trial_dir": trial.path},
-                          error=error))
+            text = ""
+            if trial.error_file and Path(trial.error_file).is_file():  # Ray colours the worker's name: plain text
+                text = re.sub(r"\x1b\[[0-9;]*m", "", Path(trial.error_file).read_text())
+            log = Path(trial.path) / "error.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text(text)
+            message = (trial.last_result or {}).get(FATAL) or one_line(text)
+            store.put(Row(trial.trial_id, "ERROR", _config_of(trial), paths={"trial_dir": trial.path,
+                                                                               "log": str(log)}, error=message))
 
     return StoreCallback()

@@ -21,7 +21,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from archsweep.config import ALL_KEYS, Config, ConfigError, _suggest, check_plain, from_dict, read_yaml, to_dict
+from archsweep.config import (ALL_KEYS, Config, ConfigError, _suggest, absolute_path, absolute_patch, check_plain,
+                              from_dict, read_yaml, to_dict)
+from archsweep.settings import absolute
 
 SPEC_KINDS = {  # name -> number of arguments (None: a non-empty list of values)
     "grid": None,
@@ -111,6 +113,7 @@ def _check_axis(key: str, spec: Any, base: dict, source: str) -> dict[str, list]
     if not isinstance(args, list) or not args:
         raise ConfigError(f"{where}: {kind} takes a non-empty list, e.g. {{{kind}: [1, 2]}}")
     if SPEC_KINDS[kind] is None:
+        args = [absolute_path(key, value) for value in args]
         for value in args:  # each value must make a valid configuration on its own
             _with(base, key, value, f"{where}: value {value!r}")
         return {kind: list(args)}
@@ -206,6 +209,7 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] =
     if extra and any("grid" not in spec for spec in axes.values()):
         raise ConfigError(f"{source}: 'extra_trials' needs every sweep axis to be a grid (the trials are listed "
                           "one by one)")
+    extra = [absolute_patch(patch) for patch in extra]
     for i, patch in enumerate(extra):
         config = to_dict(base)
         for key, value in patch.items():
@@ -216,12 +220,22 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] =
     tracking = _settings(TrackingSettings, sections.get("tracking"), "tracking", source)
     _check_settings(tune, tracking, source)
     sweep = Sweep(name=name, base=base, axes=axes, tune=tune, tracking=tracking,
-                  storage=str(sections.get("storage") or "runs/sweeps"), extra_trials=extra, source=source)
+                  storage=str(absolute(sections.get("storage") or "runs/sweeps")), extra_trials=extra, source=source)
     models = {c["vqvae"]["model"] for c in trial_configs(sweep)} | set(axes.get("vqvae.model", {}).get("choice", []))
     if tune.scheduler == "asha" and "vae" in models:
         raise ConfigError(f"{source}: 'tune.scheduler' asha stops trials on the LM's held-out loss, which the VAE "
                           "baseline (vqvae.model=vae) has not; use scheduler fifo for a sweep with it")
     return sweep
+
+
+def same_spec(saved: Path, spec: dict) -> bool:
+    """Whether the sweep/search file saved in a directory is the one `spec` describes: the same configuration,
+    axes and settings (where it is stored is the directory itself, so `storage` is not compared)."""
+    from omegaconf import OmegaConf
+
+    old = OmegaConf.to_container(OmegaConf.load(saved), resolve=False)
+    return isinstance(old, dict) and {k: v for k, v in old.items() if k != "storage"} == \
+        {k: v for k, v in spec.items() if k != "storage"}
 
 
 def _check_settings(tune: TuneSettings, tracking: TrackingSettings, source: str) -> None:

@@ -2,8 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def fatal_error(error: BaseException) -> BaseException | None:
+    """The archsweep error behind a failed Ray Train run (bad data, bad config, an unreadable checkpoint), which no
+    restart can fix; None for faults (a dead worker, a lost node), which a restart from the last checkpoint can."""
+    from archsweep.errors import ArchsweepError
+
+    if isinstance(error, ArchsweepError):
+        return error
+    for failure in (getattr(error, "worker_failures", None) or {}).values():
+        if isinstance(failure, ArchsweepError):
+            return failure
+    return None
 
 
 def run_trainer(loop: Callable[[dict], None], loop_config: dict, *, name: str, out_dir: str | Path, num_workers: int,
@@ -12,18 +28,35 @@ def run_trainer(loop: Callable[[dict], None], loop_config: dict, *, name: str, o
     """Run `loop` on `num_workers` Ray Train workers (DDP process group: gloo on CPU, NCCL on GPUs) and return
     Ray's `Result`. The run's state lives in `out_dir/ray/<name>`, so the same call resumes an interrupted run
     from its last checkpoint, and a finished one is not trained again. `callbacks`: Ray Train callbacks, e.g. the
-    one a sweep trial uses to forward each epoch's report to Tune."""
-    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    one a sweep trial uses to forward each epoch's report to Tune.
+
+    Restarts are decided here rather than by Ray Train's FailureConfig, which retries every error alike: a fault
+    restarts the worker group from the last checkpoint (up to `max_failures` times, -1: always), while an
+    archsweep error raised by a worker ends the run at once and is raised here as itself."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchTrainer
 
     resources = {"CPU": cpus_per_worker} | ({"GPU": gpus_per_worker} if use_gpu else {})
-    trainer = TorchTrainer(
-        loop,
-        train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources),
-        run_config=RunConfig(name=name, storage_path=str(Path(out_dir).resolve() / "ray"),
-                             failure_config=FailureConfig(max_failures=max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2),
-                             logging_config=LoggingConfig(log_level=log_level), callbacks=callbacks or []),
-    )
-    return trainer.fit()
+    failures = 0
+    while True:
+        trainer = TorchTrainer(
+            loop,
+            train_loop_config=loop_config,
+            scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources),
+            run_config=RunConfig(name=name, storage_path=str(Path(out_dir).resolve() / "ray"),
+                                 failure_config=FailureConfig(max_failures=0),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2),
+                                 logging_config=LoggingConfig(log_level=log_level), callbacks=callbacks or []),
+        )
+        try:
+            return trainer.fit()
+        except TrainingFailedError as exc:
+            fatal = fatal_error(exc)
+            if fatal is not None:
+                raise fatal from None
+            failures += 1
+            if 0 <= max_failures < failures:
+                raise
+            log.warning("%s stage: the worker group failed (%s); restarting it from the last checkpoint "
+                        "(restart %d of %s)", name, str(exc).strip().splitlines()[-1][:200], failures,
+                        "unlimited" if max_failures < 0 else max_failures)
