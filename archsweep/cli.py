@@ -359,12 +359,12 @@ class _SweepMonitor:
     def _events(self, rows) -> None:
         """Plain lines for what changed since the last poll."""
         now = {r.trial_id: r.status for r in rows}
-        if self.seen is None:  # a resumed sweep: say once what was there already
+        if self.seen is None:  # a resumed sweep: say once what had ended already; what runs gets its own line
             counts = self._counts(rows)
             if rows:
-                self.console.print(f"[{_clock(0)}] {counts['finished']} finished, {counts['failed']} failed, "
-                                   f"{counts['running']} running of {self.total} trials", highlight=False, soft_wrap=True)
-            self.seen = {}
+                self.console.print(f"[{_clock(0)}] {counts['finished']} finished, {counts['failed']} failed of "
+                                   f"{self.total} trials already", highlight=False, soft_wrap=True)
+            self.seen = {r.trial_id: r.status for r in rows if r.status != "RUNNING"}
         for row in rows:
             if self.seen.get(row.trial_id) == row.status:
                 continue
