@@ -89,6 +89,8 @@ BAD = {
     "asha with the VAE baseline": ("tune: {scheduler: asha}\nsweep: {vqvae.model: {grid: [vqvae, vae]}}",
                                    "asha stops trials on the LM's held-out loss"),
     "unknown space": ("space: nasbench301", "'space' is 'nasbench301'; allowed: nasbench101, nasbench201"),
+    "asha on a metric the LM never reports": ("tune: {scheduler: asha, scheduler_metric: lm/held_out_loss}",
+                                              "'tune.scheduler_metric' is 'lm/held_out_loss'; allowed with asha"),
 }
 
 
@@ -171,3 +173,12 @@ def test_schedulers(tmp_path):
     asha = scheduler(load_sweep(write(tmp_path, GOOD), ["tune.scheduler=asha", "tune.grace_period=1"]))
     assert isinstance(asha, ASHAScheduler)
     assert (asha._metric, asha._mode, asha._time_attr) == ("lm/heldout_loss", "min", "training_iteration")
+
+
+def test_paths_in_a_sweep_file_are_taken_from_the_working_directory(tmp_path, monkeypatch):
+    """`storage`, and a prior given as a grid value, mean what the user typed where the command ran."""
+    path = write(tmp_path, "name: t\nstorage: runs\nsweep: {search.lm_guided.prior: {grid: [priors/a, /abs/b]}}\n")
+    monkeypatch.chdir(tmp_path / "..")
+    sweep = load_sweep(Path(tmp_path.name) / path.name)
+    assert sweep.storage == str(tmp_path.parent / "runs")
+    assert sweep.axes["search.lm_guided.prior"] == {"grid": [str(tmp_path.parent / "priors" / "a"), "/abs/b"]}

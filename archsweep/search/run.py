@@ -118,7 +118,7 @@ def run_searches(spec: SearchFile, *, search_dir: str | Path | None = None, data
     saved = search_dir / "search.yaml"
     if saved.is_file() and not same_spec(saved, spec.to_dict()):
         raise SearchError(f"{search_dir} holds a different search named {spec.name!r}; give this one another name "
-                          "(`-o name=...`) or storage (`-o storage=...`), or remove that directory")
+                          "(`name=...`) or storage (`storage=...`), or remove that directory")
     search_dir.mkdir(parents=True, exist_ok=True)
     saved.write_text(_yaml(spec.to_dict()))
     store = ResultStore(search_dir)

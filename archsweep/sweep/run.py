@@ -30,7 +30,7 @@ EXPERIMENT = "trials"
 TRIAL_RESOURCES = {"cpu": 0, "memory": 64 * 2**20}
 # Settings that change how a stage runs, not what it computes: left out of the reuse key.
 EXECUTION_ONLY = {"cpus_per_worker", "gpus_per_worker", "checkpoint_every", "max_failures"}
-# The result a trial reports when it fails with an archsweep error: its one-line message (see `FailFast`).
+# The result a trial reports when it fails with an archsweep error: its one-line message (see `_store_callback`).
 FATAL = "archsweep/error"
 GENERATION = ("validity", "uniqueness", "novelty", "uniqueness_str", "novelty_str", "valid_unique",
               "valid_unique_novel")
@@ -297,7 +297,7 @@ def run_sweep(sweep: Sweep, *, sweep_dir: str | Path | None = None, resume: bool
     if not resume and spec.is_file():  # the same sweep again continues it; another one may not overwrite it
         if not same_spec(spec, sweep.to_dict()):
             raise SweepError(f"{sweep_dir} holds a different sweep named {sweep.name!r}; give this one another "
-                             "name (`-o name=...`) or storage (`-o storage=...`), or remove that directory")
+                             "name (`name=...`) or storage (`storage=...`), or remove that directory")
         resume = (sweep_dir / EXPERIMENT).is_dir()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
@@ -306,6 +306,9 @@ def run_sweep(sweep: Sweep, *, sweep_dir: str | Path | None = None, resume: bool
     os.environ.update(env)
     # Tune's per-trial CSV and TensorBoard files duplicate what the store and W&B hold (result.json is kept)
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # Tune would stop the whole sweep on a result without ASHA's metric, such as a failing trial's FATAL report;
+    # the metric is checked against what the LM reports when the sweep file is read (spec.ASHA_METRICS) instead.
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     if log_level != "INFO":  # Tune's own console output; the CLI shows a progress bar and the report instead
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "60")  # "took 3 s" notes about a loaded 2-core machine

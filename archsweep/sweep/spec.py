@@ -35,6 +35,8 @@ SPEC_KINDS = {  # name -> number of arguments (None: a non-empty list of values)
 SEARCHES = ("grid", "random")
 SCHEDULERS = ("fifo", "asha")
 WANDB_MODES = ("offline", "online", "disabled")
+# What the LM stage reports every epoch (archsweep/train/lm.py), which ASHA can stop trials on.
+ASHA_METRICS = ("lm/heldout_loss", "lm/heldout_perplexity", "lm/loss")
 
 
 @dataclass
@@ -243,6 +245,9 @@ def _check_settings(tune: TuneSettings, tracking: TrackingSettings, source: str)
         raise ConfigError(f"{source}: 'tune.search' is {tune.search!r}; allowed: {', '.join(SEARCHES)}")
     if tune.scheduler not in SCHEDULERS:
         raise ConfigError(f"{source}: 'tune.scheduler' is {tune.scheduler!r}; allowed: {', '.join(SCHEDULERS)}")
+    if tune.scheduler == "asha" and tune.scheduler_metric not in ASHA_METRICS:
+        raise ConfigError(f"{source}: 'tune.scheduler_metric' is {tune.scheduler_metric!r}; allowed with asha (what "
+                          f"the LM reports every epoch): {', '.join(ASHA_METRICS)}")
     for key in ("mode", "scheduler_mode"):
         if getattr(tune, key) not in ("min", "max"):
             raise ConfigError(f"{source}: 'tune.{key}' is {getattr(tune, key)!r}; allowed: min, max")
