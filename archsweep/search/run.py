@@ -104,15 +104,13 @@ def run_searches(spec: SearchFile, *, search_dir: str | Path | None = None, data
     store's rows. `progress(queries done, queries in all, searches finished)` is called while they run. A search
     that fails is recorded (one-line error, `error.log` beside its state) while the others go on; then a
     SearchError, unless `raise_on_failure` is False (the rows say which failed)."""
-    from archsweep.benchmarks import load_benchmark
+    from archsweep.benchmarks import check_data, load_benchmark
     from archsweep.sweep.run import _yaml
     from archsweep.sweep.spec import same_spec
     from archsweep.tracking.store import ResultStore, Row
     from archsweep.tracking.wandb import check_login
 
     check_login(spec.tracking)
-    from archsweep.benchmarks import check_data
-
     check_data([spec.base.space], data_dir)
     search_dir = Path(search_dir) if search_dir else search_dir_of(spec)
     saved = search_dir / "search.yaml"
