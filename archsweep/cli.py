@@ -37,7 +37,7 @@ def _progress():
 def _absolute(ctx, param, value):
     """A path the user typed, made absolute against the directory the command was started in, once, before any
     Ray process starts (trials, Ray Train workers and actors run elsewhere and see only this absolute path)."""
-    if value is None or value == ():
+    if value is None:
         return value
     from archsweep.settings import absolute
 
@@ -422,14 +422,7 @@ def _start_sweep_ray(sweep, address: str | None, num_cpus: int | None) -> str:
     from archsweep.tracking.wandb import check_login, wandb_env
 
     check_login(sweep.tracking)
-    from archsweep.search.spec import SearchFile
-
-    if isinstance(sweep, SearchFile):
-        check_data([sweep.base.space])
-    else:
-        from archsweep.sweep.run import check_sweep_data
-
-        check_sweep_data(sweep)
+    check_data(sweep.spaces())
     verbose = click.get_current_context().find_root().params["verbose"] > 0
     env = wandb_env(sweep.tracking)
     if address:
@@ -524,7 +517,7 @@ def sweep_command(sweep_file, overrides, address, num_cpus, check):
     """Run a sweep (see sweeps/*.yaml): Ray Tune trials of the pipeline, logged to the result store and W&B,
     then print the report. Exit status 1 if any trial failed.
 
-    OVERRIDES set keys of the sweep file: the base config (`lm.epochs=4`), `tune.*`, `tracking.*`, `name`,
+    KEY=VALUE arguments set keys of the sweep file: the base config (`lm.epochs=4`), `tune.*`, `tracking.*`, `name`,
     `storage`. Relative paths (the file, `storage`, `search.lm_guided.prior`) are taken from the current
     directory."""
     if check:
@@ -636,7 +629,7 @@ def search_command(search_file, overrides, address, num_cpus, check):
     recorded; then the summary over seeds. Running the file again continues an interrupted search. Exit status 1
     if any search failed.
 
-    OVERRIDES set keys of the search file: the base config incl. `search.*`, `searches.*`, `tracking.*`, `name`,
+    KEY=VALUE arguments set keys of the search file: the base config incl. `search.*`, `searches.*`, `tracking.*`, `name`,
     `storage`. Relative paths (the file, `storage`, `search.lm_guided.prior`) are taken from the current
     directory."""
     from archsweep.search.spec import load_search_file
@@ -723,7 +716,7 @@ _ADDRESS = click.option("--address", envvar="RAY_ADDRESS", required=True,
 def submit_command(sweep_file, overrides, address, cluster_data_dir, follow):
     """Submit a sweep to a Ray cluster as a Ray Job; prints the job id.
 
-    OVERRIDES as for `archsweep sweep`. Paths are the cluster's: a relative `storage` is taken from the home
+    KEY=VALUE arguments as for `archsweep sweep`. Paths are the cluster's: a relative `storage` is taken from the home
     directory of the cluster's user. Before submitting, a one-second job checks that the cluster can run
     archsweep."""
     from archsweep.sweep.cluster import follow_job_logs, job_outcome, submit_sweep

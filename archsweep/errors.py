@@ -5,6 +5,12 @@ class ArchsweepError(Exception):
     """Base class: the message names what is wrong and how to fix it."""
 
 
+def one_line(error: str) -> str:
+    """The line of an error (or a traceback, whose last line is the exception) that says what went wrong."""
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else "unknown error")[:400]
+
+
 class UnknownNameError(ArchsweepError, KeyError):
     """A name (space, benchmark, dataset, split, ...) that no registry knows."""
 

@@ -21,6 +21,7 @@ import numpy as np
 import ray
 
 from archsweep.config import Config, from_dict, to_dict
+from archsweep.errors import one_line
 from archsweep.search.loop import SearchError, SearchState, curves, lookup, run_search
 from archsweep.search.spec import SearchFile
 
@@ -111,7 +112,7 @@ def run_searches(spec: SearchFile, *, search_dir: str | Path | None = None, data
     from archsweep.tracking.wandb import check_login
 
     check_login(spec.tracking)
-    check_data([spec.base.space], data_dir)
+    check_data(spec.spaces(), data_dir)
     search_dir = Path(search_dir) if search_dir else search_dir_of(spec)
     saved = search_dir / "search.yaml"
     if saved.is_file() and not same_spec(saved, spec.to_dict()):
@@ -158,8 +159,6 @@ def run_searches(spec: SearchFile, *, search_dir: str | Path | None = None, data
             try:
                 summary = ray.get(ref)
             except Exception as exc:  # the driver failed for good (restarts spent): recorded, the others go on
-                from archsweep.sweep.run import one_line
-
                 error_log = path.parent / "error.log"
                 error_log.parent.mkdir(parents=True, exist_ok=True)
                 error_log.write_text(str(exc))

@@ -57,6 +57,10 @@ class SearchFile:
         return {"name": self.name, **to_dict(self.base), "searches": asdict(self.searches),
                 "tracking": asdict(self.tracking), "storage": self.storage}
 
+    def spaces(self) -> set[str]:
+        """The search space its searches run on (whose benchmark table they query)."""
+        return {self.base.space}
+
     def runs(self) -> list[tuple[str, Config]]:
         """(run id, config) of every strategy x dataset x seed, in that order."""
         out = []

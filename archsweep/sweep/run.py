@@ -21,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from archsweep.config import Config, from_dict, to_dict
-from archsweep.errors import ArchsweepError
+from archsweep.errors import ArchsweepError, one_line
 from archsweep.sweep.spec import Sweep, _set, load_sweep, same_spec, trial_configs
 
 EXPERIMENT = "trials"
@@ -38,12 +38,6 @@ GENERATION = ("validity", "uniqueness", "novelty", "uniqueness_str", "novelty_st
 
 class SweepError(ArchsweepError):
     pass
-
-
-def one_line(error: str) -> str:
-    """The line of an error (or a traceback, whose last line is the exception) that says what went wrong."""
-    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
-    return (lines[-1] if lines else "unknown error")[:400]
 
 
 def upstream_key(cfg: Config) -> str:
@@ -273,24 +267,17 @@ def build_tuner(sweep: Sweep, sweep_dir: Path, callbacks: list, env: dict, log_l
     )
 
 
-def check_sweep_data(sweep: Sweep) -> None:
-    """The benchmark tables every trial of the sweep reads, verified here in the driver (a DataError in seconds,
-    not after each trial has trained)."""
-    from archsweep.benchmarks import check_data
-
-    check_data({c["space"] for c in trial_configs(sweep)} | set(sweep.axes.get("space", {}).get("choice", [])))
-
-
 def run_sweep(sweep: Sweep, *, sweep_dir: str | Path | None = None, resume: bool = False, callbacks: list = (),
               log_level: str = "WARNING"):
     """Run (or, with `resume`, continue) the sweep on the Ray this process is connected to; returns the
     ResultGrid. Finished trials of a resumed sweep are not run again; running a sweep whose directory already
     holds the same sweep continues it."""
+    from archsweep.benchmarks import check_data
     from archsweep.runtime import worker_env
     from archsweep.tracking.wandb import check_login, wandb_callback, wandb_env
 
     check_login(sweep.tracking)
-    check_sweep_data(sweep)
+    check_data(sweep.spaces())  # the tables every trial reads: a DataError now, not after each trial has trained
     concurrency = cluster_concurrency(sweep)  # a trial that can never run is refused before anything is written
     sweep_dir = Path(sweep_dir) if sweep_dir else sweep_dir_of(sweep)
     spec = sweep_dir / "sweep.yaml"

@@ -74,6 +74,10 @@ class Sweep:
     extra_trials: list[dict] = field(default_factory=list)  # {dotted key: value} patches of the base
     source: str = ""
 
+    def spaces(self) -> set[str]:
+        """The search spaces its trials run on (whose benchmark tables they read)."""
+        return {c["space"] for c in trial_configs(self)} | set(self.axes.get("space", {}).get("choice", []))
+
     def to_dict(self) -> dict:
         return {"name": self.name, **to_dict(self.base), "sweep": self.axes, "extra_trials": self.extra_trials,
                 "tune": asdict(self.tune), "tracking": asdict(self.tracking), "storage": self.storage}
