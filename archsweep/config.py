@@ -39,8 +39,9 @@ class VQVAEConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 20
-    batch_size: int = 256  # global: split across the workers, so the optimisation is the same for any count
-    lr: float = 1e-3
+    # global, split across the workers; "auto": 256 on CPU workers, larger on GPUs (archsweep.train.batching)
+    batch_size: Any = "auto"
+    lr: float = 1e-3  # at batch 256; another batch scales it by sqrt(batch / 256)
     lr_schedule: str = "cosine"  # cosine: decays to 0 over all steps | constant
     weight_decay: float = 0.0
     train_fraction: float = 0.9  # seeded permutation of the space's cells; the rest is held out
@@ -49,6 +50,8 @@ class TrainConfig:
     use_gpu: bool = False
     gpus_per_worker: float = 1.0  # with use_gpu; a fraction packs several small workers (or trials) on one GPU
     checkpoint_every: int = 1  # epochs
+    checkpoint_interval_s: float = 30.0  # and at least this long after the previous one (the last epoch always)
+    compile: bool = False  # torch.compile the model (pays on GPUs for long runs)
     max_failures: int = 2  # lost workers (a killed process, a lost node) survived by resuming from the checkpoint
 
 
@@ -56,24 +59,28 @@ class TrainConfig:
 class LMConfig:
     name: str = "gpt2-small"  # <gpt2|llama|t5>-<tiny|small|base>, or pretrained:<name or local path>
     epochs: int = 20  # sized for NAS-Bench-201's 14k training sequences; NAS-Bench-101 (381k) needs far fewer
-    batch_size: int = 64  # global: micro batch x gradient accumulation x workers
+    # global: micro batch x gradient accumulation x workers; "auto": 64 on CPU workers, larger on GPUs
+    batch_size: Any = "auto"
     grad_accum: int = 1
-    lr: float = 5e-4
-    warmup_steps: int = 100
+    lr: float = 5e-4  # at batch 64; another batch scales it by sqrt(batch / 64)
+    warmup_steps: int = 100  # at batch 64; another batch warms up over as many sequences
     weight_decay: float = 0.01
     zero_stage: int = 2  # DeepSpeed ZeRO stage: 0 (plain data parallel) .. 3 (parameters sharded too)
-    bf16: bool = False  # GPU only
+    bf16: bool = True  # on GPU workers; CPU workers train in fp32
     num_workers: int = 1
     cpus_per_worker: int = 1
     use_gpu: bool = False
     gpus_per_worker: float = 1.0
     checkpoint_every: int = 1
+    checkpoint_interval_s: float = 30.0
+    compile: bool = False
     max_failures: int = 2
 
 
 @dataclass
 class SampleConfig:
     samples: int = 10_000
+    batch_size: Any = "auto"  # sequences generated at once; "auto": 1,000 on CPU, 10,000 on a GPU
     temperature: float = 1.0
     top_k: int = 0  # 0: off
     top_p: float = 1.0  # 1.0: off
@@ -121,6 +128,10 @@ class Config:
     search: SearchConfig = field(default_factory=SearchConfig)
 
 
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 CHOICES = {
     "vqvae.model": ("vqvae", "vae"),
     "vqvae.latent": ("pooled", "per_node"),
@@ -140,7 +151,7 @@ RANGES = {
     "vqvae.ema_decay": (lambda v: 0 < v < 1, "between 0 and 1, exclusive"),
     "vqvae.kl_weight": (lambda v: v >= 0, ">= 0"),
     "train.epochs": (lambda v: v >= 1, ">= 1"),
-    "train.batch_size": (lambda v: v >= 1, ">= 1"),
+    "train.batch_size": (lambda v: v == "auto" or _positive_int(v), '"auto" or an integer >= 1'),
     "train.lr": (lambda v: v > 0, "> 0"),
     "train.weight_decay": (lambda v: v >= 0, ">= 0"),
     "train.train_fraction": (lambda v: 0 < v < 1, "between 0 and 1, exclusive"),
@@ -148,9 +159,10 @@ RANGES = {
     "train.cpus_per_worker": (lambda v: v >= 1, ">= 1"),
     "train.gpus_per_worker": (lambda v: 0 < v <= 8, "in (0, 8]; fractions share a GPU"),
     "train.checkpoint_every": (lambda v: v >= 1, ">= 1"),
+    "train.checkpoint_interval_s": (lambda v: v >= 0, ">= 0 (0: every checkpoint_every epochs)"),
     "train.max_failures": (lambda v: v >= -1, ">= -1 (-1: unlimited)"),
     "lm.epochs": (lambda v: v >= 1, ">= 1"),
-    "lm.batch_size": (lambda v: v >= 1, ">= 1"),
+    "lm.batch_size": (lambda v: v == "auto" or _positive_int(v), '"auto" or an integer >= 1'),
     "lm.grad_accum": (lambda v: v >= 1, ">= 1"),
     "lm.lr": (lambda v: v > 0, "> 0"),
     "lm.warmup_steps": (lambda v: v >= 0, ">= 0"),
@@ -160,8 +172,10 @@ RANGES = {
     "lm.cpus_per_worker": (lambda v: v >= 1, ">= 1"),
     "lm.gpus_per_worker": (lambda v: 0 < v <= 8, "in (0, 8]; fractions share a GPU"),
     "lm.checkpoint_every": (lambda v: v >= 1, ">= 1"),
+    "lm.checkpoint_interval_s": (lambda v: v >= 0, ">= 0 (0: every checkpoint_every epochs)"),
     "lm.max_failures": (lambda v: v >= -1, ">= -1 (-1: unlimited)"),
     "sample.samples": (lambda v: v >= 1, ">= 1"),
+    "sample.batch_size": (lambda v: v == "auto" or _positive_int(v), '"auto" or an integer >= 1'),
     "sample.temperature": (lambda v: v > 0, "> 0"),
     "sample.top_k": (lambda v: v >= 0, ">= 0 (0: off)"),
     "sample.top_p": (lambda v: 0 < v <= 1, "in (0, 1] (1: off)"),
@@ -332,7 +346,7 @@ def validate(config: Config) -> None:
     for key, (ok, allowed) in RANGES.items():
         if not ok(_get(config, key)):
             raise ConfigError(f"{key!r} is {_get(config, key)!r}; allowed: {allowed}")
-    if config.train.batch_size < config.train.num_workers:
+    if config.train.batch_size != "auto" and config.train.batch_size < config.train.num_workers:
         raise ConfigError(f"'train.batch_size' ({config.train.batch_size}) is the global batch and must be at least "
                           f"'train.num_workers' ({config.train.num_workers})")
     from archsweep.lm.models import check_name
@@ -341,9 +355,7 @@ def validate(config: Config) -> None:
         check_name(config.lm.name)
     except ArchsweepError as exc:
         raise ConfigError(f"'lm.name': {exc}") from None
-    if config.lm.bf16 and not config.lm.use_gpu:
-        raise ConfigError("'lm.bf16' needs 'lm.use_gpu': bf16 training runs on GPUs only")
-    if config.lm.batch_size % (config.lm.grad_accum * config.lm.num_workers):
+    if config.lm.batch_size != "auto" and config.lm.batch_size % (config.lm.grad_accum * config.lm.num_workers):
         raise ConfigError(f"'lm.batch_size' ({config.lm.batch_size}) must be a multiple of 'lm.grad_accum' x "
                           f"'lm.num_workers' ({config.lm.grad_accum} x {config.lm.num_workers})")
     if config.search.enabled and config.search.strategy == "lm_guided" and config.vqvae.model == "vae":

@@ -29,8 +29,8 @@ TINY = """
 name: faults
 space: nasbench201
 vqvae: {hidden_dim: 32, decoder_hidden: 128, gin_layers: 2, code_dim: 8, codebook_size: 8, seq_len: 2}
-train: {epochs: 1, batch_size: 512}
-lm: {epochs: 2, batch_size: 256, warmup_steps: 5}
+train: {epochs: 1, batch_size: 512, checkpoint_interval_s: 0}  # a checkpoint every epoch: what a fault resumes from
+lm: {epochs: 2, batch_size: 256, warmup_steps: 5, checkpoint_interval_s: 0}
 sample: {samples: 100}
 sweep:
   lm.name: {grid: [%s]}

@@ -47,17 +47,22 @@ def config(*overrides):
 def test_zero2_trains_checkpoints_and_resumes(local_ray, codes_file, tmp_path):
     from archsweep.train.lm import fit
 
-    first = fit(config("lm.zero_stage=2", "lm.epochs=2"), codes_file, tmp_path / "run", local_ray)
-    assert first.error is None, first.error
-    history = first.metrics_dataframe
-    assert history["epoch"].tolist() == [0, 1]
-    assert history["heldout_loss"].iloc[-1] < history["heldout_loss"].iloc[0]
-    assert (history["tokens_per_s"] > 0).all()
+    from archsweep.train import history
 
-    resumed = fit(config("lm.zero_stage=2", "lm.epochs=3"), codes_file, tmp_path / "run", local_ray)
+    # epochs of well under the default 30 s between checkpoints: only the last epoch writes one
+    first = fit(config("lm.zero_stage=2", "lm.epochs=3"), codes_file, tmp_path / "run", local_ray)
+    assert first.error is None, first.error
+    assert first.metrics_dataframe["epoch"].tolist() == [2]
+    trained = history(first)  # every epoch, kept in the checkpoint
+    assert trained["epoch"].tolist() == [0, 1, 2]
+    assert trained["heldout_loss"].iloc[-1] < trained["heldout_loss"].iloc[0]
+    assert (trained["tokens_per_s"] > 0).all() and (trained["batch_size"] == 64).all()
+
+    resumed = fit(config("lm.zero_stage=2", "lm.epochs=4"), codes_file, tmp_path / "run", local_ray)
     assert resumed.error is None, resumed.error
-    epochs = resumed.metrics_dataframe["epoch"].tolist()
-    assert epochs[-1] == 2 and epochs.count(2) == 1 and 0 not in epochs
+    after = history(resumed)
+    assert after["epoch"].tolist() == [0, 1, 2, 3] and after["start_epoch"].tolist() == [0, 0, 0, 3]
+    assert after.iloc[:3].equals(trained)  # the first run's epochs as they were, none trained again
 
 
 def test_zero3_checkpoint_gives_full_weights_for_sampling(local_ray, codes_file, tmp_path):

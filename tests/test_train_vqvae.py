@@ -29,19 +29,23 @@ def local_ray():
 def test_two_workers_train_checkpoint_and_resume(local_ray, tmp_path):
     from archsweep.train.vqvae import fit
 
-    first = fit(load_config(overrides=[*TINY, "train.epochs=2"]), tmp_path, local_ray)
+    from archsweep.train import history
+
+    # a checkpoint every epoch, however short (the default waits 30 s between them)
+    every_epoch = "train.checkpoint_interval_s=0"
+    first = fit(load_config(overrides=[*TINY, "train.epochs=2", every_epoch]), tmp_path, local_ray)
     assert first.error is None
-    history = first.metrics_dataframe
-    assert history["epoch"].tolist() == [0, 1]
-    assert history["loss"].iloc[-1] < history["loss"].iloc[0]
-    assert first.checkpoint is not None
+    assert first.metrics_dataframe["epoch"].tolist() == [0, 1]
+    trained = history(first)
+    assert trained["epoch"].tolist() == [0, 1] and (trained["batch_size"] == 256).all()
+    assert trained["loss"].iloc[-1] < trained["loss"].iloc[0]
 
     # the same output directory and a longer schedule: continues at epoch 2, does not start over
-    resumed = fit(load_config(overrides=[*TINY, "train.epochs=3"]), tmp_path, local_ray)
+    resumed = fit(load_config(overrides=[*TINY, "train.epochs=3", every_epoch]), tmp_path, local_ray)
     assert resumed.error is None
-    assert resumed.metrics["epoch"] == 2
-    epochs = resumed.metrics_dataframe["epoch"].tolist()  # the restored checkpoint's report, then epoch 2
-    assert epochs[-1] == 2 and epochs.count(2) == 1 and 0 not in epochs
+    assert resumed.metrics["epoch"] == 2 and resumed.metrics["start_epoch"] == 2
+    after = history(resumed)
+    assert after["epoch"].tolist() == [0, 1, 2] and after.iloc[:2].equals(trained)
 
 
 def test_stage_writes_model_codes_and_metrics(local_ray, tmp_path):

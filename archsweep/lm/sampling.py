@@ -13,20 +13,19 @@ IGNORE = -100  # label value the loss skips
 
 
 def collate(lm: LanguageModel, batch: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
-    """Tensors for one training step on these code sequences (targets padded, padding ignored by the loss)."""
+    """Tensors for training on these code sequences (targets padded, padding ignored by the loss); the training
+    loops call it once for the whole data set and index rows of the result."""
     targets = [lm.target_ids(codes) for codes in batch]
     width = max(map(len, targets))
     pad = lm.model.config.pad_token_id
-    ids = torch.full((len(batch), width), pad, dtype=torch.long)
-    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
-    for row, target in enumerate(targets):
-        ids[row, : len(target)] = torch.tensor(target)
-        labels[row, : len(target)] = torch.tensor(target)
+    ids = torch.tensor([t + [pad] * (width - len(t)) for t in targets], dtype=torch.long)
+    in_target = torch.arange(width) < torch.tensor([len(t) for t in targets])[:, None]
+    labels = ids.masked_fill(~in_target, IGNORE)
     if lm.seq2seq:
         prompt = torch.tensor(lm.prompt_ids()).expand(len(batch), -1)
         return {"input_ids": prompt, "attention_mask": torch.ones_like(prompt), "labels": labels}
     labels[:, 0] = IGNORE  # the start token is given, not predicted
-    return {"input_ids": ids, "attention_mask": (labels != IGNORE) | (torch.arange(width) == 0), "labels": labels}
+    return {"input_ids": ids, "attention_mask": in_target, "labels": labels}
 
 
 @torch.no_grad()

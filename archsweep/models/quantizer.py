@@ -81,14 +81,15 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _restart_dead(self, flat: torch.Tensor) -> None:
+        """Every step, without asking the host whether any code is dead (a sync that would stall a GPU): a
+        candidate for every code is drawn and kept only where the code is dead."""
         dead = self.cluster_size < self.restart_threshold
-        if not dead.any():
-            return
-        picks = flat[torch.randint(0, flat.shape[0], (int(dead.sum()),), device=flat.device)]
+        picks = flat[torch.randint(0, flat.shape[0], (self.codebook_size,), device=flat.device)]
         picks = picks + 0.01 * picks.std() * torch.randn_like(picks)  # distinct even if the batch repeats
         if _distributed():
             dist.broadcast(picks, src=0)
-        self.codebook.data[dead] = picks
-        self.cluster_size[dead] = self.restart_threshold
+        self.codebook.copy_(torch.where(dead[:, None], picks, self.codebook))
+        self.cluster_size.copy_(torch.where(dead, torch.full_like(self.cluster_size, self.restart_threshold),
+                                            self.cluster_size))
         if self.ema:
-            self.embed_sum[dead] = picks * self.restart_threshold
+            self.embed_sum.copy_(torch.where(dead[:, None], picks * self.restart_threshold, self.embed_sum))

@@ -108,6 +108,7 @@ def run(cfg: Config, out_dir: str | Path, env: dict[str, str] | None = None, log
     """Train (or resume) and evaluate; writes model.pt, codes.npz and metrics.json into `out_dir`."""
     from archsweep.models.vqvae import build_model
     from archsweep.spaces import get_space
+    from archsweep.train import history as train_history
     from archsweep.train.vqvae import fit
 
     out_dir = Path(out_dir)
@@ -129,7 +130,7 @@ def run(cfg: Config, out_dir: str | Path, env: dict[str, str] | None = None, log
 
     measured, arrays = evaluate(model, cfg)
     np.savez(out_dir / "codes.npz", space=np.array(cfg.space), **arrays)
-    history = result.metrics_dataframe
+    history = train_history(result)
     results = {
         "config": to_dict(cfg),
         "training": {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))},

@@ -9,6 +9,32 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+HISTORY = "history.json"  # every epoch's report so far, in each checkpoint (Ray keeps only checkpointed reports)
+
+
+def read_history(directory: str | Path) -> list[dict]:
+    """The epoch reports saved with a checkpoint directory ([] for one written before histories were kept)."""
+    import json
+
+    path = Path(directory) / HISTORY
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def write_history(directory: str | Path, history: list[dict]) -> None:
+    import json
+
+    (Path(directory) / HISTORY).write_text(json.dumps(history))
+
+
+def history(result):
+    """Every epoch's metrics of a finished run (resumed runs included) as a DataFrame, from its last checkpoint:
+    Ray's `Result.metrics_dataframe` holds only the epochs that wrote a checkpoint."""
+    import pandas as pd
+
+    with result.checkpoint.as_directory() as directory:
+        return pd.DataFrame(read_history(directory))
+
+
 def fatal_error(error: BaseException) -> BaseException | None:
     """The archsweep error behind a failed Ray Train run (bad data, bad config, an unreadable checkpoint), which no
     restart can fix; None for faults (a dead worker, a lost node), which a restart from the last checkpoint can."""

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from archsweep.config import Config, from_dict, to_dict
+from archsweep.train import read_history, scale, write_history
 
 RUN_NAME = "lm"
 TAG = "state"  # not "latest": DeepSpeed writes a file of that name beside the tag directory
@@ -35,19 +36,23 @@ def load_codes(path: str | Path) -> tuple[list[tuple[int, ...]], list[tuple[int,
     return [tuple(c) for c in codes[train].tolist()], [tuple(c) for c in codes[~train].tolist()], size
 
 
-def deepspeed_config(cfg: Config, world: int, total_steps: int) -> dict:
-    lm = cfg.lm
+def deepspeed_config(cfg: Config, world: int, total_steps: int, batch: int) -> dict:
+    lm, gpu = cfg.lm, cfg.lm.use_gpu
+    # torch's AdamW either way: DeepSpeed's CPU Adam JIT-compiles an extension first (minutes, GBs) and its
+    # FusedAdam needs the CUDA toolkit to build; on GPUs torch's fused kernel does the same one-launch update.
+    optimizer = {"lr": scale.scaled_lr(lm.lr, batch, scale.LM_REFERENCE_BATCH), "weight_decay": lm.weight_decay,
+                 "torch_adam": True} | ({"fused": True} if gpu else {})
+    warmup = min(scale.scaled_warmup(lm.warmup_steps, batch, scale.LM_REFERENCE_BATCH), total_steps)
     return {
-        "train_batch_size": lm.batch_size,
+        "train_batch_size": batch,
         "gradient_accumulation_steps": lm.grad_accum,
-        "train_micro_batch_size_per_gpu": lm.batch_size // (lm.grad_accum * world),
+        "train_micro_batch_size_per_gpu": batch // (lm.grad_accum * world),
         "gradient_clipping": 1.0,
-        # torch's Adam: DeepSpeed's own CPU Adam would JIT-compile an extension first (minutes, GBs)
-        "optimizer": {"type": "AdamW", "params": {"lr": lm.lr, "weight_decay": lm.weight_decay, "torch_adam": True}},
+        "optimizer": {"type": "AdamW", "params": optimizer},
         "scheduler": {"type": "WarmupCosineLR", "params": {"total_num_steps": max(total_steps, 1),
-                                                           "warmup_num_steps": min(lm.warmup_steps, total_steps)}},
+                                                           "warmup_num_steps": warmup}},
         "zero_optimization": {"stage": lm.zero_stage},
-        "bf16": {"enabled": lm.bf16},
+        "bf16": {"enabled": lm.bf16 and gpu},
         "steps_per_print": 10**9,
     }
 
@@ -61,7 +66,7 @@ def train_loop(loop_config: dict) -> None:
     from archsweep.lm.models import build
     from archsweep.lm.sampling import IGNORE, collate
 
-    # --- set up ---------------------------------------------------------------------------------------------
+    # --- set up: every sequence becomes a row of one tensor, on the device, once ---------------------------
     os.environ.update(loop_config.get("env", {}))
     cfg = from_dict(loop_config["config"])
     context = ray.train.get_context()
@@ -69,14 +74,22 @@ def train_loop(loop_config: dict) -> None:
     torch.manual_seed(cfg.seed)
     train_seqs, held_seqs, _ = load_codes(loop_config["codes"])
     lm = build(cfg.lm.name, loop_config["codebook_size"], cfg.vqvae.seq_len)
-    micro = cfg.lm.batch_size // (cfg.lm.grad_accum * world)
-    steps = max(1, len(train_seqs) // cfg.lm.batch_size)  # optimiser steps per epoch, equal on every rank
+    batch = scale.global_batch(cfg.lm.batch_size, scale.LM_REFERENCE_BATCH, len(train_seqs), world,
+                               cfg.lm.use_gpu, cfg.lm.grad_accum)
+    micro = batch // (cfg.lm.grad_accum * world)
+    steps = max(1, len(train_seqs) // batch)  # optimiser steps per epoch, equal on every rank
     engine, _, _, _ = deepspeed.initialize(model=lm.model, model_parameters=lm.model.parameters(),
-                                           config=deepspeed_config(cfg, world, steps * cfg.lm.epochs))
+                                           config=deepspeed_config(cfg, world, steps * cfg.lm.epochs, batch))
+    if cfg.lm.compile:
+        engine.compile()
     device = engine.device
+    data = {k: v.to(device) for k, v in collate(lm, train_seqs).items()}
+    row_tokens = (data["labels"] != IGNORE).sum(1).cpu().numpy()
+    held = {k: v[rank::world].contiguous().to(device) for k, v in collate(lm, held_seqs).items()} if held_seqs else None
+    eval_batch = max(micro, 1024)
 
     # --- resume ---------------------------------------------------------------------------------------------
-    start_epoch = 0
+    start_epoch, history = 0, []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
@@ -87,50 +100,60 @@ def train_loop(loop_config: dict) -> None:
 
                 raise unreadable(checkpoint.path, exc, "Delete the stage's run directory "
                                  f"({Path(checkpoint.path).parent}) to train it from scratch.") from None
+            history = read_history(directory)
         start_epoch = client_state["epoch"] + 1
 
+    last_checkpoint = time.perf_counter()
     for epoch in range(start_epoch, cfg.lm.epochs):
-        # --- train ------------------------------------------------------------------------------------------
+        # --- train: no host sync inside the epoch, the loss is summed on the device ------------------------------
         engine.train()
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_seqs))
-        shard = order[rank::world]
-        loss_sum, tokens = torch.zeros(2, dtype=torch.float64), 0
+        shard = order[rank::world][: steps * cfg.lm.grad_accum * micro]
+        rows = torch.from_numpy(shard).to(device, non_blocking=True)
+        loss_sum = torch.zeros((), dtype=torch.float32, device=device)
         start = time.perf_counter()
         for micro_step in range(steps * cfg.lm.grad_accum):
-            rows = shard[micro_step * micro:(micro_step + 1) * micro]
-            batch = {k: v.to(device) for k, v in collate(lm, [train_seqs[i] for i in rows]).items()}
-            loss = engine(**batch).loss
+            index = rows[micro_step * micro:(micro_step + 1) * micro]
+            loss = engine(**{k: v[index] for k, v in data.items()}).loss
             engine.backward(loss)
             engine.step()
-            loss_sum += torch.tensor([loss.item(), 1.0], dtype=torch.float64)
-            tokens += int((batch["labels"] != IGNORE).sum())
+            loss_sum += loss.detach().float()
+        loss_sum = loss_sum.double().cpu()  # waits for the epoch's last step
         seconds = time.perf_counter() - start
 
         # --- held-out loss on this rank's share ---------------------------------------------------------------
         engine.eval()
-        held = torch.zeros(2, dtype=torch.float64)
+        held_sum = torch.zeros(2, dtype=torch.float64, device=device)
         with torch.no_grad():
-            mine = held_seqs[rank::world]
-            for first in range(0, len(mine), max(micro, 64)):
-                batch = {k: v.to(device) for k, v in collate(lm, mine[first:first + max(micro, 64)]).items()}
-                n = int((batch["labels"] != IGNORE).sum())
-                held += torch.tensor([engine(**batch).loss.item() * n, n], dtype=torch.float64)
-        totals = torch.cat([loss_sum, held, torch.tensor([tokens], dtype=torch.float64)])
-        if world > 1:
+            for first in range(0, len(held["labels"]) if held else 0, eval_batch):
+                part = {k: v[first:first + eval_batch] for k, v in held.items()}
+                n = (part["labels"] != IGNORE).sum()  # the tokens the loss is averaged over
+                held_sum += torch.stack([engine(**part).loss.double() * n, n.double()])
+        totals = torch.cat([torch.tensor([float(loss_sum), steps * cfg.lm.grad_accum, float(row_tokens[shard].sum()),
+                                          time.perf_counter() - last_checkpoint], dtype=torch.float64),
+                            held_sum.cpu()])
+        if world > 1:  # on the device: NCCL reduces GPU tensors only
+            totals = totals.to(device)
             dist.all_reduce(totals)
+            totals = totals.cpu()
+            totals[3] /= world  # every rank then takes the same checkpoint decision
 
         # --- checkpoint (every rank writes its shard) and report -----------------------------------------------
+        heldout = float(totals[4] / max(totals[5], 1.0))
         metrics = {"epoch": epoch, "start_epoch": start_epoch, "loss": float(totals[0] / totals[1]),
-                   "heldout_loss": float(totals[2] / max(totals[3], 1.0)),
-                   "heldout_perplexity": math.exp(float(totals[2] / max(totals[3], 1.0))),
-                   "tokens_per_s": float(totals[4]) / seconds, "lr": engine.get_lr()[0],
+                   "heldout_loss": heldout, "heldout_perplexity": math.exp(heldout),
+                   "tokens_per_s": float(totals[2]) / seconds, "lr": engine.get_lr()[0], "batch_size": batch,
                    "node": ray.get_runtime_context().get_node_id()}  # where rank 0 ran, for multi-node runs
-        last = epoch == cfg.lm.epochs - 1
+        history.append(metrics)
         with tempfile.TemporaryDirectory() as directory:
             checkpoint = None
-            if last or (epoch + 1) % cfg.lm.checkpoint_every == 0:
+            if scale.checkpoint_due(epoch, cfg.lm.epochs, cfg.lm.checkpoint_every, cfg.lm.checkpoint_interval_s,
+                                    float(totals[3])):
                 engine.save_checkpoint(directory, tag=TAG, client_state={"epoch": epoch})
+                if rank == 0:
+                    write_history(directory, history)
                 checkpoint = ray.train.Checkpoint.from_directory(directory)
+                last_checkpoint = time.perf_counter()
             ray.train.report(metrics, checkpoint=checkpoint)
 
 

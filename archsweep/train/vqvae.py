@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from archsweep.config import Config, from_dict, to_dict
+from archsweep.train import read_history, scale, write_history
 
 RUN_NAME = "vqvae"
 
@@ -42,20 +43,27 @@ def train_loop(loop_config: dict) -> None:
     from archsweep.models.vqvae import build_model, decode_graph
     from archsweep.spaces import get_space
 
-    # --- set up ---------------------------------------------------------------------------------------------
+    # --- set up: the whole space's cells are two tensors, on the device, once ---------------------------------
     os.environ.update(loop_config.get("env", {}))
     cfg = from_dict(loop_config["config"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.manual_seed(cfg.seed)
+    torch.set_float32_matmul_precision("high")  # TF32 on GPUs that have it; no effect on CPUs
     space = get_space(cfg.space)
-    ops, adj, train_mask = load_cells(cfg)
-    train_idx, held_idx = torch.from_numpy(np.flatnonzero(train_mask)), torch.from_numpy(np.flatnonzero(~train_mask))
     device = ray.train.torch.get_device()
-    model = ray.train.torch.prepare_model(build_model(cfg.vqvae, len(space.op_vocab), space.max_vertices))
-    module = model.module if hasattr(model, "module") else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    batch = max(1, cfg.train.batch_size // world)  # this worker's share of the global batch
+    ops, adj, train_mask = load_cells(cfg)
+    ops, adj = ops.to(device), adj.to(device)
+    train_idx, held_idx = torch.from_numpy(np.flatnonzero(train_mask)), torch.from_numpy(np.flatnonzero(~train_mask))
+    module = build_model(cfg.vqvae, len(space.op_vocab), space.max_vertices)
+    model = ray.train.torch.prepare_model(module)
+    if cfg.train.compile:
+        model = torch.compile(model)
+    batch = scale.global_batch(cfg.train.batch_size, scale.VQVAE_REFERENCE_BATCH, len(train_idx), world,
+                               cfg.train.use_gpu) // world  # this worker's share of the global batch
+    lr = scale.scaled_lr(cfg.train.lr, batch * world, scale.VQVAE_REFERENCE_BATCH)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.train.weight_decay,
+                                 fused=device.type == "cuda")
     steps = max(1, len(train_idx) // (batch * world))  # equal on every rank, so data-parallel steps stay paired
     total_steps = steps * cfg.train.epochs
     # float, not numpy: the schedule's state goes into checkpoints, which hold plain data only
@@ -63,52 +71,59 @@ def train_loop(loop_config: dict) -> None:
         0.5 * (1 + np.cos(np.pi * min(s, total_steps) / total_steps)) if cfg.train.lr_schedule == "cosine" else 1.0))
 
     # --- resume ---------------------------------------------------------------------------------------------
-    start_epoch = 0
+    start_epoch, history = 0, []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state = torch_load(Path(directory) / "state.pt", map_location=device,
                                fix=f"Delete the stage's run directory ({Path(checkpoint.path).parent}) to train "
                                "it from scratch.")
+            history = read_history(directory)
         module.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         start_epoch = state["epoch"] + 1
 
+    last_checkpoint = time.perf_counter()
     for epoch in range(start_epoch, cfg.train.epochs):
-        # --- train ------------------------------------------------------------------------------------------
+        # --- train: no host sync inside the epoch, the losses are summed on the device --------------------------
         model.train()
         order = train_idx[torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))]
-        shard = order[rank::world]
-        sums = torch.zeros(3)
+        shard = order[rank::world][: steps * batch].to(device, non_blocking=True)
+        sums = torch.zeros(3, device=device)
         start = time.perf_counter()
         for step in range(steps):
             rows = shard[step * batch:(step + 1) * batch]
-            out = model(ops[rows].to(device), adj[rows].to(device))
+            out = model(ops[rows], adj[rows])
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             optimizer.step()
             schedule.step()
-            sums += torch.tensor([out.loss.item(), out.recon_loss.item(), out.latent_loss.item()])
+            sums += torch.stack([out.loss.detach(), out.recon_loss.detach(), out.latent_loss.detach()])
+        sums = sums.cpu()  # waits for the epoch's last step
         seconds = time.perf_counter() - start
 
         # --- evaluate on this rank's share of the held-out cells ---------------------------------------------
         model.eval()
-        totals = torch.zeros(2, dtype=torch.float64)  # exact reconstructions, cells
-        counts = torch.zeros(cfg.vqvae.codebook_size, dtype=torch.float64)
+        totals = torch.zeros(2, dtype=torch.float64, device=device)  # exact reconstructions, cells
+        counts = torch.zeros(cfg.vqvae.codebook_size, dtype=torch.float64, device=device)
         with torch.no_grad():
-            for rows in held_idx[rank::world].split(4096):
-                o, a = ops[rows].to(device), adj[rows].to(device)
+            for rows in held_idx[rank::world].to(device).split(4096):
+                o, a = ops[rows], adj[rows]
                 out = module(o, a)
                 pred_ops, pred_adj = decode_graph(out.op_logits, out.adj_logits)
-                totals += torch.tensor([float(((pred_ops == o).all(1) & (pred_adj == a).flatten(1).all(1)).sum()),
-                                        float(len(rows))], dtype=torch.float64)
+                exact = ((pred_ops == o).all(1) & (pred_adj == a).flatten(1).all(1)).sum()
+                totals += torch.stack([exact.double(), torch.tensor(len(rows), dtype=torch.float64, device=device)])
                 if out.codes is not None:
-                    counts += torch.bincount(out.codes.flatten().cpu(), minlength=cfg.vqvae.codebook_size).double()
-        if world > 1:
-            for tensor in (totals, counts, sums):
+                    counts += torch.bincount(out.codes.flatten(), minlength=cfg.vqvae.codebook_size).double()
+        since_checkpoint = torch.tensor([time.perf_counter() - last_checkpoint], dtype=torch.float64, device=device)
+        if world > 1:  # on the device: NCCL reduces GPU tensors only
+            sums = sums.to(device)
+            for tensor in (totals, counts, sums, since_checkpoint):
                 dist.all_reduce(tensor)
             sums /= world
+            since_checkpoint /= world
+        totals, counts, sums = totals.cpu(), counts.cpu(), sums.cpu()
 
         # --- checkpoint and report ----------------------------------------------------------------------------
         metrics = {
@@ -120,16 +135,22 @@ def train_loop(loop_config: dict) -> None:
             "heldout_exact_graph": float(totals[0] / totals[1]),
             "graphs_per_s": steps * batch * world / seconds,
             "lr": schedule.get_last_lr()[0],
+            "batch_size": batch * world,
         }
         if cfg.vqvae.model == "vqvae":
             metrics |= codebook_stats_from_counts(counts.numpy())
-        last = epoch == cfg.train.epochs - 1
+        history.append(metrics)
+        due = scale.checkpoint_due(epoch, cfg.train.epochs, cfg.train.checkpoint_every,
+                                   cfg.train.checkpoint_interval_s, float(since_checkpoint))
+        if due:
+            last_checkpoint = time.perf_counter()
         with tempfile.TemporaryDirectory() as directory:
             checkpoint = None
-            if rank == 0 and (last or (epoch + 1) % cfg.train.checkpoint_every == 0):
+            if rank == 0 and due:
                 torch.save({"model": module.state_dict(), "optimizer": optimizer.state_dict(),
                             "schedule": schedule.state_dict(), "epoch": epoch,
                             "config": to_dict(cfg)}, Path(directory) / "state.pt")
+                write_history(directory, history)
                 checkpoint = ray.train.Checkpoint.from_directory(directory)
             ray.train.report(metrics, checkpoint=checkpoint)
 
