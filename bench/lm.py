@@ -19,10 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import plain_lm_loop
 from _report import header, write_block
 
 from archsweep.config import load_config, to_dict
@@ -85,41 +84,9 @@ def generation_rows(args) -> tuple[list[str], list[str], list[str]]:
     return rows, temperature_rows, speed
 
 
-def plain_loop(cfg, train_seqs: list, codebook_size: int) -> tuple[float, float]:
-    """The same model, data order, batches, AdamW and clipping as `train.lm.train_loop` on one worker, in a single
-    process with torch alone: (wall seconds including model construction, tokens/s while training)."""
-    from archsweep.lm.models import build
-    from archsweep.lm.sampling import IGNORE, collate
-
-    start = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    lm = build(cfg.lm.name, codebook_size, cfg.vqvae.seq_len)
-    steps = max(1, len(train_seqs) // cfg.lm.batch_size)
-    total = steps * cfg.lm.epochs
-    optimizer = torch.optim.AdamW(lm.model.parameters(), lr=cfg.lm.lr, weight_decay=cfg.lm.weight_decay)
-    warmup = min(cfg.lm.warmup_steps, total)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(warmup, 1)) * 0.5 * (
-        1 + np.cos(np.pi * min(1.0, max(0, s - warmup) / max(total - warmup, 1)))))
-    tokens, train_seconds = 0, 0.0
-    for epoch in range(cfg.lm.epochs):
-        lm.model.train()
-        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_seqs))
-        tick = time.perf_counter()
-        for step in range(steps):
-            batch = collate(lm, [train_seqs[i] for i in order[step * cfg.lm.batch_size:(step + 1) * cfg.lm.batch_size]])
-            loss = lm.model(**batch).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(lm.model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            tokens += int((batch["labels"] != IGNORE).sum())
-        train_seconds += time.perf_counter() - tick
-    return time.perf_counter() - start, tokens / train_seconds
-
-
 def overhead_row(args) -> str:
     """Ray Train (1 worker) + DeepSpeed ZeRO-2 vs the plain loop, on NAS-Bench-201's codes from the run above."""
+    from archsweep.train import history, scale
     from archsweep.train.lm import fit, load_codes
 
     space = "nasbench201"
@@ -127,15 +94,15 @@ def overhead_row(args) -> str:
     cfg = load_config(overrides=[f"space={space}", *EPOCHS[space], "lm.num_workers=1",
                                  f"lm.epochs={args.overhead_epochs}"])
     train_seqs, _, codebook_size = load_codes(codes)
-    plain_wall, plain_tps = plain_loop(cfg, train_seqs, codebook_size)
+    batch = scale.global_batch(cfg.lm.batch_size, scale.LM_REFERENCE_BATCH, len(train_seqs), 1, False)
+    plain_wall, plain_tps = plain_lm_loop(cfg, train_seqs, codebook_size, batch, threads=cfg.lm.cpus_per_worker)
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         result = fit(cfg, codes, out, worker_env())
         ray_wall = time.perf_counter() - start
-    history = result.metrics_dataframe
-    ray_tps = float(history["tokens_per_s"].mean())
+        ray_tps = float(history(result)["tokens_per_s"].mean())
     return (f"| {cfg.lm.name}, {args.overhead_epochs} epochs of {len(train_seqs):,} sequences, batch "
-            f"{cfg.lm.batch_size} | {plain_wall:.1f} s / {plain_tps:,.0f} tokens/s | {ray_wall:.1f} s / "
+            f"{batch} | {plain_wall:.1f} s / {plain_tps:,.0f} tokens/s | {ray_wall:.1f} s / "
             f"{ray_tps:,.0f} tokens/s | {ray_wall / plain_wall:.2f}x | {plain_tps / ray_tps:.2f}x |")
 
 

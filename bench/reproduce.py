@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import CPU_PEAK_N, GPU_PEAK_N, flops_per_token, matmul_peak, plain_lm_loop
 from _report import ROOT, header, machine
 
 from archsweep.config import from_dict, load_config
@@ -38,7 +39,6 @@ from archsweep.metrics import STANDARD_SAMPLES
 from archsweep.settings import CACHE_DIR_ENV
 from archsweep.tracking import reproduce as R
 
-CPU_PEAK_N, GPU_PEAK_N = 2048, 8192
 
 
 def say(text: str) -> str:
@@ -150,53 +150,13 @@ def search_section(entry, spec, generated: dict, storage: str, figures: Path, fo
 
 # --- 3. performance --------------------------------------------------------------------------------------------------
 
-def matmul_peak(device: str = "cpu", dtype=None, threads: int | None = None) -> float:
-    """Best FLOP/s of a square matrix multiply over a few seconds (`threads`: the CPU threads torch may use)."""
-    import torch
-
-    dtype = dtype or torch.float32
-    n = CPU_PEAK_N if device == "cpu" else GPU_PEAK_N
-    old = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-        best = 0.0
-        for _ in range(8):
-            if device != "cpu":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            a @ b
-            if device != "cpu":
-                torch.cuda.synchronize()
-            best = max(best, 2 * n**3 / (time.perf_counter() - start))
-        return best
-    finally:
-        torch.set_num_threads(old)
-
-
-def flops_per_token(cfg, train_seqs: list, codebook_size: int) -> float:
-    """Model FLOPs of one training step (forward and backward) per target token, counted by torch on a real
-    batch: the numerator of model FLOPs utilisation."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from archsweep.lm.models import build
-    from archsweep.lm.sampling import IGNORE, collate
-
-    lm = build(cfg.lm.name, codebook_size, cfg.vqvae.seq_len)
-    batch = collate(lm, train_seqs[:cfg.lm.batch_size])
-    with FlopCounterMode(display=False) as counter:
-        lm.model(**batch).loss.backward()
-    return counter.get_total_flops() / int((batch["labels"] != IGNORE).sum())
-
-
 def lm_rows(spec, ref_row, peaks: dict) -> list[list[str]]:
     """LM training on the reference trial's codes: plain PyTorch and Ray Train + DeepSpeed ZeRO-2 on this CPU (one
     worker, one thread each, as a Ray Train worker with 1 CPU runs), then bf16 on a GPU when there is one."""
     import torch
-    from lm import plain_loop
 
     from archsweep.runtime import worker_env
+    from archsweep.train import history, scale
     from archsweep.train.lm import fit, load_codes
 
     cfg = from_dict(ref_row.config)
@@ -204,24 +164,19 @@ def lm_rows(spec, ref_row, peaks: dict) -> list[list[str]]:
     codes = Path(ref_row.paths["vqvae_dir"]) / "codes.npz"
     train_seqs, _, size = load_codes(codes)
     fpt = flops_per_token(cfg, train_seqs, size)
-    what = f"{cfg.lm.name}, {cfg.space} codes ({len(train_seqs):,} sequences), epochs: {cfg.lm.epochs}, batch " \
-           f"{cfg.lm.batch_size}"
+    batch = scale.global_batch(cfg.lm.batch_size, scale.LM_REFERENCE_BATCH, len(train_seqs), 1, False)
+    what = f"{cfg.lm.name}, {cfg.space} codes ({len(train_seqs):,} sequences), epochs: {cfg.lm.epochs}, batch {batch}"
 
     def train(c) -> tuple[float, float]:
         with tempfile.TemporaryDirectory() as out:
             start = time.perf_counter()
             result = fit(c, codes, out, worker_env())
             wall = time.perf_counter() - start
-        if result.error is not None:
-            raise result.error
-        return wall, float(result.metrics_dataframe["tokens_per_s"].mean())
+            if result.error is not None:
+                raise result.error
+            return wall, float(history(result)["tokens_per_s"].mean())
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.lm.cpus_per_worker)
-    try:
-        plain_wall, plain_tps = plain_loop(cfg, train_seqs, size)
-    finally:
-        torch.set_num_threads(threads)
+    plain_wall, plain_tps = plain_lm_loop(cfg, train_seqs, size, batch, threads=cfg.lm.cpus_per_worker)
     ray_wall, ray_tps = train(cfg)
     peak = peaks["cpu, 1 thread"]
     rows = [
@@ -261,6 +216,7 @@ def enumeration_row() -> list[str]:
 
 def vqvae_row(spec) -> list[str]:
     from archsweep.runtime import worker_env
+    from archsweep.train import history
     from archsweep.train.vqvae import fit
 
     p = spec.performance
@@ -270,9 +226,9 @@ def vqvae_row(spec) -> list[str]:
                                      f"train.num_workers={workers}"])
         with tempfile.TemporaryDirectory() as out:
             result = fit(cfg, Path(out), worker_env())
-        if result.error is not None:
-            raise result.error
-        speeds.append(float(result.metrics_dataframe["graphs_per_s"].mean()))
+            if result.error is not None:
+                raise result.error
+            speeds.append(float(history(result)["graphs_per_s"].mean()))
     return [f"VQ-VAE training ({p.vqvae_space}, default model, epochs: {p.vqvae_epochs}), Ray Train data parallel",
             f"1 worker {speeds[0]:,.0f} graphs/s, 2 workers {speeds[1]:,.0f} graphs/s ({speeds[1] / speeds[0]:.2f}x)"]
 

@@ -3,7 +3,6 @@ the summary's known facts, search files, and the Ray driver actor killed mid-run
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 

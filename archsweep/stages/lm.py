@@ -89,10 +89,14 @@ class Scorer:
 def generate(lm, scorer: Scorer, cfg: Config, samples_path: str | Path | None = None) -> dict:
     """Sample `cfg.sample` from the LM, decode and score; end-to-end architectures/s included."""
     from archsweep.lm.sampling import sample
+    from archsweep.train.scale import sample_batch
 
     s = cfg.sample
+    gpu = cfg.lm.use_gpu and torch.cuda.is_available()  # a GPU this process may use (Ray sets what it sees)
+    lm.model.to("cuda" if gpu else "cpu")
     start = time.perf_counter()
-    codes, texts = sample(lm, s.samples, cfg.vqvae.codebook_size, s.temperature, s.top_k, s.top_p, s.seed)
+    codes, texts = sample(lm, s.samples, cfg.vqvae.codebook_size, s.temperature, s.top_k, s.top_p, s.seed,
+                          batch_size=sample_batch(s.batch_size, gpu))
     results, cells = scorer(codes)
     results["samples_per_s"] = len(codes) / (time.perf_counter() - start)
     if samples_path is not None:

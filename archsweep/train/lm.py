@@ -85,7 +85,8 @@ def train_loop(loop_config: dict) -> None:
     device = engine.device
     data = {k: v.to(device) for k, v in collate(lm, train_seqs).items()}
     row_tokens = (data["labels"] != IGNORE).sum(1).cpu().numpy()
-    held = {k: v[rank::world].contiguous().to(device) for k, v in collate(lm, held_seqs).items()} if held_seqs else None
+    held = {k: v[rank::world].contiguous().to(device) for k, v in collate(lm, held_seqs).items()} if held_seqs \
+        else None
     eval_batch = max(micro, 1024)
 
     # --- resume ---------------------------------------------------------------------------------------------

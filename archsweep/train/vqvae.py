@@ -88,7 +88,8 @@ def train_loop(loop_config: dict) -> None:
     for epoch in range(start_epoch, cfg.train.epochs):
         # --- train: no host sync inside the epoch, the losses are summed on the device --------------------------
         model.train()
-        order = train_idx[torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))]
+        generator = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
+        order = train_idx[torch.randperm(len(train_idx), generator=generator)]
         shard = order[rank::world][: steps * batch].to(device, non_blocking=True)
         sums = torch.zeros(3, device=device)
         start = time.perf_counter()
