@@ -289,6 +289,8 @@ CASES = [
          "must be of type int"),
     Case("codebook size 0", "`vqvae.codebook_size=0`", check_sweep("vqvae.codebook_size=0"), "2..65536"),
     Case("sequence length 0", "`vqvae.seq_len=0`", check_sweep("vqvae.seq_len=0"), "1..256"),
+    Case("batch size neither a number nor auto", "`lm.batch_size=large`", check_sweep("lm.batch_size=large"),
+         "'lm.batch_size' is 'large'; allowed: \"auto\" or an integer >= 1"),
     Case("negative sampling temperature", "`sample.temperature=-1`", check_sweep("sample.temperature=-1"),
          "'sample.temperature' is -1.0; allowed: > 0"),
     Case("negative search temperature", "`search.lm_guided.temperature=-0.5`",

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from types import ModuleType
@@ -43,6 +44,16 @@ class SearchSpace(Protocol):
     def graph_arrays(self, enum: Enumeration) -> tuple[np.ndarray, np.ndarray]: ...
 
 
+CELL_CACHE = 1 << 17  # distinct cells whose validity and canonical hash a space remembers
+
+
+def _remember(memo: dict, key, value):
+    if len(memo) >= CELL_CACHE:
+        memo.clear()
+    memo[key] = value
+    return value
+
+
 class _ModuleSpace:
     """A `SearchSpace` over one module of pure functions; adds the cached enumeration."""
 
@@ -55,13 +66,33 @@ class _ModuleSpace:
         self.max_vertices = max_vertices
         self.num_cells: int = module.NUM_CELLS
         self.why_invalid = module.why_invalid
-        self.is_valid = module.is_valid
         self.prune = module.prune
-        self.canonical_hash = module.canonical_hash
         self.random_cell = module.random_cell
         self.mutate = module.mutate
         self.to_graph = module.to_graph
         self.from_graph = module.from_graph
+
+        # memoised per distinct cell: generated samples repeat, and scoring asks a cell's validity and hash for
+        # each metric and each dataset of the benchmark
+        self._valid: dict[Cell, bool] = {}
+        self._hash: dict[Cell, str] = {}
+
+    def is_valid(self, cell: Cell) -> bool:
+        known = self._valid.get(cell)
+        if known is None:
+            known = _remember(self._valid, cell, self._m.is_valid(cell))
+        return known
+
+    def canonical_hash(self, cell: Cell) -> str:
+        known = self._hash.get(cell)
+        if known is None:
+            known = _remember(self._hash, cell, self._m.canonical_hash(cell))
+        return known
+
+    def remember(self, cell: Cell, canonical_hash: str) -> None:
+        """Record a cell known to be valid with this hash (e.g. found among the enumerated cells)."""
+        _remember(self._valid, cell, True)
+        _remember(self._hash, cell, canonical_hash)
 
     def __getattr__(self, attr: str):  # space-specific helpers, e.g. from_arch_str for NAS-Bench-201
         if attr.startswith("_"):
@@ -94,7 +125,9 @@ SPACES: dict[str, Callable[[], SearchSpace]] = {
 }
 
 
+@functools.cache
 def get_space(name: str) -> SearchSpace:
+    """The space of that name, one instance per process (its memoised checks shared by every caller)."""
     try:
         return SPACES[name]()
     except KeyError:

@@ -28,6 +28,9 @@ class Cell:
         adj.setflags(write=False)
         object.__setattr__(self, "adjacency", adj)
         object.__setattr__(self, "ops", ops)
+        # computed once: cells key the spaces' memoised checks, which look each sample up several times
+        object.__setattr__(self, "_key", (adj.shape[0], adj.tobytes(), ops))
+        object.__setattr__(self, "_hash", hash(self._key))
 
     @property
     def num_vertices(self) -> int:
@@ -41,10 +44,10 @@ class Cell:
         """Exact (string) equality: same matrix, same ops, same vertex order. Not isomorphism."""
         if not isinstance(other, Cell):
             return NotImplemented
-        return self.ops == other.ops and np.array_equal(self.adjacency, other.adjacency)
+        return self is other or self._key == other._key
 
     def __hash__(self) -> int:
-        return hash((self.adjacency.tobytes(), self.adjacency.shape[0], self.ops))
+        return self._hash
 
     def __repr__(self) -> str:
         return f"Cell(adjacency={self.adjacency.tolist()}, ops={list(self.ops)})"

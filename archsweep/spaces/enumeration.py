@@ -125,3 +125,39 @@ def cached(path: Path, build: Callable[[], Enumeration], expected_size: int | No
         raise RuntimeError(f"{enum.space} enumeration gave {len(enum)} cells, expected {expected_size}")
     enum.save(path)
     return enum
+
+
+def graph_keys(ops: np.ndarray, adj: np.ndarray, num_ops: int) -> np.ndarray:
+    """One int64 per graph in the fixed-size form (ops [N, V], adjacency [N, V, V], read above the diagonal):
+    the op of each vertex and each edge bit packed, so equal keys are equal graphs, vertex order included."""
+    vertices = ops.shape[1]
+    op_bits = max(1, (num_ops - 1).bit_length())
+    rows, cols = np.triu_indices(vertices, 1)
+    if vertices * op_bits + len(rows) > 63:
+        raise ValueError(f"{vertices} vertices of {num_ops} ops do not pack into 63 bits")
+    key = np.zeros(len(ops), dtype=np.int64)
+    for v in range(vertices):
+        key = (key << op_bits) | ops[:, v].astype(np.int64)
+    edges = adj[:, rows, cols].astype(np.int64)
+    for e in range(len(rows)):
+        key = (key << 1) | edges[:, e]
+    return key
+
+
+class GraphIndex:
+    """Finds many graphs among a space's enumerated cells at once (sorted keys, binary search): scoring a
+    decoded sample that is exactly an enumerated cell's graph form costs a lookup instead of a validity check
+    and a canonical hash."""
+
+    def __init__(self, ops: np.ndarray, adj: np.ndarray, num_ops: int, hash_of: Callable[[int], str] | None = None):
+        """`hash_of(position)`: the canonical hash of an enumerated cell (`Enumeration.hash`)."""
+        keys = graph_keys(ops, adj, num_ops)
+        self.num_ops, self.hash_of = num_ops, hash_of
+        self.order = np.argsort(keys, kind="stable")
+        self.keys = keys[self.order]
+
+    def find(self, ops: np.ndarray, adj: np.ndarray) -> np.ndarray:
+        """The enumeration position of each graph, -1 where it is not an enumerated cell's graph form."""
+        query = graph_keys(ops, adj, self.num_ops)
+        at = np.searchsorted(self.keys, query).clip(max=len(self.keys) - 1)
+        return np.where(self.keys[at] == query, self.order[at], -1)

@@ -52,15 +52,25 @@ def load_lm(cfg: Config, lm_dir: str | Path):
     return lm
 
 
-def generated_cells(codes: list[tuple[int, ...] | None], vqvae_model, space):
-    """Decode parsed code sequences through the VQ-VAE; None (unparseable) stays None."""
-    from archsweep.stages.vqvae import decode_cells
+def generated_cells(codes: list[tuple[int, ...] | None], vqvae_model, space, index=None):
+    """Decode parsed code sequences through the VQ-VAE; None (unparseable) stays None. Each distinct sequence is
+    decoded once and its samples share one Cell. With `index` (a `GraphIndex` of the space's enumeration), the
+    decoded graphs that are enumerated cells are found all at once and the space remembers them as valid with
+    their hashes, so scoring checks and hashes only the others."""
+    from archsweep.stages.vqvae import decode_arrays
 
     parsed = [c for c in codes if c is not None]
     if not parsed:  # nothing parsed: every sample is invalid
         return [None] * len(codes)
-    decoded = iter(decode_cells(space, vqvae_model, torch.tensor(parsed, dtype=torch.long)))
-    return [None if c is None else next(decoded) for c in codes]
+    distinct, inverse = np.unique(np.asarray(parsed, dtype=np.int64), axis=0, return_inverse=True)
+    ops, adj = decode_arrays(vqvae_model, torch.from_numpy(distinct))
+    cells = [space.from_graph(a, o) for o, a in zip(ops, adj)]
+    if index is not None:
+        for cell, k in zip(cells, index.find(ops, adj).tolist()):
+            if k >= 0:
+                space.remember(cell, index.hash_of(k))
+    decoded = iter(inverse.reshape(-1).tolist())
+    return [None if c is None else cells[next(decoded)] for c in codes]
 
 
 class Scorer:
@@ -70,16 +80,19 @@ class Scorer:
     def __init__(self, cfg: Config, vqvae_dir: str | Path, data_dir: str | None = None):
         from archsweep.benchmarks import load_benchmark
         from archsweep.spaces import get_space
+        from archsweep.spaces.enumeration import GraphIndex
         from archsweep.stages.vqvae import load_model, training_reference
 
         self.space = get_space(cfg.space)
         self.model, _ = load_model(Path(vqvae_dir) / "model.pt")
         self.train_hashes, self.train_strings = training_reference(cfg)
         self.benchmark = load_benchmark(cfg.space, data_dir)
+        enum = self.space.enumerate()
+        self.index = GraphIndex(*self.space.graph_arrays(enum), len(self.space.op_vocab), enum.hash)
 
     def __call__(self, codes: list[tuple[int, ...] | None]) -> tuple[dict, list]:
         """(metrics, decoded cells with None where the text did not parse)."""
-        cells = generated_cells(codes, self.model, self.space)
+        cells = generated_cells(codes, self.model, self.space, self.index)
         out = M.generation_metrics(cells, self.space, self.train_hashes, self.train_strings)
         for dataset in self.benchmark.datasets:
             out[f"accuracy_{dataset}_val"] = M.accuracy_stats(cells, self.space, self.benchmark, dataset, "val")

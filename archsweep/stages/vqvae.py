@@ -40,13 +40,17 @@ def load_model(path: str | Path):
     return model.eval(), cfg
 
 
+def decode_arrays(model, latents: torch.Tensor, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """The graph form (ops [N, V], adjacency [N, V, V]) the model decodes code sequences [N, L] or VAE latents
+    [N, L, D] to."""
+    ops, adj = zip(*(model.decode(chunk) for chunk in latents.split(batch)))
+    return torch.cat(ops).numpy(), torch.cat(adj).numpy()
+
+
 def decode_cells(space, model, latents: torch.Tensor, batch: int = 4096):
     """Cells (as decoded, possibly invalid) of code sequences [N, L] or VAE latents [N, L, D]."""
-    cells = []
-    for chunk in latents.split(batch):
-        ops, adj = model.decode(chunk)
-        cells += [space.from_graph(a, o) for o, a in zip(ops.numpy(), adj.numpy())]
-    return cells
+    ops, adj = decode_arrays(model, latents, batch)
+    return [space.from_graph(a, o) for o, a in zip(ops, adj)]
 
 
 def training_reference(cfg: Config) -> tuple[set[str], set[str]]:
