@@ -222,3 +222,18 @@ def test_enumeration_cache_round_trip(nb101_cells, tmp_path):
     for name in ("num_vertices", "edge_bits", "ops", "hashes"):
         assert np.array_equal(getattr(loaded, name), getattr(nb101_cells, name))
     assert loaded.cell(12_345) == nb101_cells.cell(12_345)
+
+
+def test_graph_index_keys_every_cell_apart(nb101_cells):
+    from archsweep.spaces import get_space
+    from archsweep.spaces.enumeration import GraphIndex
+
+    nb101 = get_space("nasbench101")
+    ops, adj = nb101.graph_arrays(nb101_cells)
+    index = GraphIndex(ops, adj, len(nb101.op_vocab), nb101_cells.hash)
+    assert len(set(index.keys.tolist())) == 423_624  # 7 ops x 3 bits + 21 edge bits: no two cells share a key
+    rows = np.arange(0, len(ops), 997)
+    assert (index.find(ops[rows], adj[rows]) == rows).all()
+    for k in rows[:20]:
+        cell = nb101.from_graph(adj[k], ops[k])
+        assert index.hash_of(int(k)) == nb101.canonical_hash(cell) and nb101.is_valid(cell)

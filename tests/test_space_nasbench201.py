@@ -116,3 +116,25 @@ def test_random_cell_uniform_and_valid():
 
 def test_best_cifar10_cell_parses():
     assert space.is_valid(space.from_arch_str(BEST_CIFAR10))
+
+
+def test_graph_index_finds_every_enumerated_cell_and_nothing_else():
+    from archsweep.spaces.enumeration import GraphIndex, graph_keys
+
+    enum = space.enumerate()
+    ops, adj = space.graph_arrays(enum)
+    keys = graph_keys(ops, adj, len(space.op_vocab))
+    assert len(set(keys.tolist())) == 15_625  # one key per cell: 8 ops x 3 bits + 28 edge bits
+    index = GraphIndex(ops, adj, len(space.op_vocab), enum.hash)
+    found = index.find(ops, adj)
+    assert found.tolist() == list(range(15_625))
+    k = 777
+    assert index.hash_of(int(found[k])) == space.canonical_hash(space.from_graph(adj[k], ops[k]))
+    # one edge more (not a NAS-Bench-201 graph) or a swapped op: not found, or found as exactly that other cell
+    extra = adj[:100].copy()
+    extra[:, 0, 7] = 1
+    assert (index.find(ops[:100], extra) == -1).all()
+    swapped = ops[:100].copy()
+    swapped[:, 1] = np.where(swapped[:, 1] == 2, 3, 2)
+    hits = index.find(swapped, adj[:100])
+    assert (hits >= 0).all() and all((ops[h] == s).all() for h, s in zip(hits, swapped))

@@ -29,7 +29,7 @@ EXPERIMENT = "trials"
 # rejected, hence a little memory): a 1-worker trial then takes exactly one CPU.
 TRIAL_RESOURCES = {"cpu": 0, "memory": 64 * 2**20}
 # Settings that change how a stage runs, not what it computes: left out of the reuse key.
-EXECUTION_ONLY = {"cpus_per_worker", "gpus_per_worker", "checkpoint_every", "max_failures"}
+EXECUTION_ONLY = {"cpus_per_worker", "gpus_per_worker", "checkpoint_every", "checkpoint_interval_s", "max_failures"}
 # The result a trial reports when it fails with an archsweep error: its one-line message (see `_store_callback`).
 FATAL = "archsweep/error"
 GENERATION = ("validity", "uniqueness", "novelty", "uniqueness_str", "novelty_str", "valid_unique",
