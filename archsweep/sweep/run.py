@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -86,6 +87,8 @@ def final_metrics(results: dict) -> dict:
         if vq.get(key) is not None:
             out[f"vqvae/{key}"] = vq[key]
     out["vqvae/reused"] = bool(results.get("vqvae_reused"))
+    if "pipeline_wall_s" in results:
+        out["pipeline_wall_s"] = results["pipeline_wall_s"]
     for key, value in results.get("search", {}).items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             out[f"search/{key}"] = value
@@ -135,6 +138,7 @@ def _run_pipeline(cfg: Config, context, sweep_dir: Path, env: dict, log_level: s
 
     # The trial's directory in the sweep's storage, not Tune's working copy in this node's Ray session directory:
     # the LM stage's checkpoints must outlive this node, and the store must point where the results stay.
+    start = time.perf_counter()
     trial_dir = sweep_dir / EXPERIMENT / Path(context.get_trial_dir()).name
     trial_dir.mkdir(parents=True, exist_ok=True)
     vq, vq_dir, reused = shared_vqvae(cfg, sweep_dir / "artifacts", env, log_level)
@@ -151,6 +155,7 @@ def _run_pipeline(cfg: Config, context, sweep_dir: Path, env: dict, log_level: s
         from archsweep.stages import search
 
         results["search"] = search.run(cfg, vq_dir, trial_dir / "lm" / "lm", trial_dir / "search")
+    results["pipeline_wall_s"] = time.perf_counter() - start  # the trial's own work, for its overhead
     (trial_dir / "metrics.json").write_text(json.dumps(results, indent=2))
     final = final_metrics(results)
     paths = {"trial_dir": str(trial_dir), "vqvae_dir": str(vq_dir)} | (

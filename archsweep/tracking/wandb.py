@@ -102,6 +102,11 @@ def _mirror_class():
                                                      int(getattr(self.runs[trial.trial_id], "starting_step", 0)) - 1)
             return self.runs[trial.trial_id]
 
+        def on_trial_start(self, iteration, trials, trial, **info):
+            # Opened now, while the trial's process starts and its VQ-VAE stage trains: a function trial waits
+            # for each of its reports to be taken, so opening the run at the first result would stall it.
+            self._run(trial)
+
         def on_trial_result(self, iteration, trials, trial, result, **info):
             row = {k: v for k, v in result.items()
                    if k not in _TUNE_BOOKKEEPING and isinstance(v, Number) and not isinstance(v, bool)}

@@ -67,6 +67,7 @@ def train_loop(loop_config: dict) -> None:
     from archsweep.lm.sampling import IGNORE, collate
 
     # --- set up: every sequence becomes a row of one tensor, on the device, once ---------------------------
+    entered = time.perf_counter()
     os.environ.update(loop_config.get("env", {}))
     cfg = from_dict(loop_config["config"])
     context = ray.train.get_context()
@@ -105,6 +106,7 @@ def train_loop(loop_config: dict) -> None:
         start_epoch = client_state["epoch"] + 1
 
     last_checkpoint = time.perf_counter()
+    setup_s = last_checkpoint - entered  # data, model, process group, resume: the stage's fixed cost
     for epoch in range(start_epoch, cfg.lm.epochs):
         # --- train: no host sync inside the epoch, the loss is summed on the device ------------------------------
         engine.train()
@@ -144,6 +146,7 @@ def train_loop(loop_config: dict) -> None:
         metrics = {"epoch": epoch, "start_epoch": start_epoch, "loss": float(totals[0] / totals[1]),
                    "heldout_loss": heldout, "heldout_perplexity": math.exp(heldout),
                    "tokens_per_s": float(totals[2]) / seconds, "lr": engine.get_lr()[0], "batch_size": batch,
+                   "setup_s": setup_s,
                    "node": ray.get_runtime_context().get_node_id()}  # where rank 0 ran, for multi-node runs
         history.append(metrics)
         with tempfile.TemporaryDirectory() as directory:

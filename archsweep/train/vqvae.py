@@ -44,6 +44,7 @@ def train_loop(loop_config: dict) -> None:
     from archsweep.spaces import get_space
 
     # --- set up: the whole space's cells are two tensors, on the device, once ---------------------------------
+    entered = time.perf_counter()
     os.environ.update(loop_config.get("env", {}))
     cfg = from_dict(loop_config["config"])
     context = ray.train.get_context()
@@ -85,6 +86,7 @@ def train_loop(loop_config: dict) -> None:
         start_epoch = state["epoch"] + 1
 
     last_checkpoint = time.perf_counter()
+    setup_s = last_checkpoint - entered  # data, model, process group, resume: the stage's fixed cost
     for epoch in range(start_epoch, cfg.train.epochs):
         # --- train: no host sync inside the epoch, the losses are summed on the device --------------------------
         model.train()
@@ -137,6 +139,7 @@ def train_loop(loop_config: dict) -> None:
             "graphs_per_s": steps * batch * world / seconds,
             "lr": schedule.get_last_lr()[0],
             "batch_size": batch * world,
+            "setup_s": setup_s,
         }
         if cfg.vqvae.model == "vqvae":
             metrics |= codebook_stats_from_counts(counts.numpy())
