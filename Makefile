@@ -37,6 +37,8 @@ bench: data
 	$(BIN)/python bench/lm.py --write
 	$(BIN)/python bench/search.py --write
 	$(BIN)/python bench/load.py --write
+	$(BIN)/python bench/overhead.py --write
+	$(BIN)/python bench/gpu.py --write     # on a CPU: the dry run (block gpu-dry-run); bench/gpu.sh on a GPU machine
 
 # The reproduction report (docs/REPORT.md, docs/report/cpu/) from scratch: fresh results and caches, 2-core CPU size.
 report: data

@@ -44,8 +44,14 @@ def versions() -> str:
     import importlib.metadata as md
     import subprocess
 
+    def version(name: str) -> str:
+        try:
+            return md.version(name.replace("_", "-"))
+        except md.PackageNotFoundError:  # e.g. W&B on a GPU machine that runs the stages only
+            return "not installed"
+
     names = ("torch", "ray", "deepspeed", "transformers", "torch_geometric", "wandb")
-    found = ", ".join(f"{n} {md.version(n.replace('_', '-'))}" for n in names)
+    found = ", ".join(f"{n} {version(n)}" for n in names)
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,

@@ -90,8 +90,12 @@ def evaluate(model, cfg: Config, samples: int = M.STANDARD_SAMPLES, seed: int = 
     rng = torch.Generator().manual_seed(seed)
     if cfg.vqvae.model == "vqvae":
         out |= M.codebook_stats(latents.numpy(), cfg.vqvae.codebook_size)
+        from archsweep.spaces.enumeration import GraphIndex
+        from archsweep.stages.lm import generated_cells
+
         random_codes = torch.randint(0, cfg.vqvae.codebook_size, (samples, cfg.vqvae.seq_len), generator=rng)
-        generated = decode_cells(space, model, random_codes)
+        index = GraphIndex(ops.numpy(), adj.numpy(), len(space.op_vocab), enum.hash)
+        generated = generated_cells([tuple(c) for c in random_codes.tolist()], model, space, index)
         out["random_codes"] = M.generation_metrics(generated, space, train_hashes, train_strings)
         arrays = {"codes": latents.numpy().astype(np.int32)}
     else:

@@ -89,6 +89,7 @@ def train_loop(loop_config: dict) -> None:
     held = {k: v[rank::world].contiguous().to(device) for k, v in collate(lm, held_seqs).items()} if held_seqs \
         else None
     eval_batch = max(micro, 1024)
+    held_batches = math.ceil(math.ceil(len(held_seqs) / world) / eval_batch)  # the same count on every rank
 
     # --- resume ---------------------------------------------------------------------------------------------
     start_epoch, history = 0, []
@@ -128,9 +129,11 @@ def train_loop(loop_config: dict) -> None:
         engine.eval()
         held_sum = torch.zeros(2, dtype=torch.float64, device=device)
         with torch.no_grad():
-            for first in range(0, len(held["labels"]) if held else 0, eval_batch):
+            for first in range(0, held_batches * eval_batch, eval_batch):
                 part = {k: v[first:first + eval_batch] for k, v in held.items()}
                 n = (part["labels"] != IGNORE).sum()  # the tokens the loss is averaged over
+                if len(part["labels"]) == 0:  # this rank's share ran out: ZeRO-3 needs every rank's forward
+                    part, n = {k: v[:1] for k, v in held.items()}, n * 0
                 held_sum += torch.stack([engine(**part).loss.double() * n, n.double()])
         totals = torch.cat([torch.tensor([float(loss_sum), steps * cfg.lm.grad_accum, float(row_tokens[shard].sum()),
                                           time.perf_counter() - last_checkpoint], dtype=torch.float64),
