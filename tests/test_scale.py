@@ -40,8 +40,10 @@ def test_learning_rate_and_warmup_follow_the_batch():
     assert scale.scaled_lr(5e-4, 4096, 64) == pytest.approx(4e-3)  # sqrt(64) = 8
     assert scale.scaled_lr(1e-3, 512, 256) == pytest.approx(1e-3 * math.sqrt(2))
     assert scale.scaled_warmup(100, 64, 64) == 100
-    assert scale.scaled_warmup(100, 512, 64) == 13  # as many sequences: 6,400
-    assert scale.scaled_warmup(100, 4096, 64) == 2
+    assert scale.scaled_warmup(400, 512, 64) == 50  # as many sequences: 25,600
+    assert scale.scaled_warmup(100, 512, 64) == 20  # 13 would do the sequences; never under 20 steps
+    assert scale.scaled_warmup(100, 4096, 64) == 20
+    assert scale.scaled_warmup(5, 256, 64) == 5 and scale.scaled_warmup(0, 4096, 64) == 0
 
 
 def test_checkpoint_cadence():

@@ -5,7 +5,8 @@ A GPU is idle at the CPU's batch sizes (a tiny model's step is a few kernel laun
 the CPU batch on CPU workers and, on GPU workers, the largest power of two per GPU up to `GPU_MAX_PER_WORKER` that
 still leaves an epoch `MIN_STEPS_PER_EPOCH` optimiser steps (NAS-Bench-201's 14k cells: 512; NAS-Bench-101's
 381k: 4,096). The learning rate a config gives is the one for the CPU batch; another batch scales it by
-sqrt(batch / reference) (the usual rule for Adam) and keeps the warmup as long in sequences seen.
+sqrt(batch / reference) (the usual rule for Adam) and keeps the warmup as long in sequences seen (at least
+20 steps).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 
 GPU_MAX_PER_WORKER = 4096
 MIN_STEPS_PER_EPOCH = 25
+MIN_WARMUP_STEPS = 20
 VQVAE_REFERENCE_BATCH = 256  # train.lr and the CPU default batch
 LM_REFERENCE_BATCH = 64  # lm.lr, lm.warmup_steps and the CPU default batch
 CPU_SAMPLE_BATCH, GPU_SAMPLE_BATCH = 1_000, 10_000
@@ -44,8 +46,11 @@ def scaled_lr(lr: float, batch: int, reference: int) -> float:
 
 
 def scaled_warmup(steps: int, batch: int, reference: int) -> int:
-    """Warmup steps at `batch` covering as many sequences as `steps` at `reference`."""
-    return math.ceil(steps * reference / batch)
+    """Warmup steps at `batch` covering as many sequences as `steps` at `reference`, but never fewer than
+    `MIN_WARMUP_STEPS` (a large batch's larger learning rate is reached over at least that many steps); 0 stays 0."""
+    if steps == 0:
+        return 0
+    return max(math.ceil(steps * reference / batch), min(steps, MIN_WARMUP_STEPS))
 
 
 def checkpoint_due(epoch: int, epochs: int, every: int, interval_s: float, since_last_s: float) -> bool:
