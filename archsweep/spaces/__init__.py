@@ -44,7 +44,7 @@ class SearchSpace(Protocol):
     def graph_arrays(self, enum: Enumeration) -> tuple[np.ndarray, np.ndarray]: ...
 
 
-CELL_CACHE = 1 << 17  # distinct cells whose validity and canonical hash a space remembers
+CELL_CACHE = 1 << 16  # distinct cells whose validity and canonical hash a space remembers (tens of MB at most)
 
 
 def _remember(memo: dict, key, value):
