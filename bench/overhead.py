@@ -27,14 +27,15 @@ from archsweep.runtime import init_local_ray, worker_env
 QUICK = ["name=overhead", "train.epochs=1", "lm.epochs=1", "sample.samples=1000", "lm.name=gpt2-tiny"]
 
 
-def measure(wandb: bool) -> dict:
+def measure(path: Path, overrides: list[str]) -> tuple:
+    """(the 1-trial sweep, its timings): the sweep file's base trial with `overrides` called directly, then as a
+    sweep; also what bench/reproduce.py reports as the sweep overhead."""
     from archsweep.stages import pipeline
     from archsweep.sweep.run import run_sweep
     from archsweep.sweep.spec import load_sweep
 
     with tempfile.TemporaryDirectory() as tmp:
-        sweep = load_sweep(ROOT / "sweeps" / "generation-nasbench201-cpu.yaml",
-                           [f"storage={tmp}", *QUICK, f"tracking.wandb={str(wandb).lower()}"])
+        sweep = load_sweep(path, [f"storage={tmp}", *overrides])
         sweep = dataclasses.replace(sweep, axes={}, extra_trials=[])
         start = time.perf_counter()
         pipeline.run(sweep.base, Path(tmp) / "direct", env=worker_env())
@@ -45,8 +46,8 @@ def measure(wandb: bool) -> dict:
         if grid.errors:
             raise grid.errors[0]
         metrics = grid[0].metrics
-    return {"direct": direct, "sweep": swept, "trial": float(metrics["time_total_s"]),
-            "pipeline": float(metrics["pipeline_wall_s"])}
+    return sweep, {"direct": direct, "sweep": swept, "trial": float(metrics["time_total_s"]),
+                   "pipeline": float(metrics["pipeline_wall_s"])}
 
 
 def main() -> None:
@@ -59,7 +60,8 @@ def main() -> None:
 
     runs = []
     for repeat in range(args.repeats):
-        runs.append(measure(args.wandb))
+        runs.append(measure(ROOT / "sweeps" / "generation-nasbench201-cpu.yaml",
+                            [*QUICK, f"tracking.wandb={str(args.wandb).lower()}"])[1])
         r = runs[-1]
         print(f"run {repeat + 1}: direct {r['direct']:.1f} s; sweep {r['sweep']:.1f} s, of which the trial function "
               f"{r['trial']:.1f} s and its pipeline {r['pipeline']:.1f} s", flush=True)

@@ -236,23 +236,10 @@ def vqvae_row(spec) -> list[str]:
 def overhead_row(path: Path) -> list[str]:
     """One small trial as a 1-trial sweep (Tune, result store, W&B offline) against the same pipeline called
     directly in this process."""
-    from archsweep.runtime import worker_env
-    from archsweep.stages import pipeline
-    from archsweep.sweep.run import run_sweep
-    from archsweep.sweep.spec import load_sweep
+    from overhead import measure
 
-    with tempfile.TemporaryDirectory() as tmp:
-        sweep = load_sweep(path, [f"storage={tmp}", "name=overhead", "train.epochs=1", "lm.epochs=1",
-                                  "sample.samples=1000"])
-        sweep = dataclasses.replace(sweep, axes={}, extra_trials=[])
-        start = time.perf_counter()
-        pipeline.run(sweep.base, Path(tmp) / "direct", env=worker_env())
-        direct = time.perf_counter() - start
-        start = time.perf_counter()
-        grid = run_sweep(sweep)
-        swept = time.perf_counter() - start
-        if grid.errors:
-            raise grid.errors[0]
+    sweep, t = measure(path, ["name=overhead", "train.epochs=1", "lm.epochs=1", "sample.samples=1000"])
+    swept, direct = t["sweep"], t["direct"]
     return [f"Sweep overhead: one trial ({sweep.base.space}, {sweep.base.lm.name}, 1 + 1 epochs, 1,000 samples) as a "
             "sweep vs the pipeline called directly",
             f"{swept:.1f} s vs {direct:.1f} s: {swept - direct:+.1f} s per trial (Tune, result store, W&B offline)"]
