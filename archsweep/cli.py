@@ -257,7 +257,7 @@ def train_vqvae(overrides, config_path, out_dir, num_cpus):
 def train_lm(overrides, config_path, vqvae_dir, out_dir, num_cpus):
     """Train the LM prior on a VQ-VAE's codes (DeepSpeed on Ray Train), sample it and score the samples.
 
-    OVERRIDES are config keys, e.g. `lm.name=llama-small lm.zero_stage=3 sample.temperature=0.8`; the space and
+    OVERRIDES are config keys, e.g. `lm.name=llama-1m lm.zero_stage=3 sample.temperature=0.8`; the space and
     vqvae.* keys must match the VQ-VAE stage's.
     """
     from archsweep.config import load_config

@@ -56,8 +56,16 @@ class TrainConfig:
 
 
 @dataclass
+class LoRAConfig:
+    rank: int = 0  # 0: off, every weight trains; > 0: only LoRA adapters of this rank train (pretrained models)
+    alpha: float = 16.0
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=list)  # []: peft's default for the model type
+
+
+@dataclass
 class LMConfig:
-    name: str = "gpt2-small"  # <gpt2|llama|t5>-<tiny|small|base>, or pretrained:<name or local path>
+    name: str = "gpt2-0.8m"  # a preset (archsweep.lm.models.PRESETS), or pretrained:<hub name or local path>
     epochs: int = 20  # sized for NAS-Bench-201's 14k training sequences; NAS-Bench-101 (381k) needs far fewer
     # global: micro batch x gradient accumulation x workers; "auto": 64 on CPU workers, larger on GPUs
     batch_size: Any = "auto"
@@ -75,6 +83,10 @@ class LMConfig:
     checkpoint_interval_s: float = 30.0
     compile: bool = False
     max_failures: int = 2
+    max_steps: int = 0  # stop after this many optimiser steps in all (0: train every epoch through)
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30 % slower
+    offload: str = "none"  # none | cpu: ZeRO-Offload, optimizer state (and, with ZeRO-3, parameters) in host memory
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
 
 
 @dataclass
@@ -137,6 +149,7 @@ CHOICES = {
     "vqvae.latent": ("pooled", "per_node"),
     "train.lr_schedule": ("cosine", "constant"),
     "search.strategy": ("lm_guided", "regularized_evolution", "random"),
+    "lm.offload": ("none", "cpu"),
 }
 # key -> (test, what is allowed)
 RANGES = {
@@ -174,6 +187,10 @@ RANGES = {
     "lm.checkpoint_every": (lambda v: v >= 1, ">= 1"),
     "lm.checkpoint_interval_s": (lambda v: v >= 0, ">= 0 (0: every checkpoint_every epochs)"),
     "lm.max_failures": (lambda v: v >= -1, ">= -1 (-1: unlimited)"),
+    "lm.max_steps": (lambda v: v >= 0, ">= 0 (0: no limit)"),
+    "lm.lora.rank": (lambda v: v >= 0, ">= 0 (0: off)"),
+    "lm.lora.alpha": (lambda v: v > 0, "> 0"),
+    "lm.lora.dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "sample.samples": (lambda v: v >= 1, ">= 1"),
     "sample.batch_size": (lambda v: v == "auto" or _positive_int(v), '"auto" or an integer >= 1'),
     "sample.temperature": (lambda v: v > 0, "> 0"),
@@ -323,8 +340,10 @@ def absolute_patch(patch: dict) -> dict:
 
 
 def _absolute_paths(config: Config) -> Config:
+    from archsweep.lm.models import canonical_name
+
     config.search.lm_guided.prior = absolute_path("search.lm_guided.prior", config.search.lm_guided.prior)
-    config.lm.name = absolute_path("lm.name", config.lm.name)
+    config.lm.name = canonical_name(absolute_path("lm.name", config.lm.name))
     return config
 
 
@@ -355,6 +374,13 @@ def validate(config: Config) -> None:
         check_name(config.lm.name)
     except ArchsweepError as exc:
         raise ConfigError(f"'lm.name': {exc}") from None
+    if config.lm.lora.rank and not config.lm.name.startswith("pretrained:"):
+        raise ConfigError(f"'lm.lora.rank' is {config.lm.lora.rank} but 'lm.name' {config.lm.name!r} is a preset built "
+                          "from scratch: LoRA adapts the weights of a pretrained model (lm.name=pretrained:<name or "
+                          "path>); train a preset fully with lm.lora.rank=0")
+    if config.lm.offload != "none" and config.lm.zero_stage == 0:
+        raise ConfigError(f"'lm.offload' is {config.lm.offload!r}, which ZeRO-Offload does for ZeRO stages 1-3; "
+                          "set lm.zero_stage=3 (parameters offloaded too) or 1/2 (optimizer state only)")
     if config.lm.batch_size != "auto" and config.lm.batch_size % (config.lm.grad_accum * config.lm.num_workers):
         raise ConfigError(f"'lm.batch_size' ({config.lm.batch_size}) must be a multiple of 'lm.grad_accum' x "
                           f"'lm.num_workers' ({config.lm.grad_accum} x {config.lm.num_workers})")

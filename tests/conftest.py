@@ -98,3 +98,19 @@ def pytest_sessionfinish(session, exitstatus):
              "| Test | Fault | Trials (queries) | Finished | Lost | Notes |", "|---|---|---|---|---|---|",
              *rows.values()]
     MEASURED_DOC.write_text(f"{before}{MEASURED_BEGIN}\n" + "\n".join(lines) + f"\n{MEASURED_END}{after}")
+
+
+@pytest.fixture(scope="session")
+def pretrained_checkpoint(tmp_path_factory):
+    """`pretrained_checkpoint("gpt2" | "llama" | "t5")`: a small checkpoint saved as a hub model is (weights and a
+    BPE tokenizer, pretrained briefly on number strings), made once per session: `pretrained:` with no hub."""
+    from archsweep.lm.checkpoints import save_small_checkpoint
+
+    made = {}
+
+    def get(family: str) -> Path:
+        if family not in made:
+            made[family] = save_small_checkpoint(tmp_path_factory.mktemp(f"pretrained-{family}"), family)
+        return made[family]
+
+    return get

@@ -1,12 +1,17 @@
-"""The LM registry: every family trains and samples on CPU; a locally saved checkpoint loads by path."""
+"""The LM registry: every family trains and samples on CPU; a locally saved checkpoint loads by path, with and
+without LoRA; the presets are the sizes the README says."""
 
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 import pytest
 import torch
 
 from archsweep.errors import UnknownNameError
-from archsweep.lm.models import CodeTokenizer, build, check_name
+from archsweep.lm.models import ALIASES, PRESETS, CodeTokenizer, add_lora, build, check_name, load_lora, \
+    parameter_count
 from archsweep.lm.sampling import collate, sample
 
 K, L = 16, 4
@@ -18,9 +23,9 @@ def data():
     return [tuple(torch.randint(0, K, (L,)).tolist()) for _ in range(8)]
 
 
-def train(lm, data, steps=150):
+def train(lm, data, steps=150, lr=3e-3):
     torch.manual_seed(0)
-    optimizer = torch.optim.AdamW(lm.model.parameters(), lr=3e-3)
+    optimizer = torch.optim.AdamW(lm.model.parameters(), lr=lr)
     lm.model.train()
     losses = []
     for _ in range(steps):
@@ -76,3 +81,68 @@ def test_code_tokenizer():
 def test_unknown_models(name):
     with pytest.raises(UnknownNameError, match="language model"):
         check_name(name)
+
+
+def test_readme_lm_table_gives_every_preset_with_its_measured_parameter_count():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `([\w.-]+)`[^|]*\|[^|]*\|[^|]*\| ([\d,]+) \|", readme, re.M))
+    assert set(PRESETS) <= set(rows)
+    for name in PRESETS:
+        assert int(rows[name].replace(",", "")) == parameter_count(name, 64, 8), name
+
+
+def test_large_presets_take_the_well_known_shapes():
+    gpt2 = build("gpt2-124m", 64, 8).model.config
+    assert (gpt2.n_embd, gpt2.n_layer, gpt2.n_head) == (768, 12, 12)
+    # GPT-2 124M less its 50,257 x 768 token embedding (38.6 M), plus the code vocabulary's 67 x 768
+    assert parameter_count("gpt2-124m") == 124_439_808 - 50_257 * 768 - 1024 * 768 + 67 * 768 + 10 * 768
+    with torch.device("meta"):
+        llama = build("llama-1b", 64, 8).model.config
+    assert (llama.hidden_size, llama.num_hidden_layers, llama.num_attention_heads, llama.num_key_value_heads,
+            llama.intermediate_size) == (2048, 16, 32, 8, 8192)
+    assert 0.95e9 < parameter_count("llama-1b") < 1.0e9
+
+
+def test_old_names_are_aliases_that_say_so():
+    from archsweep.config import load_config
+
+    for old, new in ALIASES.items():
+        with pytest.warns(FutureWarning, match=f"lm.name={old} is deprecated: it is {new}"):
+            assert load_config(overrides=[f"lm.name={old}"]).lm.name == new
+        assert parameter_count(new) == sum(p.numel() for p in build(new, 64, 8).model.parameters())
+
+
+@pytest.mark.parametrize("family", ["gpt2", "t5"])
+def test_lora_on_a_saved_checkpoint_trains_the_adapters_alone_and_saves_them_small(family, tmp_path, data,
+                                                                                  pretrained_checkpoint):
+    source = pretrained_checkpoint(family)
+    lm = build(f"pretrained:{source}", K, L)
+    frozen = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    add_lora(lm, rank=8, alpha=16, dropout=0.0, target_modules=[])
+    trainable = {n for n, p in lm.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    losses = train(lm, data, steps=100, lr=1e-2)
+    assert losses[-1] < 0.85 * losses[0]  # it had the number format already; the adapters learn these codes
+    base_now = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
+                for k, v in lm.model.state_dict().items() if "lora_" not in k}
+    assert all(torch.equal(frozen[k], base_now[k]) for k in frozen)  # the pretrained weights did not move
+
+    lm.model.save_pretrained(tmp_path / "adapter")
+    adapter = sum(f.stat().st_size for f in (tmp_path / "adapter").iterdir())
+    full = sum(f.stat().st_size for f in source.glob("*.safetensors"))
+    assert adapter < 0.25 * full
+    again = build(f"pretrained:{source}", K, L)
+    load_lora(again, tmp_path / "adapter")
+    batch = collate(lm, data)
+    lm.model.eval(), again.model.eval()
+    with torch.no_grad():
+        assert torch.allclose(lm.model(**batch).logits, again.model(**batch).logits, atol=1e-5)
+    assert sample(lm, 20, K, seed=3)[1] == sample(again, 20, K, seed=3)[1]
+
+
+def test_lora_names_the_key_when_no_module_matches(pretrained_checkpoint):
+    from archsweep.errors import ArchsweepError
+
+    lm = build(f"pretrained:{pretrained_checkpoint('gpt2')}", K, L)
+    with pytest.raises(ArchsweepError, match="lm.lora.target_modules"):
+        add_lora(lm, 4, 16, 0.0, ["no_such_module"])

@@ -2,7 +2,8 @@
 through the VQ-VAE decoder and score them.
 
 Artifacts in the output directory:
-- `lm/`: the trained model in `transformers` format (full weights, whatever the ZeRO stage)
+- `lm/`: the trained model in `transformers` format (full weights, whatever the ZeRO stage; with `lm.lora`, the
+  `peft` adapters alone, which load onto the base model `lm.name` names)
 - `samples.npz`: every sample's raw text, parsed codes (-1 where it does not parse) and validity
 - `metrics.json`: validity, uniqueness, novelty (and string variants), `valid_unique(_novel)`, accuracy
   statistics of the generated cells where the benchmark has them, training loss/throughput, sampling speed
@@ -22,10 +23,12 @@ from archsweep.config import Config, to_dict
 
 
 def _load_trained(cfg: Config, result, codebook_size: int):
-    from archsweep.lm.models import build
+    from archsweep.lm.models import add_lora, build
     from archsweep.train.lm import full_state_dict
 
     lm = build(cfg.lm.name, codebook_size, cfg.vqvae.seq_len)
+    if cfg.lm.lora.rank:
+        add_lora(lm, cfg.lm.lora.rank, cfg.lm.lora.alpha, cfg.lm.lora.dropout, cfg.lm.lora.target_modules)
     with result.checkpoint.as_directory() as directory:
         weights = full_state_dict(directory)
     lm.model.load_state_dict(weights, strict=False)
@@ -36,8 +39,17 @@ def _load_trained(cfg: Config, result, codebook_size: int):
 
 def load_lm(cfg: Config, lm_dir: str | Path):
     """The trained LM a finished stage saved (`<stage>/lm`), to sample again without retraining."""
-    from archsweep.lm.models import PRETRAINED, build
+    from archsweep.lm.models import PRETRAINED, build, load_lora
 
+    if cfg.lm.lora.rank:  # the adapters alone were saved: the base model comes from where it came from in training
+        lm = build(cfg.lm.name, cfg.vqvae.codebook_size, cfg.vqvae.seq_len)
+        try:
+            load_lora(lm, lm_dir)
+        except Exception as exc:
+            from archsweep.checkpoint import unreadable
+
+            raise unreadable(lm_dir, exc, f"Delete {Path(lm_dir).parent} and run the LM stage again.") from None
+        return lm
     if cfg.lm.name.startswith(PRETRAINED):
         lm = build(PRETRAINED + str(lm_dir), cfg.vqvae.codebook_size, cfg.vqvae.seq_len)
         lm.name = cfg.lm.name

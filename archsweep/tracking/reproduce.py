@@ -28,7 +28,7 @@ class Performance:
     enumeration: bool = True  # NAS-Bench-101 enumerated from scratch
     vqvae_space: str = "nasbench201"  # VQ-VAE training throughput, 1 vs 2 Ray Train workers
     vqvae_epochs: int = 3
-    lm_name: str = "gpt2-small"  # LM training: plain PyTorch vs Ray Train + DeepSpeed, on the first sweep's codes
+    lm_name: str = "gpt2-0.8m"  # LM training: plain PyTorch vs Ray Train + DeepSpeed, on the first sweep's codes
     lm_epochs: int = 1
     sweep_overhead: bool = True  # a 1-trial sweep against the same pipeline called directly
 

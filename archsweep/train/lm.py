@@ -39,10 +39,16 @@ def load_codes(path: str | Path) -> tuple[list[tuple[int, ...]], list[tuple[int,
 def deepspeed_config(cfg: Config, world: int, total_steps: int, batch: int) -> dict:
     lm, gpu = cfg.lm, cfg.lm.use_gpu
     # torch's AdamW either way: DeepSpeed's CPU Adam JIT-compiles an extension first (minutes, GBs) and its
-    # FusedAdam needs the CUDA toolkit to build; on GPUs torch's fused kernel does the same one-launch update.
+    # FusedAdam needs the CUDA toolkit to build; on GPUs torch's fused kernel does the same one-launch update
+    # (not on offloaded state, which is in host memory).
     optimizer = {"lr": scale.scaled_lr(lm.lr, batch, scale.LM_REFERENCE_BATCH), "weight_decay": lm.weight_decay,
-                 "torch_adam": True} | ({"fused": True} if gpu else {})
+                 "torch_adam": True} | ({"fused": True} if gpu and lm.offload == "none" else {})
     warmup = min(scale.scaled_warmup(lm.warmup_steps, batch, scale.LM_REFERENCE_BATCH), total_steps)
+    zero: dict = {"stage": lm.zero_stage}
+    if lm.offload != "none":
+        zero["offload_optimizer"] = {"device": lm.offload}
+        if lm.zero_stage == 3:
+            zero["offload_param"] = {"device": lm.offload}
     return {
         "train_batch_size": batch,
         "gradient_accumulation_steps": lm.grad_accum,
@@ -51,10 +57,47 @@ def deepspeed_config(cfg: Config, world: int, total_steps: int, batch: int) -> d
         "optimizer": {"type": "AdamW", "params": optimizer},
         "scheduler": {"type": "WarmupCosineLR", "params": {"total_num_steps": max(total_steps, 1),
                                                            "warmup_num_steps": warmup}},
-        "zero_optimization": {"stage": lm.zero_stage},
+        "zero_optimization": zero,
+        "zero_force_ds_cpu_optimizer": False,  # offload with torch's AdamW, as above
         "bf16": {"enabled": lm.bf16 and gpu},
         "steps_per_print": 10**9,
     }
+
+
+def planned_steps(steps_per_epoch: int, epochs: int, max_steps: int) -> tuple[int, int]:
+    """(optimiser steps in all, epochs that run): every epoch through, or cut at `max_steps` (0: no cut).
+
+    >>> planned_steps(100, 20, 0), planned_steps(100, 20, 250), planned_steps(100, 2, 10_000)
+    ((2000, 20), (250, 3), (200, 2))
+    """
+    total = steps_per_epoch * epochs if not max_steps else min(steps_per_epoch * epochs, max_steps)
+    return total, math.ceil(total / steps_per_epoch)
+
+
+def memory_footprint(engine) -> dict[str, int]:
+    """What this rank holds, in bytes: its parameters (a ZeRO-3 partition, or the whole model), its optimizer
+    state (Adam's moments and the fp32 master copies ZeRO 1-3 keep of their partition, wherever they live: with
+    offload, in host memory) and its peak memory (resident set on CPU workers, allocated device memory on GPUs).
+    Read from the tensors DeepSpeed partitioned, so it is what ZeRO actually did, not what it should do."""
+    import resource
+
+    def nbytes(t) -> int:
+        return t.numel() * t.element_size()
+
+    held = [getattr(p, "ds_tensor", p) for p in engine.module.parameters()]  # ZeRO-3: this rank's partition
+    model = {t.data_ptr() for t in held if t.numel()}
+    base = engine.optimizer
+    while hasattr(base, "optimizer"):  # DeepSpeed's ZeRO / bf16 wrappers around the torch optimizer
+        base = base.optimizer
+    state = 0
+    for p, moments in base.state.items():  # (ZeRO-3 empties param_groups between steps; the state stays)
+        state += (0 if p.data_ptr() in model else nbytes(p)) + sum(nbytes(v) for v in moments.values()
+                                                                   if torch.is_tensor(v))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if engine.device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(engine.device)
+    return {"param_bytes": sum(nbytes(t) for t in held), "optimizer_bytes": state,
+            "peak_memory_bytes": peak}
 
 
 def train_loop(loop_config: dict) -> None:
@@ -63,7 +106,7 @@ def train_loop(loop_config: dict) -> None:
     import ray.train
     import torch.distributed as dist
 
-    from archsweep.lm.models import build
+    from archsweep.lm.models import add_lora, build
     from archsweep.lm.sampling import IGNORE, collate
 
     # --- set up: every sequence becomes a row of one tensor, on the device, once ---------------------------
@@ -74,13 +117,25 @@ def train_loop(loop_config: dict) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.manual_seed(cfg.seed)
     train_seqs, held_seqs, _ = load_codes(loop_config["codes"])
-    lm = build(cfg.lm.name, loop_config["codebook_size"], cfg.vqvae.seq_len)
     batch = scale.global_batch(cfg.lm.batch_size, scale.LM_REFERENCE_BATCH, len(train_seqs), world,
                                cfg.lm.use_gpu, cfg.lm.grad_accum)
     micro = batch // (cfg.lm.grad_accum * world)
     steps = max(1, len(train_seqs) // batch)  # optimiser steps per epoch, equal on every rank
-    engine, _, _, _ = deepspeed.initialize(model=lm.model, model_parameters=lm.model.parameters(),
-                                           config=deepspeed_config(cfg, world, steps * cfg.lm.epochs, batch))
+    total_steps, epochs = planned_steps(steps, cfg.lm.epochs, cfg.lm.max_steps)
+    ds_config = deepspeed_config(cfg, world, total_steps, batch)
+    if cfg.lm.zero_stage == 3:  # transformers then builds (or loads) the model already sharded: a 1B model
+        from transformers.integrations import HfDeepSpeedConfig  # never sits whole in one worker's memory
+
+        deepspeed.init_distributed()  # joins Ray Train's process group, which sharding at construction needs
+        hf_zero3 = HfDeepSpeedConfig(ds_config)  # noqa: F841 (transformers holds a weak reference to it)
+    lm = build(cfg.lm.name, loop_config["codebook_size"], cfg.vqvae.seq_len)
+    if cfg.lm.gradient_checkpointing:
+        lm.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        lm.model.config.use_cache = False
+    if cfg.lm.lora.rank:
+        add_lora(lm, cfg.lm.lora.rank, cfg.lm.lora.alpha, cfg.lm.lora.dropout, cfg.lm.lora.target_modules)
+    trainable = [p for p in lm.model.parameters() if p.requires_grad]
+    engine, _, _, _ = deepspeed.initialize(model=lm.model, model_parameters=trainable, config=ds_config)
     if cfg.lm.compile:
         engine.compile()
     device = engine.device
@@ -108,15 +163,16 @@ def train_loop(loop_config: dict) -> None:
 
     last_checkpoint = time.perf_counter()
     setup_s = last_checkpoint - entered  # data, model, process group, resume: the stage's fixed cost
-    for epoch in range(start_epoch, cfg.lm.epochs):
+    for epoch in range(start_epoch, epochs):
         # --- train: no host sync inside the epoch, the loss is summed on the device ------------------------------
         engine.train()
+        micro_steps = min(steps, total_steps - epoch * steps) * cfg.lm.grad_accum  # lm.max_steps cuts the last
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_seqs))
-        shard = order[rank::world][: steps * cfg.lm.grad_accum * micro]
+        shard = order[rank::world][: micro_steps * micro]
         rows = torch.from_numpy(shard).to(device, non_blocking=True)
         loss_sum = torch.zeros((), dtype=torch.float32, device=device)
         start = time.perf_counter()
-        for micro_step in range(steps * cfg.lm.grad_accum):
+        for micro_step in range(micro_steps):
             index = rows[micro_step * micro:(micro_step + 1) * micro]
             loss = engine(**{k: v[index] for k, v in data.items()}).loss
             engine.backward(loss)
@@ -135,7 +191,7 @@ def train_loop(loop_config: dict) -> None:
                 if len(part["labels"]) == 0:  # this rank's share ran out: ZeRO-3 needs every rank's forward
                     part, n = {k: v[:1] for k, v in held.items()}, n * 0
                 held_sum += torch.stack([engine(**part).loss.double() * n, n.double()])
-        totals = torch.cat([torch.tensor([float(loss_sum), steps * cfg.lm.grad_accum, float(row_tokens[shard].sum()),
+        totals = torch.cat([torch.tensor([float(loss_sum), micro_steps, float(row_tokens[shard].sum()),
                                           time.perf_counter() - last_checkpoint], dtype=torch.float64),
                             held_sum.cpu()])
         if world > 1:  # on the device: NCCL reduces GPU tensors only
@@ -149,12 +205,12 @@ def train_loop(loop_config: dict) -> None:
         metrics = {"epoch": epoch, "start_epoch": start_epoch, "loss": float(totals[0] / totals[1]),
                    "heldout_loss": heldout, "heldout_perplexity": math.exp(heldout),
                    "tokens_per_s": float(totals[2]) / seconds, "lr": engine.get_lr()[0], "batch_size": batch,
-                   "setup_s": setup_s,
+                   "setup_s": setup_s, "steps": min(total_steps, (epoch + 1) * steps), **memory_footprint(engine),
                    "node": ray.get_runtime_context().get_node_id()}  # where rank 0 ran, for multi-node runs
         history.append(metrics)
         with tempfile.TemporaryDirectory() as directory:
             checkpoint = None
-            if scale.checkpoint_due(epoch, cfg.lm.epochs, cfg.lm.checkpoint_every, cfg.lm.checkpoint_interval_s,
+            if scale.checkpoint_due(epoch, epochs, cfg.lm.checkpoint_every, cfg.lm.checkpoint_interval_s,
                                     float(totals[3])):
                 engine.save_checkpoint(directory, tag=TAG, client_state={"epoch": epoch})
                 if rank == 0:
