@@ -513,7 +513,11 @@ def _run_sweep(sweep_file, overrides=(), address=None, num_cpus=None) -> int:
               "of a local Ray started here.")
 @click.option("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all).")
 @click.option("--check", is_flag=True, help="Check the sweep file and count its trials; run nothing.")
-def sweep_command(sweep_file, overrides, address, num_cpus, check):
+@click.option("--cluster", "clusters", multiple=True, type=click.Path(dir_okay=False),
+              callback=lambda ctx, param, value: tuple(_absolute(ctx, param, v) for v in value),
+              help="With --check: a cluster YAML (cluster/*.yaml) every trial must fit, scaled all the way up; "
+                   "may be given more than once.")
+def sweep_command(sweep_file, overrides, address, num_cpus, check, clusters):
     """Run a sweep (see sweeps/*.yaml): Ray Tune trials of the pipeline, logged to the result store and W&B,
     then print the report. Exit status 1 if any trial failed.
 
@@ -525,8 +529,19 @@ def sweep_command(sweep_file, overrides, address, num_cpus, check):
 
         sweep = load_sweep(sweep_file, overrides)
         total = len(trial_configs(sweep)) * sweep.tune.num_samples
-        _console().print(f"sweep {sweep.name!r}: {total} trial(s); axes: {', '.join(sweep.axes) or 'none'}")
+        _console().print(f"sweep {sweep.name!r}: {total} trial(s); axes: {', '.join(sweep.axes) or 'none'}",
+                         soft_wrap=True)
+        for path in clusters:
+            from archsweep.sweep.cluster import cluster_capacity
+            from archsweep.sweep.run import plan_concurrency
+
+            totals, nodes = cluster_capacity(path)
+            at_once = plan_concurrency(sweep, totals, nodes)
+            _console().print(f"fits {path} ({totals.get('CPU', 0):g} CPUs, {totals.get('GPU', 0):g} GPUs on "
+                             f"{len(nodes)} nodes at most): {at_once} trial(s) at once", soft_wrap=True)
         return
+    if clusters:
+        raise click.UsageError("--cluster goes with --check")
     _exit_on_failures(_run_sweep(sweep_file, overrides, address, num_cpus))
 
 

@@ -75,3 +75,29 @@ def test_cli_validates_and_exits_2_on_a_broken_file(tmp_path):
     bad.write_text("cluster_name: x\nprovider: [\n")
     result = runner.invoke(cli, ["cluster", "validate", str(bad)])
     assert result.exit_code == 2 and "not valid YAML" in result.output
+
+
+GPU_SWEEP = str(CLUSTER.parent / "sweeps" / "lm-scale-gpu.yaml")
+
+
+@pytest.mark.parametrize("name", ["aws-gpu.yaml", "gcp-gpu.yaml"])
+def test_the_gpu_lm_sweep_fits_the_cloud_clusters_scaled_up(name):
+    from archsweep.sweep.cluster import cluster_capacity
+
+    totals, nodes = cluster_capacity(CLUSTER / name)
+    assert totals == {"CPU": 40.0, "GPU": 4.0} and len(nodes) == 5  # a CPU head and 4 one-GPU workers
+    result = CliRunner().invoke(cli, ["sweep", GPU_SWEEP, "--check", "--cluster", str(CLUSTER / name)])
+    assert result.exit_code == 0, result.output
+    assert "12 trial(s)" in result.output and "2 trial(s) at once" in result.output  # 2 GPUs per trial
+
+
+def test_a_sweep_that_outgrows_the_cluster_is_refused_before_it_runs():
+    result = CliRunner().invoke(cli, ["sweep", GPU_SWEEP, "--check", "--cluster", str(CLUSTER / "aws-gpu.yaml"),
+                                      "lm.num_workers=8"])
+    assert result.exit_code == 2
+    assert "needs 16 CPUs and 8 GPUs at once" in result.stderr and "4 GPUs" in result.stderr
+
+
+def test_a_cluster_that_does_not_state_its_resources_cannot_be_checked_offline():
+    result = CliRunner().invoke(cli, ["sweep", GPU_SWEEP, "--check", "--cluster", str(CLUSTER / "onprem.yaml")])
+    assert result.exit_code == 2 and "does not state its nodes' resources" in result.stderr

@@ -47,6 +47,31 @@ def validate_cluster_yaml(path: str | os.PathLike) -> dict:
     return prepared
 
 
+def cluster_capacity(path: str | os.PathLike) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """(total resources, one resource dict per node) of a cluster YAML scaled all the way up: the head node plus
+    every node type at its `max_workers` (bounded by the cluster's `max_workers`)."""
+    import logging
+
+    logging.getLogger("ray.autoscaler").setLevel(logging.WARNING)  # config preparation's notes, not for users
+    prepared = validate_cluster_yaml(path)
+    types, head = prepared["available_node_types"], prepared["head_node_type"]
+    nodes = [dict(types[head].get("resources", {}))]
+    room = prepared.get("max_workers", 0)
+    for name, spec in types.items():
+        count = min(spec.get("max_workers", 0), room)
+        room -= count
+        nodes += [dict(spec.get("resources", {}))] * count
+    if not all("CPU" in node for node in nodes):
+        raise ClusterConfigError(f"{path} does not state its nodes' resources (the machines of a `local` provider "
+                                 "report theirs when Ray starts on them), so a sweep cannot be checked against it "
+                                 "offline; the sweep's driver checks every trial against the running cluster")
+    totals: dict[str, float] = {}
+    for node in nodes:
+        for key, value in node.items():
+            totals[key] = totals.get(key, 0.0) + float(value)
+    return totals, nodes
+
+
 # --- Ray Jobs --------------------------------------------------------------------------------------------------
 
 
