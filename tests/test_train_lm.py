@@ -57,6 +57,11 @@ def test_zero2_trains_checkpoints_and_resumes(local_ray, codes_file, tmp_path):
     assert trained["epoch"].tolist() == [0, 1, 2]
     assert trained["heldout_loss"].iloc[-1] < trained["heldout_loss"].iloc[0]
     assert (trained["tokens_per_s"] > 0).all() and (trained["batch_size"] == 64).all()
+    from archsweep.lm.models import parameter_count
+
+    full = 4 * parameter_count("gpt2-tiny", K, L)  # ZeRO-2 shards optimizer state and gradients, not parameters
+    assert (trained["param_bytes"] == full).all()
+    assert trained["optimizer_bytes"].iloc[-1] == pytest.approx(1.5 * full, rel=0.01)  # moments + master, halved
 
     resumed = fit(config("lm.zero_stage=2", "lm.epochs=4"), codes_file, tmp_path / "run", local_ray)
     assert resumed.error is None, resumed.error
@@ -70,11 +75,24 @@ def test_zero3_checkpoint_gives_full_weights_for_sampling(local_ray, codes_file,
     from archsweep.lm.sampling import IGNORE, collate, sample
     from archsweep.train.lm import fit, full_state_dict, load_codes
 
-    result = fit(config("lm.zero_stage=3", "lm.epochs=2"), codes_file, tmp_path / "run", local_ray)
+    from archsweep.train import history
+
+    # lm.max_steps cuts the second epoch short: 28 optimiser steps an epoch, 40 in all
+    result = fit(config("lm.zero_stage=3", "lm.epochs=3", "lm.max_steps=40"), codes_file, tmp_path / "run",
+                 local_ray)
     assert result.error is None, result.error
+    trained = history(result)
+    assert trained["epoch"].tolist() == [0, 1] and trained["steps"].tolist() == [28, 40]
+
+    # each rank holds half of every parameter (rounded up), measured from what DeepSpeed partitioned; Adam's two
+    # moments and the fp32 master copy are of that half too
+    lm = build("gpt2-tiny", K, L)
+    half = sum(4 * -(-p.numel() // 2) for p in lm.model.parameters())
+    assert (trained["param_bytes"] == half).all()
+    assert trained["optimizer_bytes"].iloc[-1] == pytest.approx(3 * half, rel=0.01)
+    assert (trained["peak_memory_bytes"] > 0).all()
     with result.checkpoint.as_directory() as directory:
         weights = full_state_dict(directory)  # reassembled from both ranks' parameter shards
-    lm = build("gpt2-tiny", K, L)
     missing, unexpected = lm.model.load_state_dict(weights, strict=False)
     assert not missing and not unexpected
 
