@@ -97,6 +97,7 @@ class SampleConfig:
     top_k: int = 0  # 0: off
     top_p: float = 1.0  # 1.0: off
     seed: int = 0
+    constrained: bool = False  # decode only texts of L numbers below K (every sample parses; see lm/sampling.py)
 
 
 @dataclass

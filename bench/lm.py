@@ -1,8 +1,10 @@
 """Measure the LM prior: generation metrics of VQ-VAE + LM beside the continuous VAE baseline on both spaces
-(10,000 samples, temperature 1.0), the effect of temperature, the overhead of Ray Train + DeepSpeed against a
+(10,000 samples, temperature 1.0), the effect of temperature, every LM family side by side on NAS-Bench-201 (from
+scratch and from a pretrained checkpoint, with and without LoRA), the overhead of Ray Train + DeepSpeed against a
 plain single-process PyTorch loop, and sampling throughput.
 
     python bench/lm.py [--spaces nasbench201 nasbench101] [--out runs/bench-lm] [--fresh] [--write]
+    python bench/lm.py --families-only [--write]     # the family table alone (block lm-families)
 
 Each generation row is a full `archsweep run` pipeline (VQ-VAE stage, then the LM stage: DeepSpeed ZeRO-2 on 2
 Ray Train workers) with the default configuration, except the epochs set per space below. Pipelines finished
@@ -18,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -84,6 +88,72 @@ def generation_rows(args) -> tuple[list[str], list[str], list[str]]:
     return rows, temperature_rows, speed
 
 
+# The family table: the same VQ-VAE stage (NAS-Bench-201's generation row above), each LM trained as the stage
+# trains it (Ray Train, DeepSpeed ZeRO-2, 1 worker), lm.epochs as below, 10,000 samples at temperature 1.0.
+# Pretrained checkpoints: archsweep.lm.checkpoints (byte-level BPE, briefly pretrained on number strings), saved
+# locally; these machines reach no model hub.
+FAMILY_EPOCHS = 8
+FAMILIES = [("gpt2-tiny", []), ("llama-tiny", []), ("t5-tiny", []),
+            ("pretrained:gpt2", []), ("pretrained:llama", []), ("pretrained:t5", []),
+            ("pretrained:gpt2", ["lm.lora.rank=16"]), ("pretrained:t5", ["lm.lora.rank=16"])]
+
+
+def family_rows(args) -> list[str]:
+    from archsweep.lm.checkpoints import save_small_checkpoint
+
+    space = "nasbench201"
+    vq = args.out / space / "vqvae" / "vqvae"
+    if not (vq / "metrics.json").exists():  # the stage the generation row's pipeline then continues from
+        from archsweep.stages import vqvae
+
+        vqvae.run(load_config(overrides=[f"space={space}", *EPOCHS[space], *WORKERS]), vq, worker_env())
+    rows, scorer = [], None
+    for name, extra in FAMILIES:
+        label = name
+        if name.startswith("pretrained:"):
+            family = name.split(":")[1]
+            checkpoint = args.out / "checkpoints" / family
+            if not (checkpoint / "config.json").exists():
+                save_small_checkpoint(checkpoint, family)
+            name = f"pretrained:{checkpoint.resolve()}"
+            label = f"{family}, pretrained (local checkpoint)" + (", LoRA rank 16" if extra else ", every weight")
+        cfg = load_config(overrides=[f"space={space}", *EPOCHS[space], f"lm.name={name}",
+                                     f"lm.epochs={FAMILY_EPOCHS}", *extra])
+        out = args.out / "families" / (label.replace(" ", "").replace(",", "-").replace("(", "").replace(")", ""))
+        done = out / "metrics.json"
+        if done.exists() and not args.fresh and json.loads(done.read_text())["config"] == to_dict(cfg):
+            m = json.loads(done.read_text())
+        else:
+            shutil.rmtree(out, ignore_errors=True)
+            m = lm_stage.run(cfg, vq, out, env=worker_env())
+        samples = np.load(out / "samples.npz")
+        parsed = float((samples["codes"][:, 0] >= 0).mean())
+        scorer = scorer or lm_stage.Scorer(cfg, vq)
+        cfg.sample.constrained = True
+        c = lm_stage.generate(lm_stage.load_lm(cfg, out / "lm"), scorer, cfg)
+        rows.append(f"| {label} | {m['training']['heldout_perplexity']:.3f} | {pct(parsed)} | {pct(m['validity'])} | "
+                    f"{pct(m['valid_unique'])} | {pct(c['validity'])} | {pct(c['valid_unique'])} | "
+                    f"{pct(c['valid_unique_novel'])} | {m['train_wall_s']:.0f} s |")
+        print(rows[-1], flush=True)
+    return rows
+
+
+def families_block(args) -> str:
+    return (
+        "### LM families side by side (NAS-Bench-201)\n\n" + header() + "\n"
+        f"One VQ-VAE stage (NAS-Bench-201, {', '.join(EPOCHS['nasbench201'])}, K = 64, L = 8); each LM trained by "
+        f"the LM stage (Ray Train, DeepSpeed ZeRO-2, 1 worker) for {FAMILY_EPOCHS} epochs, 10,000 samples at "
+        "temperature 1.0. Pretrained rows: a checkpoint saved locally by `archsweep.lm.checkpoints` (64 wide, 2 "
+        "layers, byte-level BPE tokenizer, pretrained briefly on number strings; these machines reach no model hub), "
+        "fine-tuned fully or through LoRA adapters. Free sampling (the default): parsed = samples that are exactly "
+        "L numbers below K, validity = parsed and decoded into a valid cell. Constrained (`sample.constrained=true`, "
+        "the same trained LM sampled again): decoding keeps to L numbers below K, so every sample parses.\n\n"
+        f"| LM ({FAMILY_EPOCHS} epochs) | held-out perplexity | parsed | validity | valid_unique | validity, "
+        "constrained | valid_unique, constrained | valid_unique_novel, constrained | training wall |\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
+        + "\n".join(family_rows(args)) + "\n")
+
+
 def overhead_row(args) -> str:
     """Ray Train (1 worker) + DeepSpeed ZeRO-2 vs the plain loop, on NAS-Bench-201's codes from the run above."""
     from archsweep.train import history, scale
@@ -113,8 +183,15 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="retrain even where a finished pipeline exists")
     parser.add_argument("--overhead-epochs", type=int, default=3)
     parser.add_argument("--write", action="store_true", help="record the result in docs/BENCHMARKS.md")
+    parser.add_argument("--families-only", action="store_true", help="only the LM family table")
     args = parser.parse_args()
     init_local_ray()
+    families = families_block(args)
+    print(families)
+    if args.write:
+        write_block("lm-families", families)
+    if args.families_only:
+        return
 
     rows, temperature_rows, speed = generation_rows(args)
     overhead = overhead_row(args)

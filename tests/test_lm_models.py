@@ -146,3 +146,17 @@ def test_lora_names_the_key_when_no_module_matches(pretrained_checkpoint):
     lm = build(f"pretrained:{pretrained_checkpoint('gpt2')}", K, L)
     with pytest.raises(ArchsweepError, match="lm.lora.target_modules"):
         add_lora(lm, 4, 16, 0.0, ["no_such_module"])
+
+
+@pytest.mark.parametrize("source", ["gpt2-tiny", "t5-tiny", "pretrained:gpt2", "pretrained:t5"])
+def test_constrained_decoding_makes_every_sample_parse_even_untrained(source, pretrained_checkpoint):
+    from archsweep.lm.text import parse_codes
+
+    name = f"pretrained:{pretrained_checkpoint(source.split(':')[1])}" if source.startswith("pretrained") else source
+    lm = build(name, K, L)  # presets untrained, checkpoints pretrained on number strings of any length and size
+    free_codes, _ = sample(lm, 300, K, seed=0)
+    codes, texts = sample(lm, 300, K, seed=0, constrained=True)
+    assert sum(c is None for c in free_codes) > 30  # free sampling writes many that do not parse
+    assert all(c is not None for c in codes)
+    assert all(parse_codes(t, L, K) == c for t, c in zip(texts, codes))
+    assert len(set(codes)) > 100  # still sampling, not one forced answer

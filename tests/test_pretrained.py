@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from archsweep.cli import cli
 from archsweep.config import load_config
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.e2e]  # whole commands, minutes: the long suite
 
 TINY = ["space=nasbench201", "vqvae.hidden_dim=32", "vqvae.decoder_hidden=128", "vqvae.gin_layers=2",
         "vqvae.seq_len=4", "vqvae.codebook_size=16", "train.epochs=2", "lm.epochs=1", "lm.batch_size=128",

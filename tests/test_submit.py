@@ -125,6 +125,7 @@ def cluster_without_archsweep():
     yield from ((address, token) for address in start_cluster(token, path, 0))
 
 
+@pytest.mark.e2e  # a whole sweep: minutes; the long suite
 def test_submit_runs_the_sweep_as_a_ray_job_with_token_auth(ray_cluster, data_dir, tmp_path, monkeypatch):
     """The token comes from the environment (RAY_AUTH_TOKEN) and appears in no output, log or file."""
     from archsweep.tracking.store import ResultStore

@@ -59,6 +59,7 @@ def _finished(sweep_dir: Path):
     return {r.trial_id: r for r in ResultStore(sweep_dir).rows()}
 
 
+@pytest.mark.e2e  # a whole sweep: minutes; the long suite
 def test_sweep_runs_trials_shares_the_vqvae_and_mirrors_to_wandb(data_dir, tmp_path, wandb_offline):
     import ray
 
@@ -135,6 +136,7 @@ def test_sweep_runs_trials_shares_the_vqvae_and_mirrors_to_wandb(data_dir, tmp_p
     assert listed.exit_code == 0 and listed.output.count("logged steps") == 2
 
 
+@pytest.mark.e2e  # a whole sweep: minutes; the long suite
 def test_sweep_on_two_nodes_puts_trials_on_both(data_dir, tmp_path, wandb_offline):
     """Two 1-CPU nodes, two 1-worker trials at once: each trial's Ray Train worker needs a whole node."""
     import ray
@@ -162,6 +164,7 @@ def test_sweep_on_two_nodes_puts_trials_on_both(data_dir, tmp_path, wandb_offlin
     assert {r.paths["lm_node"] for r in rows.values()} == nodes
 
 
+@pytest.mark.e2e  # a whole sweep: minutes; the long suite
 def test_a_sweep_and_a_search_from_another_directory_take_relative_paths_from_there(data_dir, tmp_path):
     """The README's offline form, `ARCHSWEEP_DATA_DIR=../shared/data`, from a working directory that is neither the
     data's nor the repository's: the data, the cache, the sweep file and `storage` are all relative, the trials run

@@ -102,7 +102,8 @@ class Generator:
 
         # One adaptation per elite set: a hotter resample of the same round reuses it.
         self.adapt(elite, adapt_steps, adapt_lr, seed=0)
-        codes, _ = sample(self.lm, count, self.cfg.vqvae.codebook_size, temperature, sample_top_k, 1.0, seed)
+        codes, _ = sample(self.lm, count, self.cfg.vqvae.codebook_size, temperature, sample_top_k, 1.0, seed,
+                          constrained=self.cfg.sample.constrained)
         cells = [c for c in generated_cells(codes, self.vqvae, self.space) if c is not None and self.space.is_valid(c)]
         counts = Counter(c.to_string() for c in cells)
         first: dict[str, Cell] = {}

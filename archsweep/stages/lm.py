@@ -121,7 +121,7 @@ def generate(lm, scorer: Scorer, cfg: Config, samples_path: str | Path | None = 
     lm.model.to("cuda" if gpu else "cpu")
     start = time.perf_counter()
     codes, texts = sample(lm, s.samples, cfg.vqvae.codebook_size, s.temperature, s.top_k, s.top_p, s.seed,
-                          batch_size=sample_batch(s.batch_size, gpu))
+                          batch_size=sample_batch(s.batch_size, gpu), constrained=s.constrained)
     results, cells = scorer(codes)
     results["samples_per_s"] = len(codes) / (time.perf_counter() - start)
     if samples_path is not None:
