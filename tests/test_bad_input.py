@@ -296,7 +296,7 @@ CASES = [
     Case("negative search temperature", "`search.lm_guided.temperature=-0.5`",
          check_sweep("search.lm_guided.temperature=-0.5"), "'search.lm_guided.temperature'"),
     Case("unknown LM", "`lm.name=gpt5-tiny`", check_sweep("lm.name=gpt5-tiny"), "gpt2-tiny, gpt2-0.8m"),
-    Case("LoRA on a model built from scratch", "`lm.lora.rank=8` with `lm.name=gpt2-tiny`",
+    Case("LoRA on a model built from scratch", "`lm.lora.rank=8` with the default `lm.name` (a preset)",
          check_sweep("lm.lora.rank=8"), "LoRA adapts the weights of a pretrained model"),
     Case("offload without ZeRO", "`lm.offload=cpu lm.zero_stage=0`", check_sweep("lm.offload=cpu", "lm.zero_stage=0"),
          "set lm.zero_stage=3"),
