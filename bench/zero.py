@@ -99,7 +99,8 @@ def main() -> None:
         f"`archsweep train lm` settings: `{' '.join(common)}`, NAS-Bench-201 codes (K = 64, L = 8), fp32 on CPU "
         "(gloo), torch AdamW. Per rank (rank 0, after its last step): parameters it holds, Adam's moments plus the "
         "fp32 master copy ZeRO 1-3 keep of their partition, and the worker process's peak resident memory "
-        "(libraries, activations and gradients included). Ratios against ZeRO-0.\n\n"
+        "(libraries, activations and gradients included). Ratios against ZeRO-0. tokens/s: over 3 steps of a run "
+        "that starts up, not a speed figure.\n\n"
         "| ZeRO stage | parameters per rank | vs ZeRO-0 | optimizer state per rank | vs ZeRO-0 | peak resident "
         "memory per rank | tokens/s |\n|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n" + large
     )
