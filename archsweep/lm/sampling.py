@@ -55,6 +55,8 @@ class CodeGrammar:
     def _state(self, text: str) -> tuple[int, str] | None:
         """(complete numbers, the number being written) if `text` can still become L numbers below K (spaces
         between and around them, as `parse_codes` reads them), else None."""
+        if "  " in text:  # one space between numbers keeps every sample within the token budget
+            return None
         parts = text.split()
         last = parts.pop() if parts and not text.endswith(" ") else ""
         if len(parts) + bool(last) > self.L or not all(_number_ok(p, self.K) for p in parts):
@@ -118,6 +120,8 @@ def sample(lm: LanguageModel, count: int, codebook_size: int, temperature: float
     start = torch.tensor([lm.prompt_ids() if lm.seq2seq else lm.target_ids([0] * lm.seq_len)[:1]], device=device)
     codes, texts = [], []
     grammar = CodeGrammar(lm, codebook_size, 1 if lm.seq2seq else start.shape[1]) if constrained else None
+    if grammar is not None and lm.pretrained:  # a subword tokenizer may spell a number digit by digit: room for that
+        longest = max(longest, lm.seq_len * (len(str(codebook_size - 1)) + 1) + 1)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for first in range(0, count, batch_size):
