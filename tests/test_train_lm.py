@@ -132,3 +132,19 @@ def test_other_families_train_under_deepspeed(local_ray, codes_file, tmp_path, n
         weights = full_state_dict(directory)
     missing, unexpected = build(name, K, L).model.load_state_dict(weights, strict=False)
     assert not unexpected and all("embed" in k or "lm_head" in k or "shared" in k for k in missing)
+
+
+def test_a_lock_left_by_a_killed_extension_build_is_named_not_waited_on(tmp_path):
+    import os
+    import time
+
+    from archsweep.train.lm import stale_build_locks
+
+    lock = tmp_path / "py311_cpu" / "deepspeed_shm_comm" / "lock"
+    lock.parent.mkdir(parents=True)
+    lock.touch()
+    now = time.time()
+    assert stale_build_locks(tmp_path, now, lambda: False) == []  # a build may be starting: fresh locks are fine
+    os.utime(lock, (now - 3600, now - 3600))
+    assert stale_build_locks(tmp_path, now, lambda: True) == []  # a compiler runs: the build is alive
+    assert stale_build_locks(tmp_path, now, lambda: False) == [lock]

@@ -100,6 +100,31 @@ def memory_footprint(engine) -> dict[str, int]:
             "peak_memory_bytes": peak}
 
 
+def stale_build_locks(root: Path, now: float, compiling, older_than_s: float = 600.0) -> list[Path]:
+    """Lock files of torch extension builds (DeepSpeed's first start on a machine builds one) that a killed build
+    left behind: torch waits on such a lock for ever, without a word. Stale: older than `older_than_s` while
+    `compiling()` says no compiler runs on this machine (asked only when there is a lock at all)."""
+    locks = [p for p in (*root.glob("*/lock"), *root.glob("*/*/lock")) if now - p.stat().st_mtime > older_than_s]
+    return sorted(locks) if locks and not compiling() else []
+
+
+def _compiling() -> bool:
+    import psutil
+
+    return any(p.info["name"] in ("ninja", "cc1plus", "c++", "g++") for p in psutil.process_iter(["name"]))
+
+
+def check_build_locks() -> None:
+    from archsweep.errors import ArchsweepError
+
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions")
+    stale = stale_build_locks(root, time.time(), _compiling) if root.is_dir() else []
+    if stale:
+        raise ArchsweepError(f"{stale[0]} is left from a torch extension build that was interrupted (no compiler "
+                             "runs, and it is over 10 minutes old); DeepSpeed would wait on it for ever. Delete it "
+                             f"and run again: rm {' '.join(map(str, stale))}")
+
+
 def train_loop(loop_config: dict) -> None:
     import deepspeed
     import ray
@@ -123,6 +148,7 @@ def train_loop(loop_config: dict) -> None:
     steps = max(1, len(train_seqs) // batch)  # optimiser steps per epoch, equal on every rank
     total_steps, epochs = planned_steps(steps, cfg.lm.epochs, cfg.lm.max_steps)
     ds_config = deepspeed_config(cfg, world, total_steps, batch)
+    check_build_locks()
     if cfg.lm.zero_stage == 3:  # transformers then builds (or loads) the model already sharded: a 1B model
         from transformers.integrations import HfDeepSpeedConfig  # never sits whole in one worker's memory
 
