@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import plain_lm_loop
 from _report import header, write_block

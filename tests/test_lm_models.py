@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from archsweep.errors import UnknownNameError
-from archsweep.lm.models import ALIASES, PRESETS, CodeTokenizer, add_lora, build, check_name, load_lora, \
-    parameter_count
+from archsweep.lm.models import ALIASES, PRESETS, CodeTokenizer, add_lora, build, check_name, load_lora, parameter_count
 from archsweep.lm.sampling import collate, sample
 
 K, L = 16, 4
@@ -85,7 +84,7 @@ def test_unknown_models(name):
 
 def test_readme_lm_table_gives_every_preset_with_its_measured_parameter_count():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    rows = dict(re.findall(r"^\| `([\w.-]+)`[^|]*\|[^|]*\|[^|]*\| ([\d,]+) \|", readme, re.M))
+    rows = dict(re.findall(r"^\| `([\w.-]+)`[^|]*\|[^|]*\|[^|]*\| ([\d,]+) \|", readme, re.MULTILINE))
     assert set(PRESETS) <= set(rows)
     for name in PRESETS:
         assert int(rows[name].replace(",", "")) == parameter_count(name, 64, 8), name

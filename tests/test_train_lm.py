@@ -45,9 +45,8 @@ def config(*overrides):
 
 
 def test_zero2_trains_checkpoints_and_resumes(local_ray, codes_file, tmp_path):
-    from archsweep.train.lm import fit
-
     from archsweep.train import history
+    from archsweep.train.lm import fit
 
     # epochs of well under the default 30 s between checkpoints: only the last epoch writes one
     first = fit(config("lm.zero_stage=2", "lm.epochs=3"), codes_file, tmp_path / "run", local_ray)
@@ -73,9 +72,8 @@ def test_zero2_trains_checkpoints_and_resumes(local_ray, codes_file, tmp_path):
 def test_zero3_checkpoint_gives_full_weights_for_sampling(local_ray, codes_file, tmp_path):
     from archsweep.lm.models import build
     from archsweep.lm.sampling import IGNORE, collate, sample
-    from archsweep.train.lm import fit, full_state_dict, load_codes
-
     from archsweep.train import history
+    from archsweep.train.lm import fit, full_state_dict, load_codes
 
     # lm.max_steps cuts the second epoch short: 28 optimiser steps an epoch, 40 in all
     result = fit(config("lm.zero_stage=3", "lm.epochs=3", "lm.max_steps=40"), codes_file, tmp_path / "run",
