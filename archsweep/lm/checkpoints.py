@@ -13,9 +13,6 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-FAMILIES = ("gpt2", "llama", "t5")
-
-
 def train_tokenizer(vocab_size: int = 400, seed: int = 0):
     """Byte-level BPE over the decimal numbers below 10,000 as they occur in code strings, with <pad>, <s>, </s>."""
     import transformers as tf
@@ -70,6 +67,8 @@ def save_small_checkpoint(path: str | Path, family: str = "gpt2", width: int = 6
     """A `family` model (decoder-only gpt2/llama, encoder-decoder t5) with its tokenizer, saved in `path`."""
     import torch
     import transformers as tf
+
+    from archsweep.lm.models import FAMILIES
 
     if family not in FAMILIES:
         raise ValueError(f"family {family!r}; allowed: {', '.join(FAMILIES)}")

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import torch
 
 from archsweep.lm.models import CodeTokenizer, LanguageModel
-from archsweep.lm.text import parse_codes
-
-_CANONICAL = re.compile(r"0|[1-9][0-9]*")
+from archsweep.lm.text import is_code, parse_codes
 
 IGNORE = -100  # label value the loss skips
 
@@ -41,7 +38,7 @@ class CodeGrammar:
     such state and cached."""
 
     def __init__(self, lm: LanguageModel, codebook_size: int, prompt_len: int):
-        self.L, self.K, self.start, self.lm = lm.seq_len, codebook_size, prompt_len, lm
+        self.L, self.K, self.start = lm.seq_len, codebook_size, prompt_len
         self.eos = lm.model.config.eos_token_id
         vocab = lm.model.get_output_embeddings().weight.shape[0]
         self.code_tokens = not lm.pretrained
@@ -53,15 +50,15 @@ class CodeGrammar:
         self.vocab, self.masks = vocab, {}
 
     def _state(self, text: str) -> tuple[int, str] | None:
-        """(complete numbers, the number being written) if `text` can still become L numbers below K (spaces
-        between and around them, as `parse_codes` reads them), else None."""
+        """(complete numbers, the number being written) if `text` can still become L numbers below K, one space
+        apart (a leading space allowed, as `parse_codes` reads it), else None."""
         if "  " in text:  # one space between numbers keeps every sample within the token budget
             return None
         parts = text.split()
         last = parts.pop() if parts and not text.endswith(" ") else ""
-        if len(parts) + bool(last) > self.L or not all(_number_ok(p, self.K) for p in parts):
+        if len(parts) + bool(last) > self.L or not all(is_code(p, self.K) for p in parts):
             return None
-        if last and not _number_ok(last, self.K):
+        if last and not is_code(last, self.K):
             return None
         return len(parts), last
 
@@ -102,10 +99,6 @@ def _token_text(tokenizer, token: str | None) -> str:
         return ""
     text = tokenizer.convert_tokens_to_string([token])
     return " " + text.lstrip(" ") if token.startswith("\u2581") else text
-
-
-def _number_ok(token: str, codebook_size: int) -> bool:
-    return bool(_CANONICAL.fullmatch(token)) and int(token) < codebook_size
 
 
 @torch.no_grad()

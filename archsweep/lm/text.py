@@ -18,20 +18,18 @@ def codes_to_text(codes: Sequence[int]) -> str:
     return " ".join(str(int(c)) for c in codes)
 
 
+def is_code(token: str, codebook_size: int) -> bool:
+    """Whether `token` is one code as written: a canonical decimal number (ASCII digits, no sign, no leading zero)
+    below `codebook_size`."""
+    return len(token) <= len(str(codebook_size - 1)) and bool(_NUMBER.fullmatch(token)) \
+        and int(token) < codebook_size
+
+
 def parse_codes(text: str, seq_len: int, codebook_size: int) -> tuple[int, ...] | None:
     """The L codes written in `text`, or None when it is not exactly `seq_len` numbers in [0, codebook_size)."""
     if not isinstance(text, str):
         return None
     tokens = text.split()
-    if len(tokens) != seq_len:
+    if len(tokens) != seq_len or not all(is_code(token, codebook_size) for token in tokens):
         return None
-    digits = len(str(codebook_size - 1))
-    codes = []
-    for token in tokens:
-        if len(token) > digits or not _NUMBER.fullmatch(token):
-            return None
-        value = int(token)
-        if value >= codebook_size:
-            return None
-        codes.append(value)
-    return tuple(codes)
+    return tuple(int(token) for token in tokens)
