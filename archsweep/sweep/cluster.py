@@ -57,7 +57,7 @@ def cluster_capacity(path: str | os.PathLike) -> tuple[dict[str, float], list[di
     types, head = prepared["available_node_types"], prepared["head_node_type"]
     nodes = [dict(types[head].get("resources", {}))]
     room = prepared.get("max_workers", 0)
-    for spec in types.values():
+    for spec in (spec for name, spec in types.items() if name != head):
         count = min(spec.get("max_workers", 0), room)
         room -= count
         nodes += [dict(spec.get("resources", {}))] * count
