@@ -131,13 +131,22 @@ def _space_names(names):
 
 
 def space_stats_table(name: str):
-    """Enumerate a space (cached) and summarise it as a rich table."""
+    """Enumerate a space (cached) and summarise it as a rich table; a space too large to enumerate gets its size
+    and what its models train on instead."""
     import numpy as np
     from rich.table import Table
 
+    from archsweep.config import TrainConfig
     from archsweep.spaces import get_space
 
     space = get_space(name)
+    if not space.enumerable:
+        table = Table(title=f"search space {name}", show_header=False)
+        table.add_row("cells", f"{space.num_cells:,} (about {space.num_cells:.2g}; too many to enumerate)")
+        table.add_row("training cells", f"sampled uniformly: train.dataset_size (default {TrainConfig.dataset_size:,})"
+                      ", distinct up to isomorphism, built once and cached")
+        table.add_row("vertices per cell (graph form)", str(space.max_vertices))
+        return table
     start = time.perf_counter()
     with _progress() as bar:
         task = bar.add_task(f"enumerating {name}", total=None)
@@ -148,7 +157,7 @@ def space_stats_table(name: str):
     table.add_row("canonical classes", f"{len(enum.index):,}")
     vertices = np.bincount(enum.num_vertices)
     table.add_row("cells by vertex count", ", ".join(f"{v}: {c:,}" for v, c in enumerate(vertices) if c))
-    edges = np.bincount(np.bitwise_count(enum.edge_bits))
+    edges = np.bincount(enum.num_edges)
     table.add_row("cells by edge count", ", ".join(f"{e}: {c:,}" for e, c in enumerate(edges) if c))
     table.add_row("enumerate (build or cache load)", f"{seconds:.2f} s")
     return table
@@ -440,12 +449,13 @@ def _report_table(table: list[dict], title: str, swept: list[str]):
 
     t = Table(title=title)
     metrics = ("validity", "uniqueness", "novelty", "valid_unique")
-    for column in ("trial", "status", *swept, *metrics, "VQ-VAE"):
+    for column in ("trial", "status", *swept, *metrics, "mean val. accuracy", "VQ-VAE"):
         t.add_column(column, justify="left" if column in ("trial", "status", *swept) else "right")
     for row in table:
         cells = [row["trial"].rsplit("_", 1)[-1], row["status"].lower()]
         cells += [str(row.get(key, "")) for key in swept]
         cells += [f"{row[m]:.3f}" if isinstance(row.get(m), float) else "" for m in metrics]
+        cells.append(row.get("accuracy", ""))
         cells.append({True: "reused", False: "trained"}.get(row.get("vqvae/reused"), ""))
         t.add_row(*cells)
     return t
@@ -776,8 +786,13 @@ def status_command(job_id, address):
 def _results_table(results: dict, title: str):
     from rich.table import Table
 
+    from archsweep.benchmarks import has_table
+
     table = Table(title=title, show_header=False)
     rows = {k: v for k, v in results.items() if k not in ("config", "training")}
+    space = results.get("config", {}).get("space")
+    if "validity" in rows and space and not has_table(space):
+        rows["accuracy"] = f"n/a ({space} has no accuracy table)"
     for key, value in rows.items():
         if isinstance(value, dict):
             value = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items())

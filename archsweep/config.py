@@ -23,7 +23,9 @@ class ConfigError(ArchsweepError, ValueError):
 class VQVAEConfig:
     model: str = "vqvae"  # vqvae: discrete codes | vae: the continuous (arch2vec-style) baseline
     latent: str = "pooled"  # pooled: L learned queries attend over the nodes | per_node: one latent per vertex
-    seq_len: int = 8  # L, the number of codes per cell (per_node: must equal the space's vertex count)
+    # L, the number of codes per cell; "auto": the space's own (8; 16 on darts, whose cells need ~60 bits;
+    # per_node: the space's vertex count)
+    seq_len: Any = "auto"
     codebook_size: int = 64  # K
     code_dim: int = 16
     hidden_dim: int = 128
@@ -45,6 +47,9 @@ class TrainConfig:
     lr_schedule: str = "cosine"  # cosine: decays to 0 over all steps | constant
     weight_decay: float = 0.0
     train_fraction: float = 0.9  # seeded permutation of the space's cells; the rest is held out
+    # a space too large to enumerate (darts) trains on this many cells sampled uniformly (built once, cached)
+    dataset_size: int = 100_000
+    dataset_seed: int = 0
     num_workers: int = 1  # Ray Train workers (data parallel)
     cpus_per_worker: int = 1
     use_gpu: bool = False
@@ -60,7 +65,7 @@ class LoRAConfig:
     rank: int = 0  # 0: off, every weight trains; > 0: only LoRA adapters of this rank train (pretrained models)
     alpha: float = 16.0
     dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=list)  # []: peft's default for the model type
+    target_modules: list[str] = field(default_factory=list)  # []: peft's default for the model type; [all-linear]
 
 
 @dataclass
@@ -155,7 +160,7 @@ CHOICES = {
 # key -> (test, what is allowed)
 RANGES = {
     "seed": (lambda v: v >= 0, ">= 0"),
-    "vqvae.seq_len": (lambda v: 1 <= v <= 256, "1..256"),
+    "vqvae.seq_len": (lambda v: _positive_int(v) and v <= 256, '"auto" or 1..256'),
     "vqvae.codebook_size": (lambda v: 2 <= v <= 65536, "2..65536"),
     "vqvae.code_dim": (lambda v: v >= 1, ">= 1"),
     "vqvae.hidden_dim": (lambda v: v >= 1, ">= 1"),
@@ -167,6 +172,8 @@ RANGES = {
     "train.epochs": (lambda v: v >= 1, ">= 1"),
     "train.batch_size": (lambda v: v == "auto" or _positive_int(v), '"auto" or an integer >= 1'),
     "train.lr": (lambda v: v > 0, "> 0"),
+    "train.dataset_size": (lambda v: v >= 100, ">= 100"),
+    "train.dataset_seed": (lambda v: v >= 0, ">= 0"),
     "train.weight_decay": (lambda v: v >= 0, ">= 0"),
     "train.train_fraction": (lambda v: 0 < v < 1, "between 0 and 1, exclusive"),
     "train.num_workers": (lambda v: v >= 1, ">= 1"),
@@ -315,8 +322,18 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
             cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"override {item!r}")
         except OmegaConfBaseException as exc:
             raise _translate(exc, f"override {item!r}") from None
-    config = _absolute_paths(OmegaConf.to_object(cfg))
+    config = _absolute_paths(_resolve_auto(OmegaConf.to_object(cfg)))
     validate(config)
+    return config
+
+
+def _resolve_auto(config: Config) -> Config:
+    """Per-space defaults ("auto") made concrete, so every stage reads plain values."""
+    from archsweep.spaces import SPACES, get_space
+
+    if config.vqvae.seq_len == "auto" and config.space in SPACES:
+        space = get_space(config.space)
+        config.vqvae.seq_len = space.max_vertices if config.vqvae.latent == "per_node" else space.default_seq_len
     return config
 
 
@@ -391,12 +408,19 @@ def validate(config: Config) -> None:
     if config.search.evolution.tournament > config.search.evolution.population:
         raise ConfigError(f"'search.evolution.tournament' ({config.search.evolution.tournament}) must be at most "
                           f"'search.evolution.population' ({config.search.evolution.population})")
+    if config.search.enabled:
+        from archsweep.benchmarks import require_table
+
+        try:
+            require_table(config.space)
+        except ArchsweepError as exc:
+            raise ConfigError(f"'search.enabled' is true: {exc}") from None
     if config.search.dataset:
         from archsweep.benchmarks import DATASETS
 
-        if config.search.dataset not in DATASETS[config.space]:
+        if config.search.dataset not in DATASETS.get(config.space, ()):
             raise ConfigError(f"'search.dataset' is {config.search.dataset!r}; allowed for {config.space}: "
-                              f"{', '.join(DATASETS[config.space])}")
+                              f"{', '.join(DATASETS.get(config.space, ())) or 'none (no accuracy table)'}")
     vertices = get_space(config.space).max_vertices
     if config.vqvae.latent == "per_node" and config.vqvae.seq_len != vertices:
         raise ConfigError(f"'vqvae.latent' is per_node, so 'vqvae.seq_len' must be {vertices} (the vertices of a "
@@ -411,6 +435,6 @@ def from_dict(data: dict) -> Config:
     """Rebuild (and re-validate) a config that travelled as a plain dict, e.g. to a Ray worker."""
     from omegaconf import OmegaConf
 
-    config = OmegaConf.to_object(_merge(OmegaConf.structured(Config), OmegaConf.create(data), "config"))
+    config = _resolve_auto(OmegaConf.to_object(_merge(OmegaConf.structured(Config), OmegaConf.create(data), "config")))
     validate(config)
     return config

@@ -147,6 +147,16 @@ def test_lora_names_the_key_when_no_module_matches(pretrained_checkpoint):
         add_lora(lm, 4, 16, 0.0, ["no_such_module"])
 
 
+def test_lora_all_linear_adapts_every_linear_layer_but_the_output(pretrained_checkpoint):
+    from transformers.pytorch_utils import Conv1D
+
+    lm = build(f"pretrained:{pretrained_checkpoint('gpt2')}", K, L)
+    layers = {n for n, m in lm.model.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D)) and n != "lm_head"}
+    add_lora(lm, 4, 16, 0.0, ["all-linear"])
+    adapted = {n.removeprefix("base_model.model.") for n, m in lm.model.named_modules() if hasattr(m, "lora_A")}
+    assert layers == adapted and len(layers) == 2 * 4  # c_attn, c_proj, c_fc, mlp.c_proj per block
+
+
 @pytest.mark.parametrize("source", ["gpt2-tiny", "t5-tiny", "pretrained:gpt2", "pretrained:t5"])
 def test_constrained_decoding_makes_every_sample_parse_even_untrained(source, pretrained_checkpoint):
     from archsweep.lm.text import parse_codes

@@ -197,7 +197,7 @@ def test_enumeration_exact(nb101_cells):
     assert len(enum.index) == 423_624  # distinct module hashes
     # cells by vertex count, as enumerated (2..7 vertices)
     assert np.bincount(enum.num_vertices).tolist() == [0, 0, 1, 6, 84, 2_441, 62_010, 359_082]
-    assert np.bitwise_count(enum.edge_bits).max() == 9
+    assert enum.num_edges.max() == 9
     rng = np.random.default_rng(0)
     for k in rng.choice(len(enum), size=3_000, replace=False):
         cell = enum.cell(int(k))
@@ -219,7 +219,7 @@ def test_enumeration_cache_round_trip(nb101_cells, tmp_path):
     path = tmp_path / "cells.npz"
     nb101_cells.save(path)
     loaded = type(nb101_cells).load(path)
-    for name in ("num_vertices", "edge_bits", "ops", "hashes"):
+    for name in ("num_vertices", "edges", "ops", "hashes"):
         assert np.array_equal(getattr(loaded, name), getattr(nb101_cells, name))
     assert loaded.cell(12_345) == nb101_cells.cell(12_345)
 
@@ -230,7 +230,7 @@ def test_graph_index_keys_every_cell_apart(nb101_cells):
 
     nb101 = get_space("nasbench101")
     ops, adj = nb101.graph_arrays(nb101_cells)
-    index = GraphIndex(ops, adj, len(nb101.op_vocab), nb101_cells.hash)
+    index = GraphIndex(ops, adj, nb101_cells.hash)
     assert len(set(index.keys.tolist())) == 423_624  # 7 ops x 3 bits + 21 edge bits: no two cells share a key
     rows = np.arange(0, len(ops), 997)
     assert (index.find(ops[rows], adj[rows]) == rows).all()

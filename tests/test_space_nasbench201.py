@@ -123,9 +123,9 @@ def test_graph_index_finds_every_enumerated_cell_and_nothing_else():
 
     enum = space.enumerate()
     ops, adj = space.graph_arrays(enum)
-    keys = graph_keys(ops, adj, len(space.op_vocab))
-    assert len(set(keys.tolist())) == 15_625  # one key per cell: 8 ops x 3 bits + 28 edge bits
-    index = GraphIndex(ops, adj, len(space.op_vocab), enum.hash)
+    keys = graph_keys(ops, adj)
+    assert len(set(keys.tolist())) == 15_625  # one key per cell
+    index = GraphIndex(ops, adj, enum.hash)
     found = index.find(ops, adj)
     assert found.tolist() == list(range(15_625))
     k = 777

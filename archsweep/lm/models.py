@@ -184,7 +184,9 @@ def add_lora(lm: LanguageModel, rank: int, alpha: float, dropout: float, target_
     """Wrap the model in LoRA adapters (`peft`): only they train; the saved model is the adapters alone."""
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules) or None,
+    targets = list(target_modules)
+    targets = "all-linear" if targets == ["all-linear"] else targets or None  # peft's wildcard: every linear layer
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
                         task_type="SEQ_2_SEQ_LM" if lm.seq2seq else "CAUSAL_LM")
     try:
         lm.model = get_peft_model(lm.model, config)

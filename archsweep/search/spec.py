@@ -25,8 +25,9 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from archsweep.benchmarks import DATASETS
+from archsweep.benchmarks import DATASETS, require_table
 from archsweep.config import ALL_KEYS, Config, ConfigError, _suggest, absolute_patch, from_dict, to_dict
+from archsweep.errors import ArchsweepError
 from archsweep.settings import absolute
 from archsweep.sweep.spec import TrackingSettings, _check_settings, _patched, _settings, _with, read_spec_file
 
@@ -93,6 +94,10 @@ def load_search_file(path: str | os.PathLike, overrides: list[str] | tuple[str, 
     raw, sections, base_overrides, name = read_spec_file(path, overrides, SECTIONS, ("searches", "tracking"),
                                                          "search")
     base = load_config(overrides=base_overrides, data=raw, source=source)
+    try:
+        require_table(base.space)
+    except ArchsweepError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     searches = _searches(sections.get("searches"), source)
     tracking = _settings(TrackingSettings, sections.get("tracking"), "tracking", source)
     from archsweep.sweep.spec import TuneSettings

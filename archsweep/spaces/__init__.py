@@ -16,12 +16,12 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from archsweep.errors import UnknownNameError
-from archsweep.spaces import nasbench101, nasbench201
+from archsweep.errors import ArchsweepError, UnknownNameError
+from archsweep.spaces import darts, nasbench101, nasbench201
 from archsweep.spaces.cell import Cell, GraphArrays
 from archsweep.spaces.enumeration import Enumeration, cached
 
-__all__ = ["SPACES", "Cell", "Enumeration", "GraphArrays", "SearchSpace", "get_space"]
+__all__ = ["SPACES", "Cell", "Enumeration", "GraphArrays", "SearchSpace", "get_space", "training_cells"]
 
 
 @runtime_checkable
@@ -30,6 +30,8 @@ class SearchSpace(Protocol):
     op_vocab: tuple[str, ...]
     max_vertices: int
     num_cells: int
+    enumerable: bool  # False: too large; `dataset` samples the cells the models train on
+    default_seq_len: int  # codes per cell when vqvae.seq_len is "auto"
 
     def cell(self, adjacency, ops: Sequence[str]) -> Cell: ...
     def why_invalid(self, cell: Cell) -> str | None: ...
@@ -37,6 +39,7 @@ class SearchSpace(Protocol):
     def prune(self, cell: Cell) -> Cell | None: ...
     def canonical_hash(self, cell: Cell) -> str: ...
     def enumerate(self, cache_dir: str | os.PathLike | None = None, progress=None) -> Enumeration: ...
+    def dataset(self, size: int, seed: int, cache_dir: str | os.PathLike | None = None, progress=None) -> Enumeration: ...
     def random_cell(self, rng: np.random.Generator) -> Cell: ...
     def mutate(self, cell: Cell, rng: np.random.Generator) -> Cell: ...
     def to_graph(self, cell: Cell) -> GraphArrays: ...
@@ -57,9 +60,12 @@ def _remember(memo: dict, key, value):
 class _ModuleSpace:
     """A `SearchSpace` over one module of pure functions; adds the cached enumeration."""
 
-    def __init__(self, module: ModuleType, max_vertices: int, build: Callable[[], Enumeration]):
+    def __init__(self, module: ModuleType, max_vertices: int, build: Callable[..., Enumeration] | None,
+                 sample: Callable[..., Enumeration] | None = None):
         self._m = module
-        self._build = build
+        self._build, self._sample = build, sample
+        self.enumerable = build is not None
+        self.default_seq_len: int = getattr(module, "DEFAULT_SEQ_LEN", 8)
         self.name: str = module.NAME
         self.op_vocab: tuple[str, ...] = module.OP_VOCAB
         self.ops: tuple[str, ...] = module.OPS
@@ -115,13 +121,28 @@ class _ModuleSpace:
         from the cache directory."""
         from archsweep.settings import cache_dir as resolve
 
+        if self._build is None:
+            raise ArchsweepError(f"the {self.name} space has {self.num_cells:.3g} cells, too many to enumerate; its "
+                                 f"models train on a sampled set (space.dataset(size, seed); train.dataset_size)")
         path = resolve(cache_dir) / f"{self.name}-cells.npz"
         return cached(path, lambda: self._build(progress=progress), expected_size=self.num_cells)
+
+    def dataset(self, size: int, seed: int, cache_dir: str | os.PathLike | None = None, progress=None) -> Enumeration:
+        """`size` cells sampled uniformly (distinct up to isomorphism) with `seed`, built once and then loaded
+        from the cache directory: the training set of a space too large to enumerate. An enumerable space's
+        dataset is its enumeration."""
+        from archsweep.settings import cache_dir as resolve
+
+        if self._sample is None:
+            return self.enumerate(cache_dir, progress)
+        path = resolve(cache_dir) / f"{self.name}-sample-{size}-seed{seed}.npz"
+        return cached(path, lambda: self._sample(size, seed, progress=progress), expected_size=size)
 
 
 SPACES: dict[str, Callable[[], SearchSpace]] = {
     nasbench101.NAME: lambda: _ModuleSpace(nasbench101, nasbench101.MAX_VERTICES, nasbench101.build_enumeration),
     nasbench201.NAME: lambda: _ModuleSpace(nasbench201, nasbench201.NUM_VERTICES, nasbench201.build_enumeration),
+    darts.NAME: lambda: _ModuleSpace(darts, darts.NUM_VERTICES, None, darts.sample_dataset),
 }
 
 
@@ -132,3 +153,12 @@ def get_space(name: str) -> SearchSpace:
         return SPACES[name]()
     except KeyError:
         raise UnknownNameError("search space", name, SPACES) from None
+
+
+def training_cells(cfg, progress=None) -> Enumeration:
+    """The cells a run's models train and are measured on (split by `train.train_fraction`): the whole space
+    where it enumerates, otherwise `train.dataset_size` cells sampled with `train.dataset_seed`."""
+    space = get_space(cfg.space)
+    if space.enumerable:
+        return space.enumerate(progress=progress)
+    return space.dataset(cfg.train.dataset_size, cfg.train.dataset_seed, progress=progress)

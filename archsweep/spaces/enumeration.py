@@ -16,35 +16,64 @@ from archsweep.spaces.cell import Cell
 
 log = logging.getLogger(__name__)
 
-STRIDE = 8  # edge i -> j is bit STRIDE * i + j of a uint64, so up to 8 vertices fit
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 @dataclass(frozen=True, eq=False)
 class Enumeration:
-    """Cell k has `num_vertices[k]` vertices, edges `edge_bits[k]`, ops `op_vocab[ops[k, :n]]` and canonical
-    hash `hashes[k]` (16 raw md5 bytes). About 30 bytes a cell: NAS-Bench-101's 423,624 cells take 13 MB."""
+    """A space's cells as arrays: cell k has `num_vertices[k]` vertices, ops `op_vocab[ops[k, :n]]`, edges
+    `edges[k]` (its adjacency in a V x V frame, V = `ops.shape[1]`, as packed bits) and canonical hash
+    `hashes[k]` (16 raw md5 bytes). Every cell of an enumerable space, or a sampled training set of one that
+    is not. About 30 bytes a cell: NAS-Bench-101's 423,624 cells take 13 MB."""
 
     space: str
     op_vocab: tuple[str, ...]
     num_vertices: np.ndarray  # uint8 [N]
-    edge_bits: np.ndarray  # uint64 [N]
-    ops: np.ndarray  # uint8 [N, max_vertices]
+    edges: np.ndarray  # uint8 [N, ceil(V * V / 8)]: np.packbits of the V x V adjacency, row-major
+    ops: np.ndarray  # uint8 [N, V]
     hashes: np.ndarray  # uint8 [N, 16]
 
     def __len__(self) -> int:
         return len(self.num_vertices)
 
+    @property
+    def frame(self) -> int:
+        return self.ops.shape[1]
+
     @staticmethod
-    def pack_edges(adjacency: np.ndarray) -> int:
-        rows, cols = np.nonzero(adjacency)
-        return int(np.bitwise_or.reduce(np.left_shift(np.uint64(1), (rows * STRIDE + cols).astype(np.uint64)),
-                                        initial=np.uint64(0)))
+    def pack_edges(adjacency: np.ndarray, frame: int) -> np.ndarray:
+        """One cell's adjacency (n <= frame vertices) as the packed row `edges` stores."""
+        n = adjacency.shape[0]
+        full = np.zeros((frame, frame), dtype=np.uint8)
+        full[:n, :n] = adjacency
+        return np.packbits(full.reshape(-1))
+
+    @classmethod
+    def from_cells(cls, space: str, op_vocab: tuple[str, ...], frame: int, cells: list[Cell],
+                   hashes: list[str], pad: str | None = None) -> Enumeration:
+        """The arrays of `cells` (valid, with these canonical hashes); vertices beyond a cell's own carry `pad`."""
+        ops = np.full((len(cells), frame), op_vocab.index(pad) if pad else 0, dtype=np.uint8)
+        edges = np.zeros((len(cells), (frame * frame + 7) // 8), dtype=np.uint8)
+        code = {op: i for i, op in enumerate(op_vocab)}
+        for k, cell in enumerate(cells):
+            ops[k, :cell.num_vertices] = [code[op] for op in cell.ops]
+            edges[k] = cls.pack_edges(cell.adjacency, frame)
+        digests = np.array([np.frombuffer(bytes.fromhex(h), np.uint8) for h in hashes]).reshape(-1, 16)
+        return cls(space, tuple(op_vocab), np.array([c.num_vertices for c in cells], np.uint8), edges, ops, digests)
+
+    def _unpacked(self, rows) -> np.ndarray:
+        frame = self.frame
+        bits = np.unpackbits(self.edges[rows], axis=-1, count=frame * frame)
+        return bits.reshape(*bits.shape[:-1], frame, frame)
+
+    @property
+    def num_edges(self) -> np.ndarray:
+        """Edges per cell."""
+        return np.bitwise_count(self.edges).sum(axis=1)
 
     def adjacency(self, k: int) -> np.ndarray:
         n = int(self.num_vertices[k])
-        bits = (np.uint64(self.edge_bits[k]) >> np.arange(STRIDE * STRIDE, dtype=np.uint64)) & np.uint64(1)
-        return bits.reshape(STRIDE, STRIDE)[:n, :n].astype(np.uint8)
+        return self._unpacked(k)[:n, :n]
 
     def cell(self, k: int) -> Cell:
         n = int(self.num_vertices[k])
@@ -70,8 +99,7 @@ class Enumeration:
         (uint8). A cell of n < V vertices keeps vertices 0..n-2 in place, moves its output to V-1 and pads
         between with `pad_index` vertices without edges (the layout of each space's `to_graph`)."""
         count = len(self)
-        bits = (self.edge_bits[:, None] >> np.arange(STRIDE * STRIDE, dtype=np.uint64)) & np.uint64(1)
-        raw = bits.astype(np.uint8).reshape(count, STRIDE, STRIDE)
+        raw = self._unpacked(slice(None))
         ops = np.full((count, max_vertices), pad_index, dtype=np.int64)
         adj = np.zeros((count, max_vertices, max_vertices), dtype=np.uint8)
         for n in np.unique(self.num_vertices):
@@ -90,7 +118,7 @@ class Enumeration:
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, format=np.array(CACHE_FORMAT), space=np.array(self.space),
                          op_vocab=np.array(self.op_vocab), num_vertices=self.num_vertices,
-                         edge_bits=self.edge_bits, ops=self.ops, hashes=self.hashes)
+                         edges=self.edges, ops=self.ops, hashes=self.hashes)
             os.chmod(tmp, 0o644)
             os.replace(tmp, path)
         except BaseException:
@@ -102,10 +130,10 @@ class Enumeration:
         with np.load(path, allow_pickle=False) as z:
             if int(z["format"]) != CACHE_FORMAT:
                 raise ValueError(f"cache format {int(z['format'])}, expected {CACHE_FORMAT}")
-            out = cls(str(z["space"]), tuple(str(s) for s in z["op_vocab"]), z["num_vertices"], z["edge_bits"],
+            out = cls(str(z["space"]), tuple(str(s) for s in z["op_vocab"]), z["num_vertices"], z["edges"],
                       z["ops"], z["hashes"])
         n = len(out.num_vertices)
-        if not (len(out.edge_bits) == len(out.ops) == len(out.hashes) == n) or out.hashes.shape[1:] != (16,):
+        if not (len(out.edges) == len(out.ops) == len(out.hashes) == n) or out.hashes.shape[1:] != (16,):
             raise ValueError("inconsistent array lengths")
         return out
 
@@ -127,21 +155,13 @@ def cached(path: Path, build: Callable[[], Enumeration], expected_size: int | No
     return enum
 
 
-def graph_keys(ops: np.ndarray, adj: np.ndarray, num_ops: int) -> np.ndarray:
-    """One int64 per graph in the fixed-size form (ops [N, V], adjacency [N, V, V], read above the diagonal):
-    the op of each vertex and each edge bit packed, so equal keys are equal graphs, vertex order included."""
-    vertices = ops.shape[1]
-    op_bits = max(1, (num_ops - 1).bit_length())
-    rows, cols = np.triu_indices(vertices, 1)
-    if vertices * op_bits + len(rows) > 63:
-        raise ValueError(f"{vertices} vertices of {num_ops} ops do not pack into 63 bits")
-    key = np.zeros(len(ops), dtype=np.int64)
-    for v in range(vertices):
-        key = (key << op_bits) | ops[:, v].astype(np.int64)
-    edges = adj[:, rows, cols].astype(np.int64)
-    for e in range(len(rows)):
-        key = (key << 1) | edges[:, e]
-    return key
+def graph_keys(ops: np.ndarray, adj: np.ndarray) -> np.ndarray:
+    """One fixed-length byte string per graph in the fixed-size form (ops [N, V], adjacency [N, V, V], read above
+    the diagonal): each vertex's op and the packed edge bits, so equal keys are equal graphs, vertex order
+    included."""
+    rows, cols = np.triu_indices(ops.shape[1], 1)
+    packed = np.concatenate([ops.astype(np.uint8), np.packbits(adj[:, rows, cols].astype(np.uint8), axis=1)], axis=1)
+    return np.ascontiguousarray(packed).view(f"S{packed.shape[1]}").reshape(-1)
 
 
 class GraphIndex:
@@ -149,15 +169,15 @@ class GraphIndex:
     decoded sample that is exactly an enumerated cell's graph form costs a lookup instead of a validity check
     and a canonical hash."""
 
-    def __init__(self, ops: np.ndarray, adj: np.ndarray, num_ops: int, hash_of: Callable[[int], str] | None = None):
+    def __init__(self, ops: np.ndarray, adj: np.ndarray, hash_of: Callable[[int], str] | None = None):
         """`hash_of(position)`: the canonical hash of an enumerated cell (`Enumeration.hash`)."""
-        keys = graph_keys(ops, adj, num_ops)
-        self.num_ops, self.hash_of = num_ops, hash_of
+        keys = graph_keys(ops, adj)
+        self.hash_of = hash_of
         self.order = np.argsort(keys, kind="stable")
         self.keys = keys[self.order]
 
     def find(self, ops: np.ndarray, adj: np.ndarray) -> np.ndarray:
         """The enumeration position of each graph, -1 where it is not an enumerated cell's graph form."""
-        query = graph_keys(ops, adj, self.num_ops)
+        query = graph_keys(ops, adj)
         at = np.searchsorted(self.keys, query).clip(max=len(self.keys) - 1)
         return np.where(self.keys[at] == query, self.order[at], -1)

@@ -299,13 +299,13 @@ def build_enumeration(processes: int | None = None, progress=None) -> Enumeratio
 
     size = len(first)
     num_vertices = np.empty(size, dtype=np.uint8)
-    edge_bits = np.zeros(size, dtype=np.uint64)
+    edges = np.zeros((size, (MAX_VERTICES * MAX_VERTICES + 7) // 8), dtype=np.uint8)
     ops = np.full((size, MAX_VERTICES), OP_VOCAB.index(PAD), dtype=np.uint8)
     hashes = np.empty((size, 16), dtype=np.uint8)
     for k, (digest, (adj, inner)) in enumerate(first.items()):
         n = adj.shape[0]
         num_vertices[k] = n
-        edge_bits[k] = Enumeration.pack_edges(adj)
+        edges[k] = Enumeration.pack_edges(adj, MAX_VERTICES)
         ops[k, :n] = [OP_VOCAB.index(INPUT), *(OP_VOCAB.index(OPS[i]) for i in inner), OP_VOCAB.index(OUTPUT)]
         hashes[k] = np.frombuffer(bytes.fromhex(digest), dtype=np.uint8)
-    return Enumeration(NAME, OP_VOCAB, num_vertices, edge_bits, ops, hashes)
+    return Enumeration(NAME, OP_VOCAB, num_vertices, edges, ops, hashes)

@@ -192,7 +192,7 @@ def build_enumeration(progress=None) -> Enumeration:
     ops[:, 1:-1] = combos + 1
     hashes = np.array([np.frombuffer(bytes.fromhex(canonical_hash(cell_from_ops([OPS[i] for i in c]))), np.uint8)
                        for c in combos])
-    edge_bits = np.full(len(combos), Enumeration.pack_edges(ADJACENCY), dtype=np.uint64)
+    edges = np.tile(Enumeration.pack_edges(ADJACENCY, NUM_VERTICES), (len(combos), 1))
     if progress is not None:
         progress(len(combos), len(combos))
-    return Enumeration(NAME, OP_VOCAB, np.full(len(combos), NUM_VERTICES, np.uint8), edge_bits, ops, hashes)
+    return Enumeration(NAME, OP_VOCAB, np.full(len(combos), NUM_VERTICES, np.uint8), edges, ops, hashes)

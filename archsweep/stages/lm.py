@@ -90,23 +90,23 @@ class Scorer:
     The training reference (for novelty) and the benchmark table are loaded once, for many sample sets."""
 
     def __init__(self, cfg: Config, vqvae_dir: str | Path, data_dir: str | None = None):
-        from archsweep.benchmarks import load_benchmark
-        from archsweep.spaces import get_space
+        from archsweep.benchmarks import has_table, load_benchmark
+        from archsweep.spaces import get_space, training_cells
         from archsweep.spaces.enumeration import GraphIndex
         from archsweep.stages.vqvae import load_model, training_reference
 
         self.space = get_space(cfg.space)
         self.model, _ = load_model(Path(vqvae_dir) / "model.pt")
         self.train_hashes, self.train_strings = training_reference(cfg)
-        self.benchmark = load_benchmark(cfg.space, data_dir)
-        enum = self.space.enumerate()
-        self.index = GraphIndex(*self.space.graph_arrays(enum), len(self.space.op_vocab), enum.hash)
+        self.benchmark = load_benchmark(cfg.space, data_dir) if has_table(cfg.space) else None
+        enum = training_cells(cfg)
+        self.index = GraphIndex(*self.space.graph_arrays(enum), enum.hash)
 
     def __call__(self, codes: list[tuple[int, ...] | None]) -> tuple[dict, list]:
         """(metrics, decoded cells with None where the text did not parse)."""
         cells = generated_cells(codes, self.model, self.space, self.index)
         out = M.generation_metrics(cells, self.space, self.train_hashes, self.train_strings)
-        for dataset in self.benchmark.datasets:
+        for dataset in self.benchmark.datasets if self.benchmark else ():
             out[f"accuracy_{dataset}_val"] = M.accuracy_stats(cells, self.space, self.benchmark, dataset, "val")
         return out, cells
 

@@ -55,11 +55,10 @@ def decode_cells(space, model, latents: torch.Tensor, batch: int = 4096):
 
 def training_reference(cfg: Config) -> tuple[set[str], set[str]]:
     """(canonical hashes, exact strings) of the training split: what novelty is measured against."""
-    from archsweep.spaces import get_space
+    from archsweep.spaces import get_space, training_cells
     from archsweep.train.vqvae import load_cells
 
-    space = get_space(cfg.space)
-    return _reference(space, space.enumerate(), *load_cells(cfg))
+    return _reference(get_space(cfg.space), training_cells(cfg), *load_cells(cfg))
 
 
 def _reference(space, enum, ops: torch.Tensor, adj: torch.Tensor, train: np.ndarray) -> tuple[set[str], set[str]]:
@@ -75,11 +74,11 @@ def _encode_all(model, ops: torch.Tensor, adj: torch.Tensor, batch: int = 8192) 
 @torch.no_grad()
 def evaluate(model, cfg: Config, samples: int = M.STANDARD_SAMPLES, seed: int = 0) -> tuple[dict, dict]:
     """(metrics, codes artifact arrays) of a trained model over its whole space."""
-    from archsweep.spaces import get_space
+    from archsweep.spaces import get_space, training_cells
     from archsweep.train.vqvae import load_cells
 
     space = get_space(cfg.space)
-    enum = space.enumerate()
+    enum = training_cells(cfg)
     ops, adj, train = load_cells(cfg)
     latents = _encode_all(model, ops, adj)
     held = np.flatnonzero(~train)
@@ -94,7 +93,7 @@ def evaluate(model, cfg: Config, samples: int = M.STANDARD_SAMPLES, seed: int = 
         from archsweep.stages.lm import generated_cells
 
         random_codes = torch.randint(0, cfg.vqvae.codebook_size, (samples, cfg.vqvae.seq_len), generator=rng)
-        index = GraphIndex(ops.numpy(), adj.numpy(), len(space.op_vocab), enum.hash)
+        index = GraphIndex(ops.numpy(), adj.numpy(), enum.hash)
         generated = generated_cells([tuple(c) for c in random_codes.tolist()], model, space, index)
         out["random_codes"] = M.generation_metrics(generated, space, train_hashes, train_strings)
         arrays = {"codes": latents.numpy().astype(np.int32)}

@@ -35,13 +35,22 @@ def swept_keys(sweep_dir: Path) -> list[str]:
 
 
 def rows(sweep_dir: str | Path, sort_by: str | None = "valid_unique", descending: bool = True) -> list[dict]:
-    """One flat dict per trial: trial id, status, the swept keys' values, then every metric it reported."""
+    """One flat dict per trial: trial id, status, the swept keys' values, `accuracy` (the generated cells' mean
+    validation accuracy on the benchmark's first dataset; "n/a" for a space without an accuracy table), then every
+    metric it reported."""
+    from archsweep.benchmarks import DATASETS, has_table
+
     sweep_dir = Path(sweep_dir)
     keys = swept_keys(sweep_dir)
     out = []
     for row in ResultStore(sweep_dir).rows():
         flat = {"trial": row.trial_id, "status": row.status}
         flat |= {key: _get(row.config, key) for key in keys}
+        space = _get(row.config, "space")
+        if space and not has_table(space):
+            flat["accuracy"] = "n/a"
+        elif space and isinstance(mean := row.metrics.get(f"accuracy_{DATASETS[space][0]}_val/mean"), float):
+            flat["accuracy"] = f"{mean:.2f}"
         flat |= row.metrics
         if row.error:
             flat["error"] = row.error.strip().splitlines()[-1][:200]

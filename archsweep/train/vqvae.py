@@ -22,11 +22,11 @@ RUN_NAME = "vqvae"
 
 
 def load_cells(cfg: Config) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """All cells of the space in graph form, and the seeded train mask (`train_fraction` of them)."""
-    from archsweep.spaces import get_space
+    """The run's cells (`archsweep.spaces.training_cells`) in graph form, and the seeded train mask
+    (`train_fraction` of them)."""
+    from archsweep.spaces import get_space, training_cells
 
-    space = get_space(cfg.space)
-    ops, adj = space.graph_arrays(space.enumerate())
+    ops, adj = get_space(cfg.space).graph_arrays(training_cells(cfg))
     order = np.random.default_rng(cfg.seed).permutation(len(ops))
     train = np.zeros(len(ops), dtype=bool)
     train[order[: int(round(cfg.train.train_fraction * len(ops)))]] = True

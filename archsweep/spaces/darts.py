@@ -1,0 +1,356 @@
+"""DARTS (Liu et al., 2019): a normal and a reduction cell, too many to enumerate (about 1.08e18).
+
+Each cell has two inputs (the outputs of the two previous cells, c_{k-2} and c_{k-1}: nodes 0 and 1) and four
+intermediate nodes 2..5. Node j sums two inputs, each from a different earlier node and each through one of the
+seven operations of a final DARTS genotype (`none` is not one). The cell's output concatenates nodes 2..5. A
+genotype lists each cell's 8 (operation, input node) pairs, two per node in node order:
+
+>>> g = ("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), "
+...      "('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)], normal_concat=[2, 3, 4, "
+...      "5], reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 1), "
+...      "('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], reduce_concat=[2, 3, 4, 5])")
+>>> to_genotype(from_genotype(g)) == g
+True
+
+The graph form puts operations on vertices, 11 per cell: c_{k-2}, c_{k-1}, one vertex per (operation, input) pair
+(vertex 2 + e for pair e), the output. An op vertex reads its input node: c_{k-2} or c_{k-1} directly, or both op
+vertices of an intermediate node (whose sum that node is); every op vertex feeds the output. The normal cell is
+vertices 0..10, the reduction cell 11..21, with no edge between them.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import itertools
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from archsweep.errors import InvalidCellError
+from archsweep.spaces.cell import Cell, GraphArrays
+from archsweep.spaces.enumeration import Enumeration
+
+NAME = "darts"
+OPS = ("max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
+INPUTS = ("c_{k-2}", "c_{k-1}")
+OUTPUT = "output"
+OP_VOCAB = (*INPUTS, *OPS, OUTPUT)
+CELLS = ("normal", "reduce")
+NODES = 4  # intermediate nodes per cell, numbered 2..5
+PAIRS = 2 * NODES  # (operation, input) pairs per cell
+CELL_VERTICES = 2 + PAIRS + 1
+NUM_VERTICES = 2 * CELL_VERTICES
+CONCAT = list(range(2, 2 + NODES))
+DEFAULT_SEQ_LEN = 16  # codes per cell: 16 x 6 bits at K = 64 for the ~60 bits of a uniformly drawn genotype
+# cells up to the order of a node's two inputs: node j picks 2 of its j earlier nodes and an op for each
+NUM_CELLS = (int(np.prod([(j * (j - 1)) // 2 for j in range(2, 2 + NODES)])) * len(OPS) ** PAIRS) ** 2
+
+
+class Genotype(NamedTuple):
+    normal: list[tuple[str, int]]
+    normal_concat: list[int]
+    reduce: list[tuple[str, int]]
+    reduce_concat: list[int]
+
+
+def _block_adjacency(sources: Sequence[int]) -> np.ndarray:
+    """One cell's 11 x 11 adjacency from the input node of each of its 8 pairs."""
+    adj = np.zeros((CELL_VERTICES, CELL_VERTICES), dtype=np.uint8)
+    for e, src in enumerate(sources):
+        if src < 2:
+            adj[src, 2 + e] = 1
+        else:
+            adj[2 + 2 * (src - 2), 2 + e] = adj[3 + 2 * (src - 2), 2 + e] = 1
+        adj[2 + e, CELL_VERTICES - 1] = 1
+    return adj
+
+
+def cell_from_pairs(normal: Sequence[tuple[str, int]], reduce: Sequence[tuple[str, int]]) -> Cell:
+    """The cell (as given; `why_invalid` judges it) with these 8 (operation, input node) pairs per cell."""
+    adj = np.zeros((NUM_VERTICES, NUM_VERTICES), dtype=np.uint8)
+    ops: list[str] = []
+    for k, pairs in enumerate((normal, reduce)):
+        if len(pairs) != PAIRS:
+            raise ValueError(f"a DARTS {CELLS[k]} cell has {PAIRS} (operation, input) pairs, got {len(pairs)}")
+        off = k * CELL_VERTICES
+        adj[off:off + CELL_VERTICES, off:off + CELL_VERTICES] = _block_adjacency([int(s) for _, s in pairs])
+        ops += [*INPUTS, *(str(op) for op, _ in pairs), OUTPUT]
+    return Cell(adj, tuple(ops))
+
+
+def from_genotype(text: str) -> Cell:
+    """Parse the standard `Genotype(normal=[(op, input), ...], normal_concat=[2, 3, 4, 5], reduce=[...],
+    reduce_concat=...)` string (`range(2, 6)` accepted for the concats). Read as literals, never evaluated;
+    raises ValueError naming what is malformed."""
+    try:
+        call = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError as exc:
+        raise ValueError(f"not a Genotype(...) string: {exc.msg}: {text!r}") from None
+    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "Genotype"
+            and not call.args):
+        raise ValueError(f"expected Genotype(normal=..., normal_concat=..., reduce=..., reduce_concat=...): {text!r}")
+    fields = {}
+    for kw in call.keywords:
+        node = kw.value
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range":
+            fields[kw.arg] = list(range(*(ast.literal_eval(a) for a in node.args)))
+        else:
+            try:
+                fields[kw.arg] = ast.literal_eval(node)
+            except ValueError:
+                raise ValueError(f"Genotype field {kw.arg!r} is not a literal: {ast.unparse(node)!r}") from None
+    if set(fields) != set(Genotype._fields):
+        raise ValueError(f"Genotype fields {sorted(fields)}; expected {list(Genotype._fields)}")
+    pairs = {}
+    for name in CELLS:
+        value = fields[name]
+        if not (isinstance(value, (list, tuple)) and all(
+                isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], int)
+                for p in value)):
+            raise ValueError(f"Genotype {name} must be a list of (operation, input node) pairs: {value!r}")
+        if len(value) != PAIRS:
+            raise ValueError(f"Genotype {name} has {len(value)} pairs; a DARTS cell has {PAIRS} (2 per node)")
+        if list(fields[f"{name}_concat"]) != CONCAT:
+            raise ValueError(f"Genotype {name}_concat is {fields[name + '_concat']!r}; a DARTS cell concatenates "
+                             f"all its intermediate nodes, {CONCAT}")
+        pairs[name] = [(op, src) for op, src in value]
+    return cell_from_pairs(pairs["normal"], pairs["reduce"])
+
+
+def genotype(cell: Cell) -> Genotype:
+    _require_valid(cell)
+    return Genotype(*(v for k in range(2) for v in (_pairs(cell, k), list(CONCAT))))
+
+
+def to_genotype(cell: Cell) -> str:
+    g = genotype(cell)
+    return (f"Genotype(normal={g.normal}, normal_concat={g.normal_concat}, reduce={g.reduce}, "
+            f"reduce_concat={g.reduce_concat})")
+
+
+def _source(adj: np.ndarray, v: int) -> int | None:
+    """The input node op vertex `v` of one cell's block reads, None when its in-edges are no single node."""
+    into = np.flatnonzero(adj[:, v]).tolist()
+    if into in ([0], [1]):
+        return into[0]
+    if len(into) == 2 and into[0] >= 2 and into[0] % 2 == 0 and into[1] == into[0] + 1:
+        return 2 + (into[0] - 2) // 2
+    return None
+
+
+def _pairs(cell: Cell, k: int) -> list[tuple[str, int]]:
+    off = k * CELL_VERTICES
+    block = cell.adjacency[off:off + CELL_VERTICES, off:off + CELL_VERTICES]
+    return [(cell.ops[off + 2 + e], _source(block, 2 + e)) for e in range(PAIRS)]
+
+
+def why_invalid(cell: Cell) -> str | None:
+    """The first rule the cell breaks, in words; None for a valid cell. Nothing is ever pruned or repaired."""
+    if cell.num_vertices != NUM_VERTICES:
+        return f"{cell.num_vertices} vertices; a DARTS cell has exactly {NUM_VERTICES} (11 each, normal and reduce)"
+    for k, name in enumerate(CELLS):
+        off = k * CELL_VERTICES
+        ops = cell.ops[off:off + CELL_VERTICES]
+        if tuple(ops[:2]) != INPUTS or ops[-1] != OUTPUT:
+            return f"{name} cell: vertices must start with {INPUTS[0]!r}, {INPUTS[1]!r} and end with {OUTPUT!r}"
+        for e, op in enumerate(ops[2:-1]):
+            if op not in OPS:
+                extra = " (`none` is no part of a final genotype)" if op == "none" else ""
+                return f"{name} cell, node {2 + e // 2}: operation {op!r}{extra}; allowed: {', '.join(OPS)}"
+    outside = cell.adjacency.copy()
+    for k in range(2):
+        outside[k * CELL_VERTICES:(k + 1) * CELL_VERTICES, k * CELL_VERTICES:(k + 1) * CELL_VERTICES] = 0
+    if outside.any():
+        return "an edge joins the normal and the reduction cell; each cell is its own graph"
+    for k, name in enumerate(CELLS):
+        off = k * CELL_VERTICES
+        block = cell.adjacency[off:off + CELL_VERTICES, off:off + CELL_VERTICES]
+        sources = []
+        for e in range(PAIRS):
+            node, src = 2 + e // 2, _source(block, 2 + e)
+            if src is None:
+                return (f"{name} cell, node {node}: input {e % 2 + 1} reads no single earlier node (its op vertex "
+                        f"{off + 2 + e} has in-edges from {np.flatnonzero(block[:, 2 + e]).tolist()})")
+            if src >= node:
+                return f"{name} cell, node {node}: input {e % 2 + 1} is node {src}, not an earlier node"
+            sources.append(src)
+        for j in range(NODES):
+            if sources[2 * j] == sources[2 * j + 1]:
+                return f"{name} cell, node {2 + j}: both inputs are node {sources[2 * j]}; they must differ"
+        expected = _block_adjacency(sources)
+        if not np.array_equal(block[:, -1], expected[:, -1]):
+            return f"{name} cell: the output must concatenate all intermediate nodes {CONCAT} and nothing else"
+        if not np.array_equal(block, expected):
+            i, j = np.argwhere(block != expected)[0].tolist()
+            what = "extra" if block[i, j] else "missing"
+            return f"{name} cell: {what} edge {off + i} -> {off + j} (the output concatenates nodes {CONCAT})"
+    return None
+
+
+def is_valid(cell: Cell) -> bool:
+    return why_invalid(cell) is None
+
+
+def _require_valid(cell: Cell) -> None:
+    reason = why_invalid(cell)
+    if reason is not None:
+        raise InvalidCellError(f"invalid DARTS cell ({reason}): {cell!r}")
+
+
+def prune(cell: Cell) -> Cell:
+    """Every intermediate node reaches the output (the concatenation), so nothing is ever pruned."""
+    return cell
+
+
+# new label of node 0..5 under each relabelling of the intermediate nodes (c_{k-2}, c_{k-1} stay)
+_RELABELLINGS = [(0, 1, *p) for p in itertools.permutations(range(2, 2 + NODES))]
+
+
+def _canonical_block(pairs: Sequence[tuple[str, int]]) -> tuple:
+    """The least, over the 24 relabellings of the intermediate nodes, of the nodes' sorted input pairs in
+    relabelled order: equal exactly for cells isomorphic with c_{k-2} and c_{k-1} kept in place."""
+    nodes = [(pairs[2 * j], pairs[2 * j + 1]) for j in range(NODES)]
+    best = None
+    for new in _RELABELLINGS:
+        form = [None] * NODES
+        for j, ((op_a, a), (op_b, b)) in enumerate(nodes):
+            x, y = (op_a, new[a]), (op_b, new[b])
+            form[new[2 + j] - 2] = (x, y) if x <= y else (y, x)
+        form = tuple(form)
+        if best is None or form < best:
+            best = form
+    return best
+
+
+def _canonical_hash_of_pairs(normal: Sequence[tuple[str, int]], reduce: Sequence[tuple[str, int]]) -> str:
+    text = "|".join(f"{name}:" + ";".join("+".join(f"{op}~{src}" for op, src in node) for node in
+                                           _canonical_block(pairs)) for name, pairs in zip(CELLS, (normal, reduce)))
+    return hashlib.md5(text.encode("utf-8")).hexdigest()
+
+
+def canonical_string(cell: Cell) -> str:
+    """Both cells' canonical forms: invariant to the order of a node's two inputs and to relabellings of the
+    intermediate nodes that give an isomorphic cell (the concatenation then reorders channels only)."""
+    _require_valid(cell)
+    return "|".join(f"{name}:" + ";".join("+".join(f"{op}~{src}" for op, src in node) for node in
+                                           _canonical_block(_pairs(cell, k))) for k, name in enumerate(CELLS))
+
+
+def canonical_hash(cell: Cell) -> str:
+    """md5 (32 hex digits) of `canonical_string`."""
+    return hashlib.md5(canonical_string(cell).encode("utf-8")).hexdigest()
+
+
+def _random_pairs(rng: np.random.Generator) -> list[tuple[str, int]]:
+    pairs = []
+    for node in range(2, 2 + NODES):
+        a, b = rng.choice(node, size=2, replace=False)
+        pairs += [(OPS[int(rng.integers(len(OPS)))], int(a)), (OPS[int(rng.integers(len(OPS)))], int(b))]
+    return pairs
+
+
+def random_cell(rng: np.random.Generator) -> Cell:
+    """Uniform over genotypes: each node two different earlier nodes and an operation for each, both cells."""
+    return cell_from_pairs(_random_pairs(rng), _random_pairs(rng))
+
+
+def mutate(cell: Cell, rng: np.random.Generator) -> Cell:
+    """One pair of one cell changed: its operation for another, or its input for another earlier node that the
+    node's other input is not (the DARTS-space REA mutation); always a valid neighbour."""
+    _require_valid(cell)
+    pairs = [_pairs(cell, 0), _pairs(cell, 1)]
+    k, e = int(rng.integers(2)), int(rng.integers(PAIRS))
+    op, src = pairs[k][e]
+    node, other = 2 + e // 2, pairs[k][e ^ 1][1]
+    inputs = [s for s in range(node) if s not in (src, other)]
+    if inputs and rng.random() < 0.5:
+        pairs[k][e] = (op, inputs[int(rng.integers(len(inputs)))])
+    else:
+        pairs[k][e] = ([o for o in OPS if o != op][int(rng.integers(len(OPS) - 1))], src)
+    return cell_from_pairs(*pairs)
+
+
+def to_graph(cell: Cell) -> GraphArrays:
+    _require_valid(cell)
+    return GraphArrays(np.array(cell.adjacency), np.array([OP_VOCAB.index(op) for op in cell.ops], dtype=np.int64))
+
+
+def from_graph(adjacency: np.ndarray, ops: Sequence[int]) -> Cell:
+    """The cell of a (decoded) graph as it is; a wrong structure or op stays invalid, never repaired."""
+    return Cell(np.asarray(adjacency), tuple(OP_VOCAB[int(i)] for i in ops))
+
+
+def _random_genotypes(rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(operation indices, input nodes), each [count, 2 cells, 8 pairs]: as `random_cell`, vectorised."""
+    ops = rng.integers(0, len(OPS), size=(count, 2, PAIRS))
+    src = np.empty((count, 2, PAIRS), dtype=np.int64)
+    for j in range(NODES):
+        first = rng.integers(0, j + 2, size=(count, 2))
+        second = rng.integers(0, j + 1, size=(count, 2))
+        src[:, :, 2 * j], src[:, :, 2 * j + 1] = first, second + (second >= first)
+    return ops, src
+
+
+def _hash_genotypes(arrays: tuple[np.ndarray, np.ndarray]) -> list[str]:
+    ops, src = arrays
+    return [_canonical_hash_of_pairs(*([(OPS[o], s) for o, s in zip(ops[n, k].tolist(), src[n, k].tolist())]
+                                       for k in range(2))) for n in range(len(ops))]
+
+
+def _graph_arrays(ops: np.ndarray, src: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Genotype arrays -> the graph form: ops [N, 22] (`OP_VOCAB` indices), adjacency [N, 22, 22]."""
+    count = len(ops)
+    vocab = np.zeros((count, NUM_VERTICES), dtype=np.uint8)
+    adj = np.zeros((count, NUM_VERTICES, NUM_VERTICES), dtype=np.uint8)
+    rows = np.arange(count)
+    for k in range(2):
+        off = k * CELL_VERTICES
+        vocab[:, off:off + 2] = [0, 1]
+        vocab[:, off + 2:off + 2 + PAIRS] = ops[:, k] + len(INPUTS)
+        vocab[:, off + CELL_VERTICES - 1] = len(OP_VOCAB) - 1
+        for e in range(PAIRS):
+            s = src[:, k, e]
+            first = np.where(s < 2, s, 2 + 2 * (s - 2))
+            adj[rows, off + first, off + 2 + e] = 1
+            adj[rows[s >= 2], off + first[s >= 2] + 1, off + 2 + e] = 1
+            adj[:, off + 2 + e, off + CELL_VERTICES - 1] = 1
+    return vocab, adj
+
+
+def sample_dataset(size: int, seed: int, progress=None, processes: int | None = None) -> Enumeration:
+    """`size` random cells (as `random_cell`), distinct up to isomorphism, in the order drawn; the same for the
+    same (size, seed). Hashed across `processes` worker processes (default: all cores) when large."""
+    import multiprocessing as mp
+    import os
+
+    if size > NUM_CELLS:
+        raise ValueError(f"{size} cells asked of a space of {NUM_CELLS}")
+    rng = np.random.default_rng(seed)
+    processes = processes or os.cpu_count() or 1
+    chunk = 5_000
+    kept_ops, kept_src, hashes, seen = [], [], [], set()
+    pool = mp.get_context("fork" if os.name == "posix" else "spawn").Pool(processes) if size > 2 * chunk and \
+        processes > 1 else None
+    try:
+        while len(hashes) < size:
+            ops, src = _random_genotypes(rng, max(size - len(hashes), 64))
+            parts = [(ops[i:i + chunk], src[i:i + chunk]) for i in range(0, len(ops), chunk)]
+            digests = [h for part in (pool.imap(_hash_genotypes, parts) if pool else map(_hash_genotypes, parts))
+                       for h in part]
+            for n, digest in enumerate(digests):
+                if digest not in seen and len(hashes) < size:
+                    seen.add(digest)
+                    hashes.append(digest)
+                    kept_ops.append(ops[n])
+                    kept_src.append(src[n])
+            if progress is not None:
+                progress(len(hashes), size)
+    finally:
+        if pool is not None:
+            pool.close()
+    vocab, adj = _graph_arrays(np.stack(kept_ops), np.stack(kept_src))
+    edges = np.packbits(adj.reshape(size, -1), axis=1)
+    digests = np.frombuffer(bytes.fromhex("".join(hashes)), dtype=np.uint8).reshape(size, 16)
+    return Enumeration(NAME, OP_VOCAB, np.full(size, NUM_VERTICES, np.uint8), edges, vocab, digests)
