@@ -35,6 +35,8 @@ from archsweep.stages import pipeline
 EPOCHS = {  # training length per space (VQ-VAE as bench/vqvae.py); everything else is the default configuration
     "nasbench201": ["train.epochs=10"],
     "nasbench101": ["train.epochs=6", "lm.epochs=3"],
+    # a sampled training set (train.dataset_size, default 100,000 cells) of a space too large to enumerate
+    "darts": ["train.epochs=20", "lm.epochs=10"],
 }
 WORKERS = ["train.num_workers=2"]  # the LM: the default (1 Ray Train worker, DeepSpeed ZeRO-2)
 TEMPERATURES = (0.5, 0.75, 1.0, 1.25, 1.5)
@@ -80,9 +82,11 @@ def generation_rows(args) -> tuple[list[str], list[str], list[str]]:
             for t in TEMPERATURES:
                 cfg.sample.temperature = t
                 m = lm_stage.generate(lm, scorer, cfg)
+                accuracy = m[f"accuracy_{scorer.benchmark.datasets[0]}_val"].get("mean") if scorer.benchmark \
+                    else None
                 temperature_rows.append(f"| {space} | {t} | " + " | ".join(pct(m[k]) for k in METRICS)
-                                        + f" | {m['accuracy_' + scorer.benchmark.datasets[0] + '_val'].get('mean', 0):.2f}"
-                                        f" | {m['samples_per_s']:,.0f} |")
+                                        + (f" | {accuracy:.2f}" if accuracy is not None else " | n/a")
+                                        + f" | {m['samples_per_s']:,.0f} |")
                 print(temperature_rows[-1], flush=True)
     return rows, temperature_rows, speed
 
@@ -177,7 +181,7 @@ def overhead_row(args) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--spaces", nargs="+", default=["nasbench201", "nasbench101"])
+    parser.add_argument("--spaces", nargs="+", default=list(EPOCHS), choices=list(EPOCHS))
     parser.add_argument("--out", type=Path, default=Path("runs/bench-lm"))
     parser.add_argument("--fresh", action="store_true", help="retrain even where a finished pipeline exists")
     parser.add_argument("--overhead-epochs", type=int, default=3)

@@ -118,3 +118,38 @@ storage: {tmp_path / 'runs'}
     before = {r.trial_id: r.updated for r in ResultStore(tmp_path / "runs" / "s").rows()}
     run_searches(spec)  # everything finished: read back, nothing runs again
     assert {r.trial_id: r.updated for r in ResultStore(tmp_path / "runs" / "s").rows()} == before
+
+
+def test_a_space_too_large_to_enumerate_trains_on_a_sampled_set_and_reports_no_accuracy(local_ray, tmp_path):
+    from rich.console import Console
+
+    from archsweep.cli import _results_table
+    from archsweep.spaces import training_cells
+    from archsweep.stages import pipeline
+    from archsweep.tracking.report import rows
+    from archsweep.tracking.store import ResultStore, Row
+    from archsweep.train.vqvae import load_cells
+
+    cfg = load_config(overrides=[
+        "space=darts", "train.dataset_size=600", "vqvae.hidden_dim=32", "vqvae.decoder_hidden=128",
+        "vqvae.gin_layers=2", "vqvae.codebook_size=16", "train.epochs=1", "lm.name=gpt2-tiny", "lm.epochs=1",
+        "lm.batch_size=128", "sample.samples=200"])
+    assert cfg.vqvae.seq_len == 16  # "auto": the space's own
+    results = pipeline.run(cfg, tmp_path, local_ray)  # no data directory: darts has no table to read
+
+    vq, lm = results["vqvae"], results["lm"]
+    assert vq["cells"] == 600 and vq["held_out"] == 60
+    cells = training_cells(cfg)
+    codes = np.load(tmp_path / "vqvae" / "codes.npz")
+    assert codes["codes"].shape == (600, 16) and np.array_equal(codes["hashes"], cells.hashes)
+    assert np.array_equal(codes["train"], load_cells(cfg)[2])
+    for key in ("validity", "uniqueness", "novelty", "valid_unique"):
+        assert 0 <= lm[key] <= 1
+    assert not [k for k in lm if k.startswith("accuracy_")]  # no table: no accuracy, not a zero one
+    console = Console(record=True, width=200)
+    console.print(_results_table(lm | {"config": results["config"]}, "LM stage"))
+    assert "n/a (darts has no accuracy table)" in console.export_text()
+
+    store = ResultStore(tmp_path / "sweep")
+    store.put(Row("t_00000", "TERMINATED", results["config"], {"validity": lm["validity"]}))
+    assert rows(tmp_path / "sweep")[0]["accuracy"] == "n/a"

@@ -118,9 +118,12 @@ def run(cfg: Config, out_dir: str | Path, env: dict[str, str] | None = None, log
     from archsweep.train import history as train_history
     from archsweep.train.vqvae import fit
 
+    from archsweep.spaces import training_cells
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    training_cells(cfg)  # built (or loaded) here once, not by every worker at once
     result = fit(cfg, out_dir, env, log_level)
     if result.error is not None:
         raise result.error
