@@ -31,6 +31,9 @@ class VQVAEConfig:
     hidden_dim: int = 128
     gin_layers: int = 4
     decoder_hidden: int = 512
+    # weight of the edges' term in the reconstruction loss against the ops'; "auto": the space's own (1; 10 on darts,
+    # whose 231 edge entries a cell, mostly fixed, would otherwise drown the few that say where inputs come from)
+    edge_weight: Any = "auto"
     beta: float = 0.25  # commitment loss weight
     ema: bool = True  # codebook by exponential moving averages instead of gradients
     ema_decay: float = 0.99
@@ -161,6 +164,7 @@ CHOICES = {
 RANGES = {
     "seed": (lambda v: v >= 0, ">= 0"),
     "vqvae.seq_len": (lambda v: _positive_int(v) and v <= 256, '"auto" or 1..256'),
+    "vqvae.edge_weight": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, '"auto" or > 0'),
     "vqvae.codebook_size": (lambda v: 2 <= v <= 65536, "2..65536"),
     "vqvae.code_dim": (lambda v: v >= 1, ">= 1"),
     "vqvae.hidden_dim": (lambda v: v >= 1, ">= 1"),
@@ -334,6 +338,8 @@ def _resolve_auto(config: Config) -> Config:
     if config.vqvae.seq_len == "auto" and config.space in SPACES:
         space = get_space(config.space)
         config.vqvae.seq_len = space.max_vertices if config.vqvae.latent == "per_node" else space.default_seq_len
+    if config.vqvae.edge_weight == "auto" and config.space in SPACES:
+        config.vqvae.edge_weight = get_space(config.space).default_edge_weight
     return config
 
 

@@ -90,13 +90,14 @@ class Decoder(nn.Module):
         return out[:, : v * o].view(-1, v, o), out[:, v * o:].view(-1, v, v)
 
 
-def reconstruction_loss(op_logits, adj_logits, ops, adj) -> torch.Tensor:
-    """Cross-entropy of the ops plus binary cross-entropy of the upper-triangular edges."""
+def reconstruction_loss(op_logits, adj_logits, ops, adj, edge_weight: float = 1.0) -> torch.Tensor:
+    """Cross-entropy of the ops plus `edge_weight` x binary cross-entropy of the upper-triangular edges (both means
+    over entries)."""
     v = ops.shape[1]
     upper = torch.triu(torch.ones(v, v, dtype=torch.bool, device=ops.device), diagonal=1)
     op_loss = F.cross_entropy(op_logits.reshape(-1, op_logits.shape[-1]), ops.reshape(-1))
     edge_loss = F.binary_cross_entropy_with_logits(adj_logits[:, upper], adj[:, upper].float())
-    return op_loss + edge_loss
+    return op_loss + edge_weight * edge_loss
 
 
 def decode_graph(op_logits: torch.Tensor, adj_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,7 +120,7 @@ class GraphVQVAE(nn.Module):
     def forward(self, ops: torch.Tensor, adj: torch.Tensor) -> Output:
         q = self.quantizer(self.head(self.encoder(ops, adj.float())))
         op_logits, adj_logits = self.decoder(q.z_q)
-        recon = reconstruction_loss(op_logits, adj_logits, ops, adj)
+        recon = reconstruction_loss(op_logits, adj_logits, ops, adj, self.cfg.edge_weight)
         return Output(op_logits, adj_logits, recon + q.loss, recon, q.loss, q.codes)
 
     @torch.no_grad()
@@ -152,7 +153,7 @@ class GraphVAE(nn.Module):
         mu, logvar = self._posterior(ops, adj)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
         op_logits, adj_logits = self.decoder(z)
-        recon = reconstruction_loss(op_logits, adj_logits, ops, adj)
+        recon = reconstruction_loss(op_logits, adj_logits, ops, adj, self.cfg.edge_weight)
         kl = -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
         return Output(op_logits, adj_logits, recon + self.cfg.kl_weight * kl, recon, kl, None)
 

@@ -44,6 +44,7 @@ CELL_VERTICES = 2 + PAIRS + 1
 NUM_VERTICES = 2 * CELL_VERTICES
 CONCAT = list(range(2, 2 + NODES))
 DEFAULT_SEQ_LEN = 16  # codes per cell: 16 x 6 bits at K = 64 for the ~60 bits of a uniformly drawn genotype
+DEFAULT_EDGE_WEIGHT = 10.0  # 231 edge entries a cell against 22 ops: the few that vary must not be drowned
 # cells up to the order of a node's two inputs: node j picks 2 of its j earlier nodes and an op for each
 NUM_CELLS = (int(np.prod([(j * (j - 1)) // 2 for j in range(2, 2 + NODES)])) * len(OPS) ** PAIRS) ** 2
 
