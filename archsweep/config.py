@@ -22,7 +22,9 @@ class ConfigError(ArchsweepError, ValueError):
 @dataclass
 class VQVAEConfig:
     model: str = "vqvae"  # vqvae: discrete codes | vae: the continuous (arch2vec-style) baseline
-    latent: str = "pooled"  # pooled: L learned queries attend over the nodes | per_node: one latent per vertex
+    # pooled: L learned queries attend over the nodes | per_node: one latent per vertex | auto: the space's own
+    # (pooled; per_node on darts, where each op vertex's code then says its operation and its input)
+    latent: str = "auto"
     # L, the number of codes per cell; "auto": the space's own (8; 16 on darts, whose cells need ~60 bits;
     # per_node: the space's vertex count)
     seq_len: Any = "auto"
@@ -335,6 +337,8 @@ def _resolve_auto(config: Config) -> Config:
     """Per-space defaults ("auto") made concrete, so every stage reads plain values."""
     from archsweep.spaces import SPACES, get_space
 
+    if config.vqvae.latent == "auto" and config.space in SPACES:
+        config.vqvae.latent = get_space(config.space).default_latent
     if config.vqvae.seq_len == "auto" and config.space in SPACES:
         space = get_space(config.space)
         config.vqvae.seq_len = space.max_vertices if config.vqvae.latent == "per_node" else space.default_seq_len

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import plain_lm_loop
 from _report import header, write_block
 
-from archsweep.config import load_config, to_dict
+from archsweep.config import from_dict, load_config, to_dict
 from archsweep.runtime import init_local_ray, worker_env
 from archsweep.stages import lm as lm_stage
 from archsweep.stages import pipeline
@@ -36,11 +36,16 @@ EPOCHS = {  # training length per space (VQ-VAE as bench/vqvae.py); everything e
     "nasbench201": ["train.epochs=10"],
     "nasbench101": ["train.epochs=6", "lm.epochs=3"],
     # a sampled training set (train.dataset_size, default 100,000 cells) of a space too large to enumerate
-    "darts": ["train.epochs=20", "lm.epochs=10"],
+    "darts": ["train.epochs=8", "lm.epochs=5"],
 }
 WORKERS = ["train.num_workers=2"]  # the LM: the default (1 Ray Train worker, DeepSpeed ZeRO-2)
 TEMPERATURES = (0.5, 0.75, 1.0, 1.25, 1.5)
 METRICS = ("validity", "uniqueness", "novelty", "valid_unique", "valid_unique_novel")
+
+
+def same_config(saved: dict, cfg) -> bool:
+    """Whether a finished run had this configuration: keys added since then read as their defaults."""
+    return to_dict(from_dict(saved)) == to_dict(cfg)
 
 
 def pipeline_run(overrides: list[str], out: Path, fresh: bool) -> dict:
@@ -48,7 +53,7 @@ def pipeline_run(overrides: list[str], out: Path, fresh: bool) -> dict:
     interrupted one: finished stages are not trained again)."""
     cfg = load_config(overrides=overrides)
     done = out / "metrics.json"
-    if done.exists() and not fresh and json.loads(done.read_text())["config"] == to_dict(cfg):
+    if done.exists() and not fresh and same_config(json.loads(done.read_text())["config"], cfg):
         return json.loads(done.read_text())
     if fresh or done.exists():
         shutil.rmtree(out, ignore_errors=True)
@@ -124,7 +129,7 @@ def family_rows(args) -> list[str]:
                                      f"lm.epochs={FAMILY_EPOCHS}", *extra])
         out = args.out / "families" / (label.replace(" ", "").replace(",", "-").replace("(", "").replace(")", ""))
         done = out / "metrics.json"
-        if done.exists() and not args.fresh and json.loads(done.read_text())["config"] == to_dict(cfg):
+        if done.exists() and not args.fresh and same_config(json.loads(done.read_text())["config"], cfg):
             m = json.loads(done.read_text())
         else:
             shutil.rmtree(out, ignore_errors=True)
@@ -187,17 +192,19 @@ def main() -> None:
     parser.add_argument("--overhead-epochs", type=int, default=3)
     parser.add_argument("--write", action="store_true", help="record the result in docs/BENCHMARKS.md")
     parser.add_argument("--families-only", action="store_true", help="only the LM family table")
+    parser.add_argument("--skip-families", action="store_true", help="no LM family table")
     args = parser.parse_args()
     init_local_ray()
-    families = families_block(args)
-    print(families)
-    if args.write:
-        write_block("lm-families", families)
+    if not args.skip_families:
+        families = families_block(args)
+        print(families)
+        if args.write:
+            write_block("lm-families", families)
     if args.families_only:
         return
 
     rows, temperature_rows, speed = generation_rows(args)
-    overhead = overhead_row(args)
+    overhead = overhead_row(args) if "nasbench201" in args.spaces else None
     print(overhead, flush=True)
     cfg = load_config()
     body = (
@@ -218,16 +225,16 @@ def main() -> None:
         "mean accuracy | architectures/s |\n|---|---|---|---|---|---|---|---|---|\n"
         + "\n".join(temperature_rows) + "\n\n"
         "The LM's held-out perplexity per code token (on the 10 % of cells not trained on):\n\n"
-        "| space | LM epochs | held-out perplexity |\n|---|---|---|\n" + "\n".join(speed) + "\n\n"
-        "Overhead of Ray Train (1 worker) + DeepSpeed ZeRO-2 against a plain single-process PyTorch loop "
+        "| space | LM epochs | held-out perplexity |\n|---|---|---|\n" + "\n".join(speed) + "\n"
+        + ("" if overhead is None else "\nOverhead of Ray Train (1 worker) + DeepSpeed ZeRO-2 against a plain single-process PyTorch loop "
         "(same model, data order, batches, AdamW and clipping, a warmup-cosine schedule); wall time includes start-up (Ray Train "
         "worker group, DeepSpeed engine, per-epoch checkpoints):\n\n"
         "| run | plain PyTorch | Ray Train + DeepSpeed | wall-time ratio | training-speed ratio |\n"
-        "|---|---|---|---|---|\n" + overhead + "\n"
+        "|---|---|---|---|---|\n" + overhead + "\n")
     )
     print(body)
-    if args.write:
-        write_block("lm", body)
+    if args.write:  # every space: the "lm" block; some: a block of their own beside it
+        write_block("lm" if set(args.spaces) == set(EPOCHS) else "lm-" + "-".join(args.spaces), body)
 
 
 if __name__ == "__main__":

@@ -134,14 +134,14 @@ def test_a_space_too_large_to_enumerate_trains_on_a_sampled_set_and_reports_no_a
         "space=darts", "train.dataset_size=600", "vqvae.hidden_dim=32", "vqvae.decoder_hidden=128",
         "vqvae.gin_layers=2", "vqvae.codebook_size=16", "train.epochs=1", "lm.name=gpt2-tiny", "lm.epochs=1",
         "lm.batch_size=128", "sample.samples=200"])
-    assert cfg.vqvae.seq_len == 16  # "auto": the space's own
+    assert (cfg.vqvae.latent, cfg.vqvae.seq_len, cfg.vqvae.edge_weight) == ("per_node", 22, 10.0)  # the space's own
     results = pipeline.run(cfg, tmp_path, local_ray)  # no data directory: darts has no table to read
 
     vq, lm = results["vqvae"], results["lm"]
     assert vq["cells"] == 600 and vq["held_out"] == 60
     cells = training_cells(cfg)
     codes = np.load(tmp_path / "vqvae" / "codes.npz")
-    assert codes["codes"].shape == (600, 16) and np.array_equal(codes["hashes"], cells.hashes)
+    assert codes["codes"].shape == (600, 22) and np.array_equal(codes["hashes"], cells.hashes)
     assert np.array_equal(codes["train"], load_cells(cfg)[2])
     for key in ("validity", "uniqueness", "novelty", "valid_unique"):
         assert 0 <= lm[key] <= 1

@@ -31,7 +31,8 @@ class SearchSpace(Protocol):
     max_vertices: int
     num_cells: int
     enumerable: bool  # False: too large; `dataset` samples the cells the models train on
-    default_seq_len: int  # codes per cell when vqvae.seq_len is "auto"
+    default_latent: str  # vqvae.latent when "auto"
+    default_seq_len: int  # codes per cell when vqvae.seq_len is "auto" (and the latent pooled)
     default_edge_weight: float  # the reconstruction loss's edge weight when vqvae.edge_weight is "auto"
 
     def cell(self, adjacency, ops: Sequence[str]) -> Cell: ...
@@ -66,6 +67,7 @@ class _ModuleSpace:
         self._m = module
         self._build, self._sample = build, sample
         self.enumerable = build is not None
+        self.default_latent: str = getattr(module, "DEFAULT_LATENT", "pooled")
         self.default_seq_len: int = getattr(module, "DEFAULT_SEQ_LEN", 8)
         self.default_edge_weight: float = getattr(module, "DEFAULT_EDGE_WEIGHT", 1.0)
         self.name: str = module.NAME
