@@ -142,7 +142,7 @@ def space_stats_table(name: str):
     space = get_space(name)
     if not space.enumerable:
         table = Table(title=f"search space {name}", show_header=False)
-        table.add_row("cells", f"{space.num_cells:,} (about {space.num_cells:.2g}; too many to enumerate)")
+        table.add_row("cells", f"{space.num_cells:,} (about {space.num_cells:.3g}; too many to enumerate)")
         table.add_row("training cells", f"sampled uniformly: train.dataset_size (default {TrainConfig.dataset_size:,})"
                       ", distinct up to isomorphism, built once and cached")
         table.add_row("vertices per cell (graph form)", str(space.max_vertices))

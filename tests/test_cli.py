@@ -66,6 +66,13 @@ def test_space_stats_nasbench201():
     assert "15,625" in result.stdout and "6,466" in result.stdout
 
 
+def test_space_stats_of_a_space_too_large_to_enumerate():
+    result = run("space", "stats", "darts")
+    assert result.returncode == 0, result.stderr
+    assert "1,076,746,950,455,072,400" in result.stdout and "too many to enumerate" in result.stdout
+    assert "train.dataset_size" in result.stdout and "100,000" in result.stdout
+
+
 def test_benchmark_stats(data_dir):
     result = run("benchmark", "stats", "nasbench201", data_dir=data_dir)
     assert result.returncode == 0, result.stderr
