@@ -25,8 +25,8 @@ class VQVAEConfig:
     # pooled: L learned queries attend over the nodes | per_node: one latent per vertex | auto: the space's own
     # (pooled; per_node on darts, where each op vertex's code then says its operation and its input)
     latent: str = "auto"
-    # L, the number of codes per cell; "auto": the space's own (8; 16 on darts, whose cells need ~60 bits;
-    # per_node: the space's vertex count)
+    # L, the number of codes per cell; "auto": per_node, the space's vertex count (22 on darts); pooled, the space's
+    # own (8; 16 on darts, whose cells carry ~60 bits)
     seq_len: Any = "auto"
     codebook_size: int = 64  # K
     code_dim: int = 16
