@@ -77,7 +77,7 @@ BAD = {
                                 "value 0: 'vqvae.codebook_size' is 0; allowed: 2..65536"),
     "grid value of the wrong type": ("sweep: {vqvae.codebook_size: {grid: [4, eight]}}",
                                      "'vqvae.codebook_size' must be of type int; got 'eight'"),
-    "grid value out of range": ("sweep: {vqvae.seq_len: {grid: [4, eight]}}",
+    "grid value neither auto nor a length": ("sweep: {vqvae.seq_len: {grid: [4, eight]}}",
                                 "'vqvae.seq_len' is 'eight'; allowed: \"auto\" or 1..256"),
     "unknown LM in a grid": ("sweep: {lm.name: {grid: [gpt2-tiny, gpt5-huge]}}", "unknown language model 'gpt5-huge'"),
     "negative temperature": ("sweep: {sample.temperature: {uniform: [-1.0, 1.0]}}",

@@ -26,10 +26,9 @@ log = logging.getLogger(__name__)
 
 def load_model(path: str | Path):
     """(model in eval mode, its Config) from a `model.pt` written by this stage."""
+    from archsweep.checkpoint import torch_load
     from archsweep.models.vqvae import build_model
     from archsweep.spaces import get_space
-
-    from archsweep.checkpoint import torch_load
 
     path = Path(path)
     state = torch_load(path, fix=f"Delete {path.parent} and run the VQ-VAE stage again.")
@@ -114,11 +113,9 @@ def evaluate(model, cfg: Config, samples: int = M.STANDARD_SAMPLES, seed: int = 
 def run(cfg: Config, out_dir: str | Path, env: dict[str, str] | None = None, log_level: str = "WARNING") -> dict:
     """Train (or resume) and evaluate; writes model.pt, codes.npz and metrics.json into `out_dir`."""
     from archsweep.models.vqvae import build_model
-    from archsweep.spaces import get_space
+    from archsweep.spaces import get_space, training_cells
     from archsweep.train import history as train_history
     from archsweep.train.vqvae import fit
-
-    from archsweep.spaces import training_cells
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
