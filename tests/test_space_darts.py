@@ -64,6 +64,10 @@ def test_known_genotype_parses_and_round_trips():
     (DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat=[4, 5]"), "concatenates all"),
     (DARTS_V2.replace("('dil_conv_3x3', 2)]", "]"), "7 pairs"),
     (DARTS_V2.replace(", reduce_concat=[2, 3, 4, 5]", ""), "fields"),
+    (DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat=range(0, 1000000000000)"), "concatenates all"),
+    (DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat=range(x)"), "no range of integers"),
+    (DARTS_V2.replace("('dil_conv_3x3', 2)]", "('dil_conv_3x3', 9)]"), "input node 9; a DARTS cell's nodes are 0..5"),
+    (DARTS_V2.replace("('dil_conv_3x3', 2)]", "('dil_conv_3x3', -1)]"), "input node -1"),
 ])
 def test_malformed_genotypes_say_what_is_wrong(text, match):
     with pytest.raises(ValueError, match=match):

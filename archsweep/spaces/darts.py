@@ -79,6 +79,9 @@ def cell_from_pairs(normal: Sequence[tuple[str, int]], reduce: Sequence[tuple[st
     for k, pairs in enumerate((normal, reduce)):
         if len(pairs) != PAIRS:
             raise ValueError(f"a DARTS {CELLS[k]} cell has {PAIRS} (operation, input) pairs, got {len(pairs)}")
+        for e, (_, src) in enumerate(pairs):
+            if not (isinstance(src, (int, np.integer)) and not isinstance(src, bool) and 0 <= src < 2 + NODES):
+                raise ValueError(f"{CELLS[k]} pair {e}: input node {src!r}; a DARTS cell's nodes are 0..{1 + NODES}")
         off = k * CELL_VERTICES
         adj[off:off + CELL_VERTICES, off:off + CELL_VERTICES] = _block_adjacency([int(s) for _, s in pairs])
         ops += [*INPUTS, *(str(op) for op, _ in pairs), OUTPUT]
@@ -100,7 +103,11 @@ def from_genotype(text: str) -> Cell:
     for kw in call.keywords:
         node = kw.value
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range":
-            fields[kw.arg] = list(range(*(ast.literal_eval(a) for a in node.args)))
+            try:
+                span = range(*(ast.literal_eval(a) for a in node.args))
+            except (ValueError, TypeError):
+                raise ValueError(f"Genotype field {kw.arg!r}: {ast.unparse(node)!r} is no range of integers") from None
+            fields[kw.arg] = span
         else:
             try:
                 fields[kw.arg] = ast.literal_eval(node)
@@ -117,7 +124,8 @@ def from_genotype(text: str) -> Cell:
             raise ValueError(f"Genotype {name} must be a list of (operation, input node) pairs: {value!r}")
         if len(value) != PAIRS:
             raise ValueError(f"Genotype {name} has {len(value)} pairs; a DARTS cell has {PAIRS} (2 per node)")
-        if list(fields[f"{name}_concat"]) != CONCAT:
+        concat = fields[f"{name}_concat"]
+        if not (isinstance(concat, (list, tuple, range)) and len(concat) == NODES and list(concat) == CONCAT):
             raise ValueError(f"Genotype {name}_concat is {fields[name + '_concat']!r}; a DARTS cell concatenates "
                              f"all its intermediate nodes, {CONCAT}")
         pairs[name] = [(op, src) for op, src in value]
