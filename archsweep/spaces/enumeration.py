@@ -48,19 +48,6 @@ class Enumeration:
         full[:n, :n] = adjacency
         return np.packbits(full.reshape(-1))
 
-    @classmethod
-    def from_cells(cls, space: str, op_vocab: tuple[str, ...], frame: int, cells: list[Cell],
-                   hashes: list[str], pad: str | None = None) -> Enumeration:
-        """The arrays of `cells` (valid, with these canonical hashes); vertices beyond a cell's own carry `pad`."""
-        ops = np.full((len(cells), frame), op_vocab.index(pad) if pad else 0, dtype=np.uint8)
-        edges = np.zeros((len(cells), (frame * frame + 7) // 8), dtype=np.uint8)
-        code = {op: i for i, op in enumerate(op_vocab)}
-        for k, cell in enumerate(cells):
-            ops[k, :cell.num_vertices] = [code[op] for op in cell.ops]
-            edges[k] = cls.pack_edges(cell.adjacency, frame)
-        digests = np.array([np.frombuffer(bytes.fromhex(h), np.uint8) for h in hashes]).reshape(-1, 16)
-        return cls(space, tuple(op_vocab), np.array([c.num_vertices for c in cells], np.uint8), edges, ops, digests)
-
     def _unpacked(self, rows) -> np.ndarray:
         frame = self.frame
         bits = np.unpackbits(self.edges[rows], axis=-1, count=frame * frame)
