@@ -28,7 +28,7 @@ class VQVAEConfig:
     # L, the number of codes per cell; "auto": per_node, the space's vertex count (22 on darts); pooled, the space's
     # own (8; 16 on darts, whose cells carry ~60 bits)
     seq_len: Any = "auto"
-    codebook_size: int = 64  # K
+    codebook_size: Any = "auto"  # K; "auto": the space's own (64; 256 on darts, whose 22 per-vertex codes share it)
     code_dim: int = 16
     hidden_dim: int = 128
     gin_layers: int = 4
@@ -167,7 +167,7 @@ RANGES = {
     "seed": (lambda v: v >= 0, ">= 0"),
     "vqvae.seq_len": (lambda v: _positive_int(v) and v <= 256, '"auto" or 1..256'),
     "vqvae.edge_weight": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, '"auto" or > 0'),
-    "vqvae.codebook_size": (lambda v: 2 <= v <= 65536, "2..65536"),
+    "vqvae.codebook_size": (lambda v: _positive_int(v) and 2 <= v <= 65536, '"auto" or 2..65536'),
     "vqvae.code_dim": (lambda v: v >= 1, ">= 1"),
     "vqvae.hidden_dim": (lambda v: v >= 1, ">= 1"),
     "vqvae.gin_layers": (lambda v: v >= 1, ">= 1"),
@@ -344,6 +344,8 @@ def _resolve_auto(config: Config) -> Config:
         config.vqvae.seq_len = space.max_vertices if config.vqvae.latent == "per_node" else space.default_seq_len
     if config.vqvae.edge_weight == "auto" and config.space in SPACES:
         config.vqvae.edge_weight = get_space(config.space).default_edge_weight
+    if config.vqvae.codebook_size == "auto" and config.space in SPACES:
+        config.vqvae.codebook_size = get_space(config.space).default_codebook_size
     return config
 
 

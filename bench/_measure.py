@@ -131,6 +131,7 @@ def plain_vqvae_loop(cfg, batch: int, device: str = "cpu", threads: int | None =
         ops, adj = ops.to(device), adj.to(device)
         train_idx = torch.from_numpy(np.flatnonzero(train_mask))
         model = build_model(cfg.vqvae, len(space.op_vocab), space.max_vertices).to(device)
+        model.decoder.start_at_marginals(ops[train_idx.to(device)], adj[train_idx.to(device)])
         optimizer = torch.optim.Adam(model.parameters(), lr=scale.scaled_lr(cfg.train.lr, batch,
                                                                             scale.VQVAE_REFERENCE_BATCH),
                                      weight_decay=cfg.train.weight_decay, fused=torch.device(device).type == "cuda")

@@ -124,3 +124,16 @@ def test_decode_graph_thresholds_the_upper_triangle():
     adj_logits = torch.tensor([[[5.0, 5.0], [5.0, -1.0]]])
     ops, adj = decode_graph(op_logits, adj_logits)
     assert ops.tolist() == [[1, 0]] and adj.tolist() == [[[0, 1], [0, 0]]]
+
+
+def test_decoder_starts_at_the_training_cells_marginals():
+    cfg, s, model = tiny("nasbench201")
+    ops, adj = space_batch(s, 500)
+    model.decoder.start_at_marginals(ops, adj)
+    torch.nn.init.zeros_(model.decoder.net[-1].weight)  # the bias alone: what it predicts for any latent
+    op_logits, adj_logits = model.decoder(torch.randn(3, cfg.vqvae.seq_len, cfg.vqvae.code_dim))
+    op_freq = torch.nn.functional.one_hot(ops, len(s.op_vocab)).float().mean(0)
+    assert torch.allclose(op_logits.softmax(-1)[1], op_freq, atol=1e-3)
+    edge_freq = adj.float().mean(0).clamp(1e-4, 1 - 1e-4)
+    assert torch.allclose(torch.sigmoid(adj_logits[2]), edge_freq, atol=1e-5)
+    assert 0.1 < op_freq[1].max() < 0.5  # an op vertex: the marginal checked is not a trivial one

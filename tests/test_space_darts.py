@@ -197,3 +197,16 @@ def test_sampled_dataset_is_distinct_valid_cached_and_reproducible(tmp_path):
     assert ops.shape == (3000, 22) and adj.shape == (3000, 22, 22)
     assert all(D.from_graph(adj[k], ops[k]) == a.cell(k) for k in range(0, 3000, 97))
     assert space.dataset(3000, seed=7, cache_dir=tmp_path).hex_hashes == a.hex_hashes  # from the cache
+
+
+def test_auto_model_settings_resolve_to_the_spaces_own():
+    from archsweep.config import load_config
+
+    def settings(*overrides):
+        v = load_config(overrides=list(overrides)).vqvae
+        return v.latent, v.seq_len, v.edge_weight, v.codebook_size
+
+    assert settings("space=darts") == ("per_node", 22, 10.0, 256)
+    assert settings("space=nasbench201") == ("pooled", 8, 1.0, 64)
+    assert settings("space=nasbench101") == ("pooled", 8, 1.0, 64)
+    assert settings("space=darts", "vqvae.codebook_size=64", "vqvae.latent=pooled") == ("pooled", 16, 10.0, 64)

@@ -34,6 +34,7 @@ class SearchSpace(Protocol):
     default_latent: str  # vqvae.latent when "auto"
     default_seq_len: int  # codes per cell when vqvae.seq_len is "auto" (and the latent pooled)
     default_edge_weight: float  # the reconstruction loss's edge weight when vqvae.edge_weight is "auto"
+    default_codebook_size: int  # K when vqvae.codebook_size is "auto"
 
     def cell(self, adjacency, ops: Sequence[str]) -> Cell: ...
     def why_invalid(self, cell: Cell) -> str | None: ...
@@ -70,6 +71,7 @@ class _ModuleSpace:
         self.default_latent: str = getattr(module, "DEFAULT_LATENT", "pooled")
         self.default_seq_len: int = getattr(module, "DEFAULT_SEQ_LEN", 8)
         self.default_edge_weight: float = getattr(module, "DEFAULT_EDGE_WEIGHT", 1.0)
+        self.default_codebook_size: int = getattr(module, "DEFAULT_CODEBOOK_SIZE", 64)
         self.name: str = module.NAME
         self.op_vocab: tuple[str, ...] = module.OP_VOCAB
         self.ops: tuple[str, ...] = module.OPS

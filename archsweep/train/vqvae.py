@@ -56,7 +56,8 @@ def train_loop(loop_config: dict) -> None:
     ops, adj, train_mask = load_cells(cfg)
     ops, adj = ops.to(device), adj.to(device)
     train_idx, held_idx = torch.from_numpy(np.flatnonzero(train_mask)), torch.from_numpy(np.flatnonzero(~train_mask))
-    module = build_model(cfg.vqvae, len(space.op_vocab), space.max_vertices)
+    module = build_model(cfg.vqvae, len(space.op_vocab), space.max_vertices).to(device)
+    module.decoder.start_at_marginals(ops[train_idx.to(device)], adj[train_idx.to(device)])  # a resume overwrites it
     model = ray.train.torch.prepare_model(module)
     if cfg.train.compile:
         model = torch.compile(model)
