@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from archsweep.config import load_config
+from archsweep.errors import ArchsweepError
 
 pytestmark = pytest.mark.ray
 
@@ -67,6 +68,9 @@ def test_zero2_trains_checkpoints_and_resumes(local_ray, codes_file, tmp_path):
     after = history(resumed)
     assert after["epoch"].tolist() == [0, 1, 2, 3] and after["start_epoch"].tolist() == [0, 0, 0, 3]
     assert after.iloc[:3].equals(trained)  # the first run's epochs as they were, none trained again
+
+    with pytest.raises(ArchsweepError, match=r"lm.name: 'gpt2-tiny' -> 'llama-tiny'"):  # another model: refused
+        fit(config("lm.zero_stage=2", "lm.epochs=5", "lm.name=llama-tiny"), codes_file, tmp_path / "run", local_ray)
 
 
 def test_zero3_checkpoint_gives_full_weights_for_sampling(local_ray, codes_file, tmp_path):

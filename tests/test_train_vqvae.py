@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from archsweep.config import load_config
+from archsweep.errors import ArchsweepError
 
 pytestmark = pytest.mark.ray
 
@@ -46,6 +47,25 @@ def test_two_workers_train_checkpoint_and_resume(local_ray, tmp_path):
     assert resumed.metrics["epoch"] == 2 and resumed.metrics["start_epoch"] == 2
     after = history(resumed)
     assert after["epoch"].tolist() == [0, 1, 2] and after.iloc[:2].equals(trained)
+
+    # another model in the same directory: refused by name, the checkpoint left as it was
+    with pytest.raises(ArchsweepError, match=r"vqvae.codebook_size: 16 -> 32.*another output directory"):
+        fit(load_config(overrides=[*TINY, "train.epochs=4", "vqvae.codebook_size=32", every_epoch]), tmp_path,
+            local_ray)
+    assert history(fit(load_config(overrides=[*TINY, "train.epochs=3", every_epoch]), tmp_path, local_ray)).equals(after)
+
+
+def test_changed_keys_are_the_models_and_datas_not_the_run_length():
+    from archsweep.config import to_dict
+    from archsweep.train import VQVAE_RUN_KEYS, changed_keys
+
+    saved = to_dict(load_config(overrides=TINY))
+    assert changed_keys(saved, to_dict(load_config(overrides=[*TINY, "train.epochs=50", "train.num_workers=1"])),
+                        VQVAE_RUN_KEYS) == []
+    assert changed_keys(saved, to_dict(load_config(overrides=[*TINY, "vqvae.beta=0.5", "train.dataset_seed=3"])),
+                        VQVAE_RUN_KEYS) == ["train.dataset_seed", "vqvae.beta"]
+    older = {**saved, "vqvae": {k: v for k, v in saved["vqvae"].items() if k != "edge_weight"}}
+    assert changed_keys(older, to_dict(load_config(overrides=TINY)), VQVAE_RUN_KEYS) == []  # a key added since
 
 
 def test_stage_writes_model_codes_and_metrics(local_ray, tmp_path):

@@ -12,6 +12,7 @@ log = logging.getLogger(__name__)
 
 HEALTH_CHECK_S = 0.25
 HISTORY = "history.json"  # every epoch's report so far, in each checkpoint (Ray keeps only checkpointed reports)
+RUN_CONFIG = "config.json"  # the config a checkpoint was trained with (the LM's, beside DeepSpeed's files)
 
 
 def read_history(directory: str | Path) -> list[dict]:
@@ -28,6 +29,20 @@ def write_history(directory: str | Path, history: list[dict]) -> None:
     (Path(directory) / HISTORY).write_text(json.dumps(history))
 
 
+def write_run_config(directory: str | Path, config: dict) -> None:
+    """The run's config beside a checkpoint, readable before the checkpoint itself is loaded."""
+    import json
+
+    (Path(directory) / RUN_CONFIG).write_text(json.dumps(config))
+
+
+def read_run_config(directory: str | Path) -> dict | None:
+    import json
+
+    path = Path(directory) / RUN_CONFIG
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def history(result):
     """Every epoch's metrics of a finished run (resumed runs included) as a DataFrame, from its last checkpoint:
     Ray's `Result.metrics_dataframe` holds only the epochs that wrote a checkpoint."""
@@ -35,6 +50,39 @@ def history(result):
 
     with result.checkpoint.as_directory() as directory:
         return pd.DataFrame(read_history(directory))
+
+
+# what a checkpoint was trained on: resuming it under other values of these would continue another model
+VQVAE_RUN_KEYS = ("space", "seed", "vqvae", "train.dataset_size", "train.dataset_seed", "train.train_fraction")
+LM_RUN_KEYS = (*VQVAE_RUN_KEYS, "lm.name", "lm.lora")
+
+
+def _leaves(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        out |= _leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
+    return out
+
+
+def changed_keys(saved: dict, current: dict, keys: tuple[str, ...]) -> list[str]:
+    """The config keys at or under `keys` whose values differ between a checkpoint's config and this run's
+    (a key missing from an older checkpoint is not a difference)."""
+    old, new = _leaves(saved), _leaves(current)
+    under = [k for k in new if any(k == top or k.startswith(top + ".") for top in keys)]
+    return sorted(k for k in under if k in old and old[k] != new[k])
+
+
+def refuse_other_run(saved: dict | None, current: dict, keys: tuple[str, ...], run_dir: str | Path) -> None:
+    """Raise when an output directory's checkpoint was trained under another configuration: resuming it would
+    silently continue (or, finished, return) a different model."""
+    from archsweep.errors import ArchsweepError
+
+    changed = changed_keys(saved or {}, current, keys)
+    if changed:
+        old, new = _leaves(saved), _leaves(current)
+        diff = ", ".join(f"{k}: {old[k]!r} -> {new[k]!r}" for k in changed[:5])
+        raise ArchsweepError(f"{run_dir} holds a checkpoint trained with other settings ({diff}); resuming it would "
+                             "continue that run. Use another output directory, or delete this one to train anew.")
 
 
 def fatal_error(error: BaseException) -> BaseException | None:

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from archsweep.config import Config, from_dict, to_dict
-from archsweep.train import read_history, scale, write_history
+from archsweep.train import (LM_RUN_KEYS, read_history, read_run_config, refuse_other_run, scale, write_history,
+                             write_run_config)
 
 RUN_NAME = "lm"
 TAG = "state"  # not "latest": DeepSpeed writes a file of that name beside the tag directory
@@ -177,6 +178,8 @@ def train_loop(loop_config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
+            refuse_other_run(read_run_config(directory), loop_config["config"], LM_RUN_KEYS,
+                             Path(checkpoint.path).parent)
             try:
                 _, client_state = engine.load_checkpoint(directory, tag=TAG)
             except Exception as exc:
@@ -241,6 +244,7 @@ def train_loop(loop_config: dict) -> None:
                 engine.save_checkpoint(directory, tag=TAG, client_state={"epoch": epoch})
                 if rank == 0:
                     write_history(directory, history)
+                    write_run_config(directory, loop_config["config"])
                 checkpoint = ray.train.Checkpoint.from_directory(directory)
                 last_checkpoint = time.perf_counter()
             ray.train.report(metrics, checkpoint=checkpoint)

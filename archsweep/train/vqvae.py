@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from archsweep.config import Config, from_dict, to_dict
-from archsweep.train import read_history, scale, write_history
+from archsweep.train import VQVAE_RUN_KEYS, read_history, refuse_other_run, scale, write_history
 
 RUN_NAME = "vqvae"
 
@@ -81,6 +81,7 @@ def train_loop(loop_config: dict) -> None:
                                fix=f"Delete the stage's run directory ({Path(checkpoint.path).parent}) to train "
                                "it from scratch.")
             history = read_history(directory)
+        refuse_other_run(state.get("config"), loop_config["config"], VQVAE_RUN_KEYS, Path(checkpoint.path).parent)
         module.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
