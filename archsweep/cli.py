@@ -136,6 +136,7 @@ def space_stats_table(name: str):
     import numpy as np
     from rich.table import Table
 
+    from archsweep.benchmarks import has_table
     from archsweep.config import TrainConfig
     from archsweep.spaces import get_space
 
@@ -146,6 +147,9 @@ def space_stats_table(name: str):
         table.add_row("training cells", f"sampled uniformly: train.dataset_size (default {TrainConfig.dataset_size:,})"
                       ", distinct up to isomorphism, built once and cached")
         table.add_row("vertices per cell (graph form)", str(space.max_vertices))
+        if not has_table(name):
+            table.add_row("accuracy table", "none: generation is scored (validity, uniqueness, novelty), accuracies "
+                          "read n/a, searches are refused")
         return table
     start = time.perf_counter()
     with _progress() as bar:
@@ -205,9 +209,11 @@ def benchmark():
 @benchmark.command("stats")
 @click.argument("names", nargs=-1)
 def benchmark_stats(names):
-    """Load each benchmark table (checksums verified) and print its optima."""
+    """Load each benchmark table (checksums verified) and print its optima; no NAMES: every space's that has one."""
+    from archsweep.benchmarks import BENCHMARKS
+
     console = _console()
-    for name in _space_names(names):
+    for name in names or tuple(BENCHMARKS):
         console.print(benchmark_stats_table(name))
 
 
@@ -817,10 +823,18 @@ def demo(sweep_file):
         from archsweep.errors import DataError
 
         raise DataError("; ".join(problems.values()) + ". Run `archsweep data fetch` first.")
+    print_summaries(console)
+    _exit_on_failures(_run_sweep(sweep_file))
+
+
+def print_summaries(console) -> None:
+    """Every search space's summary, each followed by its benchmark table where it has one."""
+    from archsweep.benchmarks import has_table
+
     for name in _space_names(()):
         console.print(space_stats_table(name))
-        console.print(benchmark_stats_table(name))
-    _exit_on_failures(_run_sweep(sweep_file))
+        if has_table(name):
+            console.print(benchmark_stats_table(name))
 
 
 def main() -> None:

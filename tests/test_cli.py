@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -71,6 +72,7 @@ def test_space_stats_of_a_space_too_large_to_enumerate():
     assert result.returncode == 0, result.stderr
     assert "1,076,746,950,455,072,400" in result.stdout and "too many to enumerate" in result.stdout
     assert "train.dataset_size" in result.stdout and "100,000" in result.stdout
+    assert "searches are refused" in result.stdout
 
 
 def test_benchmark_stats(data_dir):
@@ -78,6 +80,23 @@ def test_benchmark_stats(data_dir):
     assert result.returncode == 0, result.stderr
     for figure in ("91.61 (6111)", "94.37", "73.49 (9930)", "73.51", "47.31 (857)"):
         assert figure in result.stdout
+
+
+def test_every_benchmark_by_default_and_the_demos_summaries(data_dir, monkeypatch):
+    from rich.console import Console
+
+    from archsweep.cli import print_summaries
+
+    result = run("benchmark", "stats", data_dir=data_dir)
+    assert result.returncode == 0, result.stderr
+    assert "NAS-Bench-101" in result.stdout and "91.61 (6111)" in result.stdout
+
+    monkeypatch.setenv("ARCHSWEEP_DATA_DIR", str(data_dir))
+    console = Console(record=True, width=200)
+    print_summaries(console)  # what `archsweep demo` prints before its sweep: darts has no table, and says so
+    text = console.export_text()
+    assert "423,624" in text and "6,466" in text and "1,076,746,950,455,072,400" in text and "91.61 (6111)" in text
+    assert re.search(r"accuracy table +│ none", text)
 
 
 @pytest.mark.parametrize("args, message", [
