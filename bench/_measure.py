@@ -116,7 +116,7 @@ def plain_lm_loop(cfg, train_seqs: list, codebook_size: int, batch: int, device:
 def plain_vqvae_loop(cfg, batch: int, device: str = "cpu", threads: int | None = None) -> tuple[float, float]:
     """`train.vqvae.train_loop` on one worker without Ray: (wall seconds including building the cells' tensors,
     graphs/s while training)."""
-    from archsweep.models.vqvae import build_model
+    from archsweep.models.vqvae import build_model, start_training
     from archsweep.spaces import get_space
     from archsweep.train import scale
     from archsweep.train.vqvae import load_cells
@@ -131,7 +131,7 @@ def plain_vqvae_loop(cfg, batch: int, device: str = "cpu", threads: int | None =
         ops, adj = ops.to(device), adj.to(device)
         train_idx = torch.from_numpy(np.flatnonzero(train_mask))
         model = build_model(cfg.vqvae, len(space.op_vocab), space.max_vertices).to(device)
-        model.decoder.start_at_marginals(ops[train_idx.to(device)], adj[train_idx.to(device)])
+        start_training(model, ops[train_idx.to(device)], adj[train_idx.to(device)])
         optimizer = torch.optim.Adam(model.parameters(), lr=scale.scaled_lr(cfg.train.lr, batch,
                                                                             scale.VQVAE_REFERENCE_BATCH),
                                      weight_decay=cfg.train.weight_decay, fused=torch.device(device).type == "cuda")

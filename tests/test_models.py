@@ -137,3 +137,18 @@ def test_decoder_starts_at_the_training_cells_marginals():
     edge_freq = adj.float().mean(0).clamp(1e-4, 1 - 1e-4)
     assert torch.allclose(torch.sigmoid(adj_logits[2]), edge_freq, atol=1e-5)
     assert 0.1 < op_freq[1].max() < 0.5  # an op vertex: the marginal checked is not a trivial one
+
+
+def test_only_per_vertex_latents_start_at_the_marginals():
+    from archsweep.models.vqvae import start_training
+
+    _, s, pooled = tiny("nasbench201")
+    ops, adj = space_batch(s, 200)
+    before = pooled.decoder.net[-1].bias.clone()
+    start_training(pooled, ops, adj)
+    assert torch.equal(pooled.decoder.net[-1].bias, before)
+    _, _, per_node = tiny("nasbench201", "vqvae.latent=per_node")
+    start_training(per_node, ops, adj)
+    v, o = s.max_vertices, len(s.op_vocab)
+    op_freq = torch.nn.functional.one_hot(ops, o).float().mean(0).clamp_min(1e-4)
+    assert torch.allclose(per_node.decoder.net[-1].bias[: v * o].view(v, o), op_freq.log(), atol=1e-5)

@@ -179,5 +179,13 @@ class GraphVAE(nn.Module):
         return decode_graph(*self.decoder(z))
 
 
+def start_training(model: nn.Module, ops: torch.Tensor, adj: torch.Tensor) -> None:
+    """What a fresh model does before its first step, given its training cells. Per-vertex latents start the
+    decoder at the marginals (`Decoder.start_at_marginals`); pooled latents keep the default bias, which is what
+    their NAS-Bench figures were measured with (the marginals are not yet measured on them)."""
+    if model.cfg.latent == "per_node":
+        model.decoder.start_at_marginals(ops, adj)
+
+
 def build_model(cfg: VQVAEConfig, num_ops: int, num_vertices: int) -> nn.Module:
     return (GraphVQVAE if cfg.model == "vqvae" else GraphVAE)(cfg, num_ops, num_vertices)

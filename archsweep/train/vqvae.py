@@ -40,7 +40,7 @@ def train_loop(loop_config: dict) -> None:
 
     from archsweep.checkpoint import torch_load
     from archsweep.metrics import codebook_stats_from_counts
-    from archsweep.models.vqvae import build_model, decode_graph
+    from archsweep.models.vqvae import build_model, decode_graph, start_training
     from archsweep.spaces import get_space
 
     # --- set up: the whole space's cells are two tensors, on the device, once ---------------------------------
@@ -57,7 +57,7 @@ def train_loop(loop_config: dict) -> None:
     ops, adj = ops.to(device), adj.to(device)
     train_idx, held_idx = torch.from_numpy(np.flatnonzero(train_mask)), torch.from_numpy(np.flatnonzero(~train_mask))
     module = build_model(cfg.vqvae, len(space.op_vocab), space.max_vertices).to(device)
-    module.decoder.start_at_marginals(ops[train_idx.to(device)], adj[train_idx.to(device)])  # a resume overwrites it
+    start_training(module, ops[train_idx.to(device)], adj[train_idx.to(device)])  # a resume overwrites it
     model = ray.train.torch.prepare_model(module)
     if cfg.train.compile:
         model = torch.compile(model)
