@@ -31,7 +31,11 @@ class VQVAEConfig:
     codebook_size: Any = "auto"  # K; "auto": the space's own (64; 256 on darts, whose 22 per-vertex codes share it)
     code_dim: int = 16
     hidden_dim: int = 128
-    gin_layers: int = 4
+    gin_layers: Any = "auto"  # message-passing rounds of the GIN encoder; "auto": the space's own (4; 1 on darts)
+    # undirected: messages cross every edge both ways | forward: a vertex hears only the vertices feeding it, so a
+    # per-vertex code depends on its operation and its inputs alone and the codes, in vertex order, are causal for
+    # the LM; "auto": the space's own (undirected; forward on darts)
+    gin_direction: str = "auto"
     decoder_hidden: int = 512
     # weight of the edges' term in the reconstruction loss against the ops'; "auto": the space's own (1; 10 on darts,
     # whose 231 edge entries a cell, mostly fixed, would otherwise drown the few that say where inputs come from)
@@ -158,6 +162,7 @@ def _positive_int(value: Any) -> bool:
 CHOICES = {
     "vqvae.model": ("vqvae", "vae"),
     "vqvae.latent": ("pooled", "per_node"),
+    "vqvae.gin_direction": ("undirected", "forward"),
     "train.lr_schedule": ("cosine", "constant"),
     "search.strategy": ("lm_guided", "regularized_evolution", "random"),
     "lm.offload": ("none", "cpu"),
@@ -170,7 +175,7 @@ RANGES = {
     "vqvae.codebook_size": (lambda v: _positive_int(v) and 2 <= v <= 65536, '"auto" or 2..65536'),
     "vqvae.code_dim": (lambda v: v >= 1, ">= 1"),
     "vqvae.hidden_dim": (lambda v: v >= 1, ">= 1"),
-    "vqvae.gin_layers": (lambda v: v >= 1, ">= 1"),
+    "vqvae.gin_layers": (lambda v: _positive_int(v), '"auto" or an integer >= 1'),
     "vqvae.decoder_hidden": (lambda v: v >= 1, ">= 1"),
     "vqvae.beta": (lambda v: v >= 0, ">= 0"),
     "vqvae.ema_decay": (lambda v: 0 < v < 1, "between 0 and 1, exclusive"),
@@ -346,6 +351,10 @@ def _resolve_auto(config: Config) -> Config:
         config.vqvae.edge_weight = get_space(config.space).default_edge_weight
     if config.vqvae.codebook_size == "auto" and config.space in SPACES:
         config.vqvae.codebook_size = get_space(config.space).default_codebook_size
+    if config.vqvae.gin_layers == "auto" and config.space in SPACES:
+        config.vqvae.gin_layers = get_space(config.space).default_gin_layers
+    if config.vqvae.gin_direction == "auto" and config.space in SPACES:
+        config.vqvae.gin_direction = get_space(config.space).default_gin_direction
     return config
 
 

@@ -199,14 +199,33 @@ def test_sampled_dataset_is_distinct_valid_cached_and_reproducible(tmp_path):
     assert space.dataset(3000, seed=7, cache_dir=tmp_path).hex_hashes == a.hex_hashes  # from the cache
 
 
+def test_forward_messages_make_a_vertexs_code_depend_only_on_the_vertices_feeding_it():
+    """On DARTS, changing the op on one edge of node 2 (vertex 2) may change only vertex 2, what reads node 2 (the
+    dil_conv of node 5: vertex 9) and the output (10) under forward messages; undirected ones reach vertex 0 too."""
+    import torch
+
+    from archsweep.models.vqvae import GINEncoder
+
+    changed = DARTS_V2.replace("normal=[('sep_conv_3x3', 0)", "normal=[('avg_pool_3x3', 0)", 1)
+    graphs = [D.to_graph(D.from_genotype(g)) for g in (DARTS_V2, changed)]
+    ops = torch.from_numpy(np.stack([g.ops for g in graphs]))
+    adj = torch.from_numpy(np.stack([g.adjacency for g in graphs])).float()
+    torch.manual_seed(0)
+    for direction, moved in (("forward", [2, 9, 10]), ("undirected", [0, 2, 3, 4, 5, 6, 7, 8, 9, 10])):
+        h = GINEncoder(len(D.OP_VOCAB), D.NUM_VERTICES, 32, 2, direction)(ops, adj)
+        differs = ((h[0] - h[1]).abs().amax(-1) > 1e-5).nonzero().flatten().tolist()
+        assert differs == moved, direction
+
+
 def test_auto_model_settings_resolve_to_the_spaces_own():
     from archsweep.config import load_config
 
     def settings(*overrides):
         v = load_config(overrides=list(overrides)).vqvae
-        return v.latent, v.seq_len, v.edge_weight, v.codebook_size
+        return v.latent, v.seq_len, v.edge_weight, v.codebook_size, v.gin_layers, v.gin_direction
 
-    assert settings("space=darts") == ("per_node", 22, 10.0, 256)
-    assert settings("space=nasbench201") == ("pooled", 8, 1.0, 64)
-    assert settings("space=nasbench101") == ("pooled", 8, 1.0, 64)
-    assert settings("space=darts", "vqvae.codebook_size=64", "vqvae.latent=pooled") == ("pooled", 16, 10.0, 64)
+    assert settings("space=darts") == ("per_node", 22, 10.0, 256, 1, "forward")
+    assert settings("space=nasbench201") == ("pooled", 8, 1.0, 64, 4, "undirected")
+    assert settings("space=nasbench101") == ("pooled", 8, 1.0, 64, 4, "undirected")
+    assert settings("space=darts", "vqvae.codebook_size=64", "vqvae.latent=pooled", "vqvae.gin_direction=undirected") \
+        == ("pooled", 16, 10.0, 64, 1, "undirected")

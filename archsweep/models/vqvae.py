@@ -41,9 +41,9 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
 
 
 class GINEncoder(nn.Module):
-    def __init__(self, num_ops: int, num_vertices: int, hidden: int, layers: int):
+    def __init__(self, num_ops: int, num_vertices: int, hidden: int, layers: int, direction: str = "undirected"):
         super().__init__()
-        self.num_ops, self.num_vertices = num_ops, num_vertices
+        self.num_ops, self.num_vertices, self.direction = num_ops, num_vertices, direction
         self.embed = nn.Linear(num_ops + num_vertices, hidden)
         self.convs = nn.ModuleList(DenseGINConv(_mlp([hidden, hidden, hidden]), train_eps=True) for _ in range(layers))
         self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
@@ -53,9 +53,11 @@ class GINEncoder(nn.Module):
         batch = ops.shape[0]
         position = torch.eye(self.num_vertices, device=ops.device).expand(batch, -1, -1)
         h = self.embed(torch.cat([F.one_hot(ops, self.num_ops).float(), position], dim=-1))
-        both_directions = adj + adj.transpose(1, 2)
+        # a dense GIN layer sums h_j over adj[i, j] = 1; adj[u, v] = 1 is the edge u -> v, so the transpose is a
+        # vertex's inputs
+        heard = adj.transpose(1, 2) if self.direction == "forward" else adj + adj.transpose(1, 2)
         for conv, norm in zip(self.convs, self.norms):
-            h = norm(h + F.relu(conv(h, both_directions)))
+            h = norm(h + F.relu(conv(h, heard)))
         return h
 
 
@@ -123,7 +125,7 @@ class GraphVQVAE(nn.Module):
     def __init__(self, cfg: VQVAEConfig, num_ops: int, num_vertices: int):
         super().__init__()
         self.cfg = cfg
-        self.encoder = GINEncoder(num_ops, num_vertices, cfg.hidden_dim, cfg.gin_layers)
+        self.encoder = GINEncoder(num_ops, num_vertices, cfg.hidden_dim, cfg.gin_layers, cfg.gin_direction)
         self.head = LatentHead(cfg.latent, cfg.hidden_dim, cfg.seq_len, cfg.code_dim, normalize=True)
         self.quantizer = VectorQuantizer(cfg.codebook_size, cfg.code_dim, cfg.beta, cfg.ema, cfg.ema_decay,
                                          cfg.dead_code_restart)
@@ -152,7 +154,7 @@ class GraphVAE(nn.Module):
     def __init__(self, cfg: VQVAEConfig, num_ops: int, num_vertices: int):
         super().__init__()
         self.cfg = cfg
-        self.encoder = GINEncoder(num_ops, num_vertices, cfg.hidden_dim, cfg.gin_layers)
+        self.encoder = GINEncoder(num_ops, num_vertices, cfg.hidden_dim, cfg.gin_layers, cfg.gin_direction)
         self.head = LatentHead(cfg.latent, cfg.hidden_dim, cfg.seq_len, 2 * cfg.code_dim)
         self.decoder = Decoder(cfg.seq_len, cfg.code_dim, cfg.decoder_hidden, num_vertices, num_ops)
         self.norm = nn.LayerNorm(cfg.code_dim, elementwise_affine=False)  # as the VQ-VAE's latents

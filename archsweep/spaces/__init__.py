@@ -35,6 +35,8 @@ class SearchSpace(Protocol):
     default_seq_len: int  # codes per cell when vqvae.seq_len is "auto" (and the latent pooled)
     default_edge_weight: float  # the reconstruction loss's edge weight when vqvae.edge_weight is "auto"
     default_codebook_size: int  # K when vqvae.codebook_size is "auto"
+    default_gin_layers: int  # vqvae.gin_layers when "auto"
+    default_gin_direction: str  # vqvae.gin_direction when "auto"
 
     def cell(self, adjacency, ops: Sequence[str]) -> Cell: ...
     def why_invalid(self, cell: Cell) -> str | None: ...
@@ -72,6 +74,8 @@ class _ModuleSpace:
         self.default_seq_len: int = getattr(module, "DEFAULT_SEQ_LEN", 8)
         self.default_edge_weight: float = getattr(module, "DEFAULT_EDGE_WEIGHT", 1.0)
         self.default_codebook_size: int = getattr(module, "DEFAULT_CODEBOOK_SIZE", 64)
+        self.default_gin_layers: int = getattr(module, "DEFAULT_GIN_LAYERS", 4)
+        self.default_gin_direction: str = getattr(module, "DEFAULT_GIN_DIRECTION", "undirected")
         self.name: str = module.NAME
         self.op_vocab: tuple[str, ...] = module.OP_VOCAB
         self.ops: tuple[str, ...] = module.OPS
