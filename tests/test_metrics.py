@@ -92,3 +92,9 @@ def test_lm_samples_that_never_parse_are_all_invalid():
     cells = generated_cells([None, None], vqvae_model=None, space=nb201)
     assert cells == [None, None]
     assert M.generation_metrics(cells, nb201)["validity"] == 0
+
+
+def test_a_cells_string_form_is_its_rows_and_ops():
+    assert Cell(np.array([[0, 1, 1], [0, 0, 1], [0, 0, 0]]), ("in", "conv", "out")).to_string() == \
+        "3:011001000:in,conv,out"
+    assert Cell(np.array([[0, 12], [0, 0]]), ("a", "b")).to_string() == "2:01200:a,b"  # entries past one digit too

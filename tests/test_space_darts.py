@@ -180,6 +180,25 @@ def test_each_broken_rule_is_named(cell, match):
     assert reason is not None and re.search(match, reason), reason
     with pytest.raises(Exception, match="invalid DARTS cell"):
         D.canonical_hash(cell)
+    if cell.num_vertices == D.NUM_VERTICES and set(cell.ops) <= set(D.OP_VOCAB):  # one the graph form can hold
+        assert D.graph_hashes([[D.OP_VOCAB.index(op) for op in cell.ops]], [cell.adjacency]) == [None]
+
+
+def test_many_graphs_at_once_agree_with_one_by_one():
+    """`graph_hashes` (scoring's batch path) against `why_invalid` and `canonical_hash` on valid graphs and on
+    graphs with an edge flipped or an operation changed."""
+    rng = np.random.default_rng(3)
+    ops, adj = D._graph_arrays(*D._random_genotypes(rng, 1500))
+    for i in range(0, 1500, 2):
+        if i % 4:
+            adj[i, rng.integers(22), rng.integers(22)] ^= 1
+        else:
+            ops[i, rng.integers(22)] = rng.integers(len(D.OP_VOCAB))
+    hashes = D.graph_hashes(ops, adj)
+    cells = [D.from_graph(a, o) for o, a in zip(ops, adj)]
+    assert hashes == [D.canonical_hash(c) if D.is_valid(c) else None for c in cells]
+    # every flipped edge breaks a rule; an op vertex given another of the seven operations is still a valid cell
+    assert all(hashes[i] is None for i in range(2, 1500, 4)) and 100 < hashes[0:1500:4].count(None) < 375
 
 
 def test_sampled_dataset_is_distinct_valid_cached_and_reproducible(tmp_path):

@@ -54,7 +54,11 @@ class Cell:
 
     def to_string(self) -> str:
         """Exact string form (adjacency rows + ops), the key of the string-based metric variants."""
-        rows = "".join("".join(map(str, row)) for row in self.adjacency.tolist())
+        adj = self.adjacency
+        if adj.max(initial=0) <= 9:  # one digit an entry (every cell a space builds): one C call, not V^2 str()s
+            rows = (adj + ord("0")).tobytes().decode("ascii")
+        else:
+            rows = "".join("".join(map(str, row)) for row in adj.tolist())
         return f"{self.num_vertices}:{rows}:{','.join(self.ops)}"
 
 

@@ -247,12 +247,6 @@ def _canonical_block(pairs: Sequence[tuple[str, int]]) -> tuple:
     return best
 
 
-def _canonical_hash_of_pairs(normal: Sequence[tuple[str, int]], reduce: Sequence[tuple[str, int]]) -> str:
-    text = "|".join(f"{name}:" + ";".join("+".join(f"{op}~{src}" for op, src in node) for node in
-                                           _canonical_block(pairs)) for name, pairs in zip(CELLS, (normal, reduce)))
-    return hashlib.md5(text.encode("utf-8")).hexdigest()
-
-
 def canonical_string(cell: Cell) -> str:
     """Both cells' canonical forms: invariant to the order of a node's two inputs and to relabellings of the
     intermediate nodes that give an isomorphic cell (the concatenation then reorders channels only)."""
@@ -316,10 +310,35 @@ def _random_genotypes(rng: np.random.Generator, count: int) -> tuple[np.ndarray,
     return ops, src
 
 
+# `_canonical_block` for many blocks at once: an (operation, input) pair as the integer rank(op) * 6 + input, with
+# operations ranked by name, orders as the tuples do; a node's sorted pair as lo * 42 + hi and a block's four nodes
+# in base 42^2 keep that order, so the least integer over the relabellings is the least tuple
+_RANK = np.argsort(np.argsort(OPS))
+_PAIR = len(OPS) * (2 + NODES)
+_NEW = np.array(_RELABELLINGS)
+_PAIR_TEXT = ["+".join(f"{sorted(OPS)[x // (2 + NODES)]}~{x % (2 + NODES)}" for x in divmod(code, _PAIR))
+              for code in range(_PAIR * _PAIR)]
+
+
+def _canonical_texts(ops: np.ndarray, src: np.ndarray) -> list[str]:
+    """The canonical form of each block ([N, 8] operation indices and inputs) as `canonical_string` writes it."""
+    count = len(ops)
+    keys = np.zeros((count, len(_NEW)), dtype=np.int64)
+    forms = np.zeros((count, len(_NEW), NODES), dtype=np.int64)
+    for r, new in enumerate(_NEW):
+        x = _RANK[ops] * (2 + NODES) + new[src]
+        pairs = np.minimum(x[:, 0::2], x[:, 1::2]) * _PAIR + np.maximum(x[:, 0::2], x[:, 1::2])
+        forms[:, r, new[2:] - 2] = pairs
+        keys[:, r] = forms[:, r] @ (_PAIR * _PAIR) ** np.arange(NODES - 1, -1, -1)
+    best = forms[np.arange(count), keys.argmin(1)].tolist()
+    return [";".join(_PAIR_TEXT[c] for c in form) for form in best]
+
+
 def _hash_genotypes(arrays: tuple[np.ndarray, np.ndarray]) -> list[str]:
+    """`canonical_hash` of genotype arrays [N, 2 cells, 8 pairs], vectorised but for the md5."""
     ops, src = arrays
-    return [_canonical_hash_of_pairs(*([(OPS[o], s) for o, s in zip(ops[n, k].tolist(), src[n, k].tolist())]
-                                       for k in range(2))) for n in range(len(ops))]
+    texts = [_canonical_texts(ops[:, k], src[:, k]) for k in range(2)]
+    return [hashlib.md5(f"{CELLS[0]}:{a}|{CELLS[1]}:{b}".encode()).hexdigest() for a, b in zip(*texts)]
 
 
 def _graph_arrays(ops: np.ndarray, src: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -340,6 +359,38 @@ def _graph_arrays(ops: np.ndarray, src: np.ndarray) -> tuple[np.ndarray, np.ndar
             adj[rows[s >= 2], off + first[s >= 2] + 1, off + 2 + e] = 1
             adj[:, off + 2 + e, off + CELL_VERTICES - 1] = 1
     return vocab, adj
+
+
+def graph_genotypes(ops: np.ndarray, adj: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Graph forms [N, 22] / [N, 22, 22] -> (operation indices, input nodes) [N, 2, 8] and a mask of the valid ones:
+    `why_invalid` for many decoded graphs at once. A graph is valid exactly when it equals the graph form of the
+    genotype read off it and that genotype keeps the rules (earlier inputs, a node's two differ)."""
+    ops, adj = np.asarray(ops), np.asarray(adj)
+    count = len(ops)
+    op_idx = np.zeros((count, 2, PAIRS), dtype=np.int64)
+    src = np.zeros((count, 2, PAIRS), dtype=np.int64)
+    for k in range(2):
+        off = k * CELL_VERTICES
+        op_idx[:, k] = (ops[:, off + 2:off + 2 + PAIRS].astype(np.int64) - len(INPUTS)).clip(0, len(OPS) - 1)
+        into = adj[:, off:off + CELL_VERTICES, off + 2:off + 2 + PAIRS]  # [N, 11, 8]: in-edges of each op vertex
+        first = into.argmax(1)  # the lowest vertex feeding it: c_{k-2}, c_{k-1} or node j's first op vertex
+        src[:, k] = np.where(first < 2, first, 2 + (first - 2) // 2)
+    node = 2 + np.arange(PAIRS) // 2
+    ok = (src < node).all((1, 2)) & (src[:, :, 0::2] != src[:, :, 1::2]).all((1, 2))
+    ok &= ((ops >= 0) & (ops < len(OP_VOCAB))).all(1)
+    vocab, rebuilt = _graph_arrays(op_idx, src)
+    ok &= (vocab == ops).all(1) & (rebuilt == adj).all((1, 2))
+    return op_idx, src, ok
+
+
+def graph_hashes(ops: np.ndarray, adj: np.ndarray) -> list[str | None]:
+    """`canonical_hash` of each graph form, None where `why_invalid` would name a broken rule."""
+    op_idx, src, ok = graph_genotypes(ops, adj)
+    rows = np.flatnonzero(ok)
+    hashes: list[str | None] = [None] * len(ok)
+    for row, h in zip(rows.tolist(), _hash_genotypes((op_idx[rows], src[rows]))):
+        hashes[row] = h
+    return hashes
 
 
 def sample_dataset(size: int, seed: int, progress=None, processes: int | None = None) -> Enumeration:

@@ -66,9 +66,10 @@ def load_lm(cfg: Config, lm_dir: str | Path):
 
 def generated_cells(codes: list[tuple[int, ...] | None], vqvae_model, space, index=None):
     """Decode parsed code sequences through the VQ-VAE; None (unparseable) stays None. Each distinct sequence is
-    decoded once and its samples share one Cell. With `index` (a `GraphIndex` of the space's enumeration), the
-    decoded graphs that are enumerated cells are found all at once and the space remembers them as valid with
-    their hashes, so scoring checks and hashes only the others."""
+    decoded once and its samples share one Cell. A space that checks and hashes many graphs at once
+    (`graph_hashes`, DARTS) does so for all of them; otherwise, with `index` (a `GraphIndex` of the space's
+    enumeration), the decoded graphs that are enumerated cells are found all at once. Either way the space remembers
+    the valid ones with their hashes, so scoring checks and hashes only the others, one by one."""
     from archsweep.stages.vqvae import decode_arrays
 
     parsed = [c for c in codes if c is not None]
@@ -77,7 +78,11 @@ def generated_cells(codes: list[tuple[int, ...] | None], vqvae_model, space, ind
     distinct, inverse = np.unique(np.asarray(parsed, dtype=np.int64), axis=0, return_inverse=True)
     ops, adj = decode_arrays(vqvae_model, torch.from_numpy(distinct))
     cells = [space.from_graph(a, o) for o, a in zip(ops, adj)]
-    if index is not None:
+    if hasattr(space, "graph_hashes"):
+        for cell, h in zip(cells, space.graph_hashes(ops, adj)):
+            if h is not None:
+                space.remember(cell, h)
+    elif index is not None:
         for cell, k in zip(cells, index.find(ops, adj).tolist()):
             if k >= 0:
                 space.remember(cell, index.hash_of(k))
