@@ -31,10 +31,11 @@ class VQVAEConfig:
     codebook_size: Any = "auto"  # K; "auto": the space's own (64; 256 on darts, whose 22 per-vertex codes share it)
     code_dim: int = 16
     hidden_dim: int = 128
-    gin_layers: Any = "auto"  # message-passing rounds of the GIN encoder; "auto": the space's own (4; 1 on darts)
+    gin_layers: Any = "auto"  # message-passing rounds of the GIN encoder; "auto": the space's own (4 on every space)
     # undirected: messages cross every edge both ways | forward: a vertex hears only the vertices feeding it, so a
     # per-vertex code depends on its operation and its inputs alone and the codes, in vertex order, are causal for
-    # the LM; "auto": the space's own (undirected; forward on darts)
+    # the LM (measured on darts: leaner codes, fewer valid samples; see spaces/darts.py); "auto": the space's own
+    # (undirected on every space)
     gin_direction: str = "auto"
     decoder_hidden: int = 512
     # weight of the edges' term in the reconstruction loss against the ops'; "auto": the space's own (1; 10 on darts,

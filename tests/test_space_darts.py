@@ -243,8 +243,8 @@ def test_auto_model_settings_resolve_to_the_spaces_own():
         v = load_config(overrides=list(overrides)).vqvae
         return v.latent, v.seq_len, v.edge_weight, v.codebook_size, v.gin_layers, v.gin_direction
 
-    assert settings("space=darts") == ("per_node", 22, 10.0, 256, 1, "forward")
+    assert settings("space=darts") == ("per_node", 22, 10.0, 256, 4, "undirected")
     assert settings("space=nasbench201") == ("pooled", 8, 1.0, 64, 4, "undirected")
     assert settings("space=nasbench101") == ("pooled", 8, 1.0, 64, 4, "undirected")
-    assert settings("space=darts", "vqvae.codebook_size=64", "vqvae.latent=pooled", "vqvae.gin_direction=undirected") \
-        == ("pooled", 16, 10.0, 64, 1, "undirected")
+    assert settings("space=darts", "vqvae.codebook_size=64", "vqvae.latent=pooled", "vqvae.gin_direction=forward") \
+        == ("pooled", 16, 10.0, 64, 4, "forward")
