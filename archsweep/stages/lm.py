@@ -104,8 +104,10 @@ class Scorer:
         self.model, _ = load_model(Path(vqvae_dir) / "model.pt")
         self.train_hashes, self.train_strings = training_reference(cfg)
         self.benchmark = load_benchmark(cfg.space, data_dir) if has_table(cfg.space) else None
-        enum = training_cells(cfg)
-        self.index = GraphIndex(*self.space.graph_arrays(enum), enum.hash)
+        self.index = None
+        if not hasattr(self.space, "graph_hashes"):  # such a space checks and hashes decoded graphs itself
+            enum = training_cells(cfg)
+            self.index = GraphIndex(*self.space.graph_arrays(enum), enum.hash)
 
     def __call__(self, codes: list[tuple[int, ...] | None]) -> tuple[dict, list]:
         """(metrics, decoded cells with None where the text did not parse)."""
