@@ -36,7 +36,8 @@ EPOCHS = {  # training length per space (VQ-VAE as bench/vqvae.py); everything e
     "nasbench201": ["train.epochs=10"],
     "nasbench101": ["train.epochs=6", "lm.epochs=3"],
     # a sampled training set (train.dataset_size, default 100,000 cells) of a space too large to enumerate
-    "darts": ["train.epochs=4", "lm.epochs=5"],
+    # the LM's one worker takes both cores (Ray gives a worker's torch as many threads as it has CPUs)
+    "darts": ["train.epochs=4", "lm.epochs=10", "lm.cpus_per_worker=2"],
 }
 WORKERS = ["train.num_workers=2"]  # the LM: the default (1 Ray Train worker, DeepSpeed ZeRO-2)
 TEMPERATURES = (0.5, 0.75, 1.0, 1.25, 1.5)
