@@ -54,9 +54,10 @@ DEFAULT_EDGE_WEIGHT = 10.0  # 231 edge entries a cell against 22 ops: the few th
 # 100 % after 2 epochs (the decoder starting at the marginals, `Decoder.start_at_marginals`)
 DEFAULT_CODEBOOK_SIZE = 256
 # the encoder keeps the 4 undirected GIN rounds of the NAS-Benches. One forward round (vqvae.gin_direction=forward,
-# gin_layers=1: each code hears only the vertices feeding it) gave leaner codes (summed per-position code entropy 78.5
-# bits after 2 epochs against 120 after 4 with the default, the cells carrying ~60) and a lower LM held-out perplexity (8.10 against 9.95 per code after 5 LM
-# epochs) but fewer valid samples at T = 1.0: 95.15 against 96.85 % (bench/lm.py's DARTS row, one run each)
+# gin_layers=1: each code hears only the vertices feeding it) gave leaner codes (summed per-position code entropy
+# 78.5 bits after 2 epochs, against 120 after 4 with the default; the cells carry ~60) and a lower LM held-out
+# perplexity (8.10 against 9.95 per code after 5 LM epochs) but fewer valid samples at T = 1.0: 95.15 against
+# 96.85 % (bench/lm.py's DARTS row, one run each)
 # cells up to the order of a node's two inputs: node j picks 2 of its j earlier nodes and an op for each
 NUM_CELLS = (int(np.prod([(j * (j - 1)) // 2 for j in range(2, 2 + NODES)])) * len(OPS) ** PAIRS) ** 2
 
