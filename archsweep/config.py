@@ -176,7 +176,7 @@ RANGES = {
     "vqvae.codebook_size": (lambda v: _positive_int(v) and 2 <= v <= 65536, '"auto" or 2..65536'),
     "vqvae.code_dim": (lambda v: v >= 1, ">= 1"),
     "vqvae.hidden_dim": (lambda v: v >= 1, ">= 1"),
-    "vqvae.gin_layers": (lambda v: _positive_int(v), '"auto" or an integer >= 1'),
+    "vqvae.gin_layers": (_positive_int, '"auto" or an integer >= 1'),
     "vqvae.decoder_hidden": (lambda v: v >= 1, ">= 1"),
     "vqvae.beta": (lambda v: v >= 0, ">= 0"),
     "vqvae.ema_decay": (lambda v: 0 < v < 1, "between 0 and 1, exclusive"),

@@ -57,7 +57,7 @@ DEFAULT_CODEBOOK_SIZE = 256
 # gin_layers=1: each code hears only the vertices feeding it) gave leaner codes (summed per-position code entropy
 # 78.5 bits after 2 epochs, against 120 after 4 with the default; the cells carry ~60) and a lower LM held-out
 # perplexity (8.10 against 9.95 per code after 5 LM epochs) but fewer valid samples at T = 1.0: 95.15 against
-# 96.85 % (bench/lm.py's DARTS row, one run each)
+# 96.85 % (bench/lm.py's DARTS row at lm.epochs=5, one run each)
 # cells up to the order of a node's two inputs: node j picks 2 of its j earlier nodes and an op for each
 NUM_CELLS = (int(np.prod([(j * (j - 1)) // 2 for j in range(2, 2 + NODES)])) * len(OPS) ** PAIRS) ** 2
 
@@ -376,7 +376,6 @@ def graph_genotypes(ops: np.ndarray, adj: np.ndarray) -> tuple[np.ndarray, np.nd
         src[:, k] = np.where(first < 2, first, 2 + (first - 2) // 2)
     node = 2 + np.arange(PAIRS) // 2
     ok = (src < node).all((1, 2)) & (src[:, :, 0::2] != src[:, :, 1::2]).all((1, 2))
-    ok &= ((ops >= 0) & (ops < len(OP_VOCAB))).all(1)
     vocab, rebuilt = _graph_arrays(op_idx, src)
     ok &= (vocab == ops).all(1) & (rebuilt == adj).all((1, 2))
     return op_idx, src, ok
