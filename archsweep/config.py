@@ -134,15 +134,37 @@ class LMGuidedConfig:
 
 
 @dataclass
+class BOConfig:
+    initial: int = 16  # random queries before the first model (arch2vec's Bayesian optimisation starts with 16)
+    pool: str = "space"  # the candidates scored each round: space (random cells of the table) | lm (prior samples)
+    pool_size: int = 1000
+    fit_steps: int = 300  # Adam steps of the DNGO network per round
+
+
+@dataclass
+class RLConfig:
+    lr: float = 0.05  # Adam on the policy's mean and log standard deviation
+    sigma: float = 0.5  # initial standard deviation, in units of the representation's per-dimension spread
+    pool_size: int = 2000  # random cells of the table a sampled point is rounded to (nearest by encoding)
+
+
+@dataclass
 class SearchConfig:
     enabled: bool = False  # run a search after the LM stage of `archsweep run` / a sweep trial
-    strategy: str = "lm_guided"  # lm_guided | regularized_evolution | random
+    strategy: str = "lm_guided"  # lm_guided | regularized_evolution | random | bo | rl
+    # bo and rl: the representation they search in (vq | vae | adjacency) and the model that encodes it: "" for vq
+    # means the prior's VQ-VAE (search.lm_guided.prior, or the trial's own); vae needs a finished run directory
+    # trained with vqvae.model=vae
+    encoding: str = "vq"
+    encoder: str = ""
     dataset: str = ""  # "": the benchmark's first dataset (cifar10)
     budget: int = 200  # benchmark queries
     batch_size: int = 10  # queries proposed per round
     seed: int = 0
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
     lm_guided: LMGuidedConfig = field(default_factory=LMGuidedConfig)
+    bo: BOConfig = field(default_factory=BOConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
 
 
 @dataclass
@@ -165,7 +187,9 @@ CHOICES = {
     "vqvae.latent": ("pooled", "per_node"),
     "vqvae.gin_direction": ("undirected", "forward"),
     "train.lr_schedule": ("cosine", "constant"),
-    "search.strategy": ("lm_guided", "regularized_evolution", "random"),
+    "search.strategy": ("lm_guided", "regularized_evolution", "random", "bo", "rl"),
+    "search.encoding": ("vq", "vae", "adjacency"),
+    "search.bo.pool": ("space", "lm"),
     "lm.offload": ("none", "cpu"),
 }
 # key -> (test, what is allowed)
@@ -228,6 +252,12 @@ RANGES = {
     "search.lm_guided.adapt_steps": (lambda v: v >= 0, ">= 0 (0: sample the prior as it is)"),
     "search.lm_guided.adapt_lr": (lambda v: v > 0, "> 0"),
     "search.lm_guided.num_gpus": (lambda v: 0 <= v <= 8, "in [0, 8]; fractions share a GPU"),
+    "search.bo.initial": (lambda v: v >= 2, ">= 2 (the model needs two labelled cells)"),
+    "search.bo.pool_size": (lambda v: v >= 1, ">= 1"),
+    "search.bo.fit_steps": (lambda v: v >= 0, ">= 0"),
+    "search.rl.lr": (lambda v: v > 0, "> 0"),
+    "search.rl.sigma": (lambda v: v > 0, "> 0"),
+    "search.rl.pool_size": (lambda v: v >= 1, ">= 1"),
 }
 
 
@@ -361,11 +391,11 @@ def _resolve_auto(config: Config) -> Config:
 
 def absolute_path(key: str, value: Any) -> Any:
     """The value of a path-valued key resolved against this process's working directory (where the user typed
-    it): `search.lm_guided.prior`, and the local checkpoint of `lm.name=pretrained:<path>` (a hub name, which
-    names no local directory, is kept as it is). Other keys pass through."""
+    it): `search.lm_guided.prior`, `search.encoder`, and the local checkpoint of `lm.name=pretrained:<path>` (a
+    hub name, which names no local directory, is kept as it is). Other keys pass through."""
     from archsweep.settings import absolute
 
-    if key == "search.lm_guided.prior" and isinstance(value, str) and value:
+    if key in ("search.lm_guided.prior", "search.encoder") and isinstance(value, str) and value:
         return str(absolute(value))
     if key == "lm.name" and isinstance(value, str) and value.startswith("pretrained:"):
         target = value.removeprefix("pretrained:").strip()
@@ -383,6 +413,7 @@ def _absolute_paths(config: Config) -> Config:
     from archsweep.lm.models import canonical_name
 
     config.search.lm_guided.prior = absolute_path("search.lm_guided.prior", config.search.lm_guided.prior)
+    config.search.encoder = absolute_path("search.encoder", config.search.encoder)
     config.lm.name = canonical_name(absolute_path("lm.name", config.lm.name))
     return config
 
@@ -424,9 +455,17 @@ def validate(config: Config) -> None:
     if config.lm.batch_size != "auto" and config.lm.batch_size % (config.lm.grad_accum * config.lm.num_workers):
         raise ConfigError(f"'lm.batch_size' ({config.lm.batch_size}) must be a multiple of 'lm.grad_accum' x "
                           f"'lm.num_workers' ({config.lm.grad_accum} x {config.lm.num_workers})")
-    if config.search.enabled and config.search.strategy == "lm_guided" and config.vqvae.model == "vae":
-        raise ConfigError("'search.strategy' lm_guided samples the LM prior, which a vqvae.model=vae run has not; "
-                          "use search.strategy=random or regularized_evolution there, or search.enabled=false")
+    s = config.search
+    if s.enabled and config.vqvae.model == "vae":
+        if s.strategy == "lm_guided" or (s.strategy == "bo" and s.bo.pool == "lm"):
+            what = "'search.strategy' lm_guided" if s.strategy == "lm_guided" else "'search.bo.pool' lm"
+            raise ConfigError(f"{what} samples the LM prior, which a vqvae.model=vae run has not; use "
+                              "search.strategy=random, regularized_evolution, rl or bo with search.bo.pool=space "
+                              "there, or search.enabled=false")
+        if s.strategy in ("bo", "rl") and s.encoding == "vq" and not s.encoder:
+            raise ConfigError("'search.encoding' is vq but this run trains a VAE (vqvae.model=vae): use "
+                              "search.encoding=vae (its own latents) or adjacency, or name a VQ-VAE run in "
+                              "search.encoder")
     if config.search.evolution.tournament > config.search.evolution.population:
         raise ConfigError(f"'search.evolution.tournament' ({config.search.evolution.tournament}) must be at most "
                           f"'search.evolution.population' ({config.search.evolution.population})")

@@ -123,6 +123,47 @@ def test_search_is_deterministic_and_a_killed_search_continues_without_loss_or_r
     assert len({q.key for q in resumed.history}) == 45
 
 
+@pytest.mark.parametrize("strategy", ["bo", "rl"])
+def test_representation_strategies_resume_exactly_and_spend_the_budget(nb201, tmp_path, strategy):
+    """bo refits its model from the history and rl replays its policy updates: a search cut after three rounds
+    (and mid-write of the fourth) continues into the same queries as one never interrupted."""
+    overrides = [f"search.strategy={strategy}", "search.encoding=adjacency", "search.budget=40",
+                 "search.batch_size=5", "search.seed=2", "search.bo.initial=10", "search.bo.fit_steps=100",
+                 "search.bo.pool_size=300", "search.rl.pool_size=300"]
+    whole = _search(nb201, tmp_path, overrides, name="whole.jsonl")
+    keys = [q.key for q in whole.history]
+    assert len(keys) == len(set(keys)) == 40 and whole.finished
+    assert {q.source for q in whole.history} == ({"random", "bo"} if strategy == "bo" else {"rl"})
+    if strategy == "bo":
+        assert [q.source for q in whole.history[:10]] == ["random"] * 10
+
+    class Died(Exception):
+        pass
+
+    def die_after_three_rounds(state):
+        if state.rounds == 3:
+            raise Died
+
+    with pytest.raises(Died):
+        _search(nb201, tmp_path, overrides, on_round=die_after_three_rounds, name="cut.jsonl")
+    with open(tmp_path / "cut.jsonl", "a") as f:
+        f.write('{"round": 3, "queries": [{"n": 16, "rou')
+    resumed = _search(nb201, tmp_path, overrides, name="cut.jsonl")
+    assert [q.key for q in resumed.history] == keys
+
+
+def test_bo_picks_cells_above_the_tables_median(nb201, tmp_path):
+    """With the whole table as the pool, the cells bo picks by expected improvement after 20 random queries are
+    better on average than the table's median cell: a model that ranked backwards would not be."""
+    overrides = ["search.strategy=bo", "search.encoding=adjacency", "search.budget=40", "search.batch_size=10",
+                 "search.bo.initial=20", "search.bo.fit_steps=200", "search.bo.pool_size=20000"]
+    state = _search(nb201, tmp_path, overrides)
+    column = nb201.accuracy[("cifar10", "val", nb201.default_epochs)]
+    chosen = [q.val for q in state.history[20:]]
+    assert {q.source for q in state.history[20:]} == {"bo"}
+    assert np.mean(chosen) > np.median(column)  # 88.46 vs 87.30 when written; EI negated: 66.59
+
+
 def test_a_corrupted_state_file_is_named(tmp_path):
     (tmp_path / "state.jsonl").write_text('{"round": 0, "queries": [\n{"round": 1, "queries": []}\n')
     with pytest.raises(SearchError, match="state.jsonl, line 1: not a search state record"):
@@ -162,6 +203,12 @@ def test_search_config_errors_name_the_key():
         load_config(overrides=["search.evolution.tournament=20"])
     with pytest.raises(ConfigError, match="did you mean 'search.budget'"):
         load_config(overrides=["search.budgt=3"])
+    with pytest.raises(ConfigError, match="'search.encoding' is vq but this run trains a VAE"):
+        load_config(overrides=["search.enabled=true", "search.strategy=bo", "vqvae.model=vae"])
+    with pytest.raises(ConfigError, match="'search.bo.pool' lm samples the LM prior"):
+        load_config(overrides=["search.enabled=true", "search.strategy=bo", "search.bo.pool=lm", "vqvae.model=vae"])
+    with pytest.raises(ConfigError, match="'search.bo.initial' is 1; allowed: >= 2"):
+        load_config(overrides=["search.bo.initial=1"])
 
 
 def test_search_file_checks(tmp_path):
@@ -185,6 +232,12 @@ def test_search_file_checks(tmp_path):
         ("searches: {strategies: {lm_guided: {}}}", "lm_guided needs 'search.lm_guided.prior'"),
         ("searches: {strategies: {lm_guided: {search.lm_guided.prior: /nowhere}}}", "holds no finished LM stage"),
         ("searches: {datasets: [cifar11]}", "'search.dataset' is 'cifar11'"),
+        ("searches: {strategies: {bo: {search.encoding: vae}}}",
+         "encoding=vae needs a trained model: set search.encoder to a finished run directory"),
+        ("searches: {strategies: {rl: {}}}", "or search.lm_guided.prior to an LM prior run"),
+        ("searches: {strategies: {bo: {search.encoder: /nowhere}}}", "/nowhere is not a file"),
+        ("searches: {strategies: {bo: {search.bo.pool: lm, search.encoding: adjacency}}}",
+         "bo needs 'search.lm_guided.prior'"),
     ]:
         path.write_text(f"space: nasbench201\n{text}\n")
         with pytest.raises(ConfigError, match=error):
@@ -244,6 +297,35 @@ def test_killed_driver_and_evaluator_actors_restart_and_the_search_loses_and_rep
     measured("the search driver actor, then an evaluator actor, killed", "400 queries",
              str(len({q.key for q in history})), str(400 - len({q.key for q in history})),
              "0 queries repeated; the same 400 as an uninterrupted search")
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("strategy", ["bo", "rl"])
+def test_killed_driver_of_a_representation_search_continues_the_same_search(local_ray, nb201, tmp_path, strategy):
+    import ray
+
+    from archsweep.search.run import Evaluator, start_driver
+
+    overrides = ["space=nasbench201", f"search.strategy={strategy}", "search.encoding=adjacency", "search.budget=60",
+                 "search.batch_size=5", "search.seed=4", "search.dataset=cifar10", "search.bo.initial=10",
+                 "search.bo.fit_steps=100", "search.bo.pool_size=300", "search.rl.pool_size=300"]
+    cfg = load_config(overrides=overrides)
+    bench_ref = ray.put(nb201)
+    path = tmp_path / "driver" / "state.jsonl"
+    evaluators = [Evaluator.remote(bench_ref)]  # held here: an actor whose handles are all gone is ended
+    driver = start_driver(cfg, path, bench_ref, evaluators)
+    first_pid = ray.get(driver.pid.remote())
+    ref = driver.run.remote([60])
+    deadline = time.time() + 120
+    while time.time() < deadline and not (path.is_file() and len(SearchState.load(path).history) >= 25):
+        time.sleep(0.05)
+    ray.kill(driver, no_restart=False)
+    summary = ray.get(ref, timeout=300)
+    assert ray.get(driver.pid.remote()) != first_pid
+    history = SearchState.load(path).history
+    assert summary["queries"] == len({q.key for q in history}) == 60
+    whole = _search(nb201, tmp_path, overrides[1:], name="whole.jsonl")
+    assert [q.key for q in history] == [q.key for q in whole.history]
 
 
 @pytest.mark.ray

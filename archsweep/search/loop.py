@@ -122,11 +122,11 @@ def search_loop(state: SearchState, strategy: Strategy, evaluate: Callable[[list
 
 
 def run_search(cfg, benchmark, state_path: str | Path, evaluate: Callable[[list[Candidate]], list[dict]],
-               budgets: Sequence[int], generator=None) -> dict:
+               budgets: Sequence[int], generator=None, encoder=None) -> dict:
     """Run (or continue) the search `cfg.search` describes, its state in `state_path`; its summary."""
     s = cfg.search
     state = SearchState.load(state_path)
-    search_loop(state, make_strategy(cfg, Domain(benchmark), generator), evaluate, budget=s.budget,
+    search_loop(state, make_strategy(cfg, Domain(benchmark), generator, encoder), evaluate, budget=s.budget,
                 batch_size=s.batch_size, seed=s.seed)
     return summarize(state.history, benchmark, s.dataset or benchmark.datasets[0], budgets)
 

@@ -24,6 +24,7 @@ from archsweep.config import Config, from_dict, to_dict
 from archsweep.errors import one_line
 from archsweep.search.loop import SearchError, SearchState, curves, lookup, run_search
 from archsweep.search.spec import SearchFile
+from archsweep.search.strategies import needs_generator
 
 log = logging.getLogger(__name__)
 DRIVER_RESTARTS = 3
@@ -133,7 +134,7 @@ def run_searches(spec: SearchFile, *, search_dir: str | Path | None = None, data
     generators: dict[str, list] = {}
     for _, cfg in todo:
         g = cfg.search.lm_guided
-        if cfg.search.strategy == "lm_guided" and g.prior not in generators:
+        if needs_generator(cfg) and g.prior not in generators:
             options = {"num_gpus": g.num_gpus} if g.num_gpus else {}
             generators[g.prior] = [GeneratorActor.options(**options).remote(
                 str(Path(g.prior).resolve()), "cuda" if g.num_gpus else "cpu") for _ in range(spec.searches.generators)]
@@ -146,7 +147,7 @@ def run_searches(spec: SearchFile, *, search_dir: str | Path | None = None, data
     while queue or running:
         while queue and len(running) < limit:
             rid, cfg = queue.pop(0)
-            pool = generators.get(cfg.search.lm_guided.prior) if cfg.search.strategy == "lm_guided" else None
+            pool = generators.get(cfg.search.lm_guided.prior) if needs_generator(cfg) else None
             driver = start_driver(cfg, state_path(search_dir, rid), benchmark_ref, evaluators,
                                   pool[launched % len(pool)] if pool else None)
             launched += 1

@@ -31,7 +31,7 @@ from archsweep.errors import ArchsweepError
 from archsweep.settings import absolute
 from archsweep.sweep.spec import TrackingSettings, _check_settings, _patched, _settings, _with, read_spec_file
 
-STRATEGIES = ("lm_guided", "regularized_evolution", "random")
+STRATEGIES = ("lm_guided", "regularized_evolution", "random", "bo", "rl")
 
 
 @dataclass
@@ -118,8 +118,8 @@ def load_search_file(path: str | os.PathLike, overrides: list[str] | tuple[str, 
                               "search.strategy in its patch")
         for dataset in searches.datasets:
             _with(config, "search.dataset", dataset, f"{source}: searches.datasets")
-        if config["search"]["strategy"] == "lm_guided" and check_prior:
-            _check_prior(config["search"]["lm_guided"]["prior"], where)
+        if check_prior:
+            _check_models(from_dict(config), where)
     return spec
 
 
@@ -155,14 +155,21 @@ def _searches(data, source: str) -> SearchSettings:
     return s
 
 
-def _check_prior(prior: str, where: str) -> None:
-    if not prior:
-        raise ConfigError(f"{where}: lm_guided needs 'search.lm_guided.prior', the directory of a finished "
-                          "`archsweep run` or sweep trial (its VQ-VAE and LM)")
+def _check_models(cfg: Config, where: str) -> None:
+    """The trained models a strategy needs are there: the LM prior (lm_guided, bo from the prior), the encoder
+    (bo and rl in a learned representation)."""
     from archsweep.errors import ArchsweepError
     from archsweep.search.generator import resolve_prior
+    from archsweep.search.strategies import needs_generator, representation_encoder
 
+    s = cfg.search
     try:
-        resolve_prior(prior)
+        if needs_generator(cfg):
+            if not s.lm_guided.prior:
+                raise ArchsweepError(f"{s.strategy} needs 'search.lm_guided.prior', the directory of a finished "
+                                     "`archsweep run` or sweep trial (its VQ-VAE and LM)")
+            resolve_prior(s.lm_guided.prior)
+        if s.strategy in ("bo", "rl"):
+            representation_encoder(cfg)
     except ArchsweepError as exc:
         raise ConfigError(f"{where}: {exc}") from None

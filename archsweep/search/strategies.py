@@ -26,7 +26,7 @@ MAX_TOURNAMENTS = 5
 class Candidate:
     cell: Cell
     key: str  # the benchmark table's key of the cell
-    source: str  # random | mutation | lm | fallback (random, when the strategy's own proposals ran out)
+    source: str  # random | mutation | lm | bo | rl | fallback (random, when the strategy's own proposals ran out)
 
 
 @dataclass
@@ -174,13 +174,156 @@ class LMGuided(_Observing):
         return out + self._random(n - len(out), rng, taken, "fallback")
 
 
-def make_strategy(cfg, domain: Domain, generator=None) -> Strategy:
-    """The strategy `cfg.search.strategy` names; `generator` (lm_guided only) samples candidate cells."""
+class BayesianOptimisation(_Observing):
+    """Bayesian optimisation in a representation, as arch2vec searches its latent space: after `initial` random
+    queries, each round fits DNGO (`predictor.DNGO`) to every queried cell's encoding and validation accuracy and
+    queries the `n` cells of a fresh candidate pool (random cells of the table, or samples of the LM prior) with
+    the highest expected improvement over the best so far."""
+
+    name = "bo"
+
+    def __init__(self, domain: Domain, encoder, settings, generator=None):
+        super().__init__(domain)
+        self.encoder, self.settings, self.generator = encoder, settings, generator
+        self._encoded: dict[str, np.ndarray] = {}
+
+    def _encode(self, items: Sequence[Candidate | Query]) -> np.ndarray:
+        missing = [c for c in items if c.key not in self._encoded]
+        if missing:
+            for c, row in zip(missing, self.encoder([c.cell for c in missing])):
+                self._encoded[c.key] = row
+        return np.stack([self._encoded[c.key] for c in items])
+
+    def _pool(self, rng: np.random.Generator, taken: set[str]) -> list[Candidate]:
+        s = self.settings
+        if s.pool == "space":
+            return self._random(s.pool_size, rng, taken, "bo")
+        cells = self.generator.candidates([], count=s.pool_size, temperature=1.0, sample_top_k=0, adapt_steps=0,
+                                          adapt_lr=1e-3, seed=int(rng.integers(2**31)))
+        return [c for cell in cells if (c := self._accept(cell, taken, "bo")) is not None]
+
+    def propose(self, n: int, rng: np.random.Generator) -> list[Candidate]:
+        from archsweep.search.predictor import DNGO, expected_improvement
+
+        s, taken = self.settings, set(self.queried)
+        if len(self.history) < s.initial:
+            return self._random(min(n, s.initial - len(self.history)), rng, taken)
+        pool = self._pool(rng, set(taken))
+        y = np.array([q.val for q in self.history])
+        model = DNGO(steps=s.fit_steps, seed=int(rng.integers(2**31))).fit(self._encode(self.history), y)
+        out = []
+        if pool:
+            mean, std = model.predict(self._encode(pool))
+            out = [pool[i] for i in np.argsort(-expected_improvement(mean, std, float(y.max())), kind="stable")[:n]]
+        taken |= {c.key for c in out}
+        return out + self._random(n - len(out), rng, taken, "fallback")
+
+
+class Reinforce(_Observing):
+    """REINFORCE in a representation, as arch2vec's RL search: a Gaussian policy N(mu, diag(sigma^2)) over the
+    standardised encodings. Each proposal is the not-yet-queried cell of a fresh random pool nearest to a sample
+    of the policy; the queried cell's encoding is the action, so after each round mu and log sigma take one Adam
+    step on -mean((accuracy - baseline) * log p(action)) (baseline: a moving average of the rewards). The policy
+    is a function of the history alone, rebuilt exactly by observing it again."""
+
+    name = "rl"
+
+    def __init__(self, domain: Domain, encoder, settings, seed: int):
+        import torch
+
+        super().__init__(domain)
+        self.encoder, self.settings = encoder, settings
+        reference = self._random(settings.pool_size, np.random.default_rng([seed, 7]), set())
+        x = encoder([c.cell for c in reference])
+        self.center, self.scale = x.mean(0), x.std(0) + 1e-6
+        self.mu = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+        self.log_sigma = torch.full((x.shape[1],), float(np.log(settings.sigma)), dtype=torch.float64,
+                                    requires_grad=True)
+        self.optimizer = torch.optim.Adam([self.mu, self.log_sigma], lr=settings.lr)
+        self.baseline: float | None = None
+
+    def _standard(self, cells: list[Cell]) -> np.ndarray:
+        return (self.encoder(cells) - self.center) / self.scale
+
+    def observe(self, queries: Sequence[Query]) -> None:
+        import torch
+
+        super().observe(queries)
+        for r in sorted({q.round for q in queries}):
+            batch = [q for q in queries if q.round == r]
+            rewards = np.array([q.val for q in batch])
+            baseline = float(rewards.mean()) if self.baseline is None else self.baseline
+            actions = torch.from_numpy(self._standard([q.cell for q in batch]))
+            log_p = torch.distributions.Normal(self.mu, self.log_sigma.exp()).log_prob(actions).sum(-1)
+            loss = -(torch.from_numpy(rewards - baseline) * log_p).mean()
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            self.baseline = 0.9 * baseline + 0.1 * float(rewards.mean())
+
+    def propose(self, n: int, rng: np.random.Generator) -> list[Candidate]:
+        taken = set(self.queried)
+        pool = self._random(self.settings.pool_size, rng, set(taken), "rl")
+        if not pool:
+            return []
+        x = self._standard([c.cell for c in pool])
+        mu, sigma = self.mu.detach().numpy(), self.log_sigma.exp().detach().numpy()
+        out, used = [], np.zeros(len(pool), dtype=bool)
+        for point in mu + sigma * rng.standard_normal((min(n, len(pool)), len(mu))):
+            distance = np.where(used, np.inf, ((x - point) ** 2).sum(1))
+            i = int(np.argmin(distance))
+            used[i] = True
+            out.append(pool[i])
+        return out
+
+
+def representation_encoder(cfg, vqvae_dir=None):
+    """The `search.encoding` encoder of bo and rl. `vqvae_dir`: the run's own VQ-VAE stage (a pipeline's search
+    stage), used when `search.encoder` is empty; otherwise the prior's (vq) or `search.encoder`'s."""
+    from pathlib import Path
+
+    from archsweep.errors import ArchsweepError
+    from archsweep.search.encodings import Encoder
+    from archsweep.spaces import get_space
+
+    s, space = cfg.search, get_space(cfg.space)
+    if s.encoding == "adjacency":
+        return Encoder(space, "adjacency")
+    if s.encoder:
+        root = Path(s.encoder)
+        model = next((p for p in (root, root / "model.pt", root / "vqvae" / "model.pt") if p.is_file()), root)
+    elif vqvae_dir is not None:
+        model = Path(vqvae_dir) / "model.pt"
+    elif s.encoding == "vq" and s.lm_guided.prior:
+        from archsweep.search.generator import resolve_prior
+
+        model = resolve_prior(s.lm_guided.prior)[1] / "model.pt"
+    else:
+        raise ArchsweepError(f"search.encoding={s.encoding} needs a trained model: set search.encoder to a finished "
+                             f"run directory trained with vqvae.model={'vqvae' if s.encoding == 'vq' else 'vae'}"
+                             + (" (or search.lm_guided.prior to an LM prior run, whose VQ-VAE encodes)"
+                                if s.encoding == "vq" else ""))
+    return Encoder(space, s.encoding, model)
+
+
+def needs_generator(cfg) -> bool:
+    """Whether the search samples the LM prior (lm_guided, or bo with its pool drawn from the prior)."""
+    return cfg.search.strategy == "lm_guided" or (cfg.search.strategy == "bo" and cfg.search.bo.pool == "lm")
+
+
+def make_strategy(cfg, domain: Domain, generator=None, encoder=None) -> Strategy:
+    """The strategy `cfg.search.strategy` names; `generator` samples candidate cells of the LM prior (lm_guided;
+    bo with search.bo.pool=lm); `encoder` (bo, rl) maps cells to the representation they search in."""
     s = cfg.search
     if s.strategy == "random":
         return RandomSearch(domain)
     if s.strategy == "regularized_evolution":
         return RegularizedEvolution(domain, s.evolution.population, s.evolution.tournament)
-    if generator is None:
-        raise ValueError("lm_guided needs a generator (the trained VQ-VAE + LM prior)")
-    return LMGuided(domain, generator, s.lm_guided)
+    if needs_generator(cfg) and generator is None:
+        raise ValueError(f"{s.strategy} needs a generator (the trained VQ-VAE + LM prior)")
+    if s.strategy == "lm_guided":
+        return LMGuided(domain, generator, s.lm_guided)
+    encoder = encoder or representation_encoder(cfg)
+    if s.strategy == "bo":
+        return BayesianOptimisation(domain, encoder, s.bo, generator)
+    return Reinforce(domain, encoder, s.rl, s.seed)

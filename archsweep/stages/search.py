@@ -1,5 +1,6 @@
 """The optional search stage of a pipeline or sweep trial (`search.enabled`): one NAS search with the trial's own
-VQ-VAE + LM as the lm_guided generator (or a baseline strategy), in this process, on the benchmark table.
+VQ-VAE + LM as the lm_guided generator (bo and rl: its VQ-VAE, or VAE, as the encoder unless search.encoder names
+another; or a baseline strategy), in this process, on the benchmark table.
 
 Artifacts in the output directory: `state.jsonl` (every query, appended after each round, so a retried trial
 continues the search) and `metrics.json` (the summary: best-by-validation accuracy at budgets, queries to the
@@ -22,15 +23,18 @@ def run(cfg: Config, vqvae_dir: str | Path, lm_dir: str | Path, out_dir: str | P
     from archsweep.benchmarks import load_benchmark
     from archsweep.search.generator import Generator
     from archsweep.search.loop import lookup, run_search
+    from archsweep.search.strategies import needs_generator, representation_encoder
 
     out_dir = Path(out_dir)
     s = cfg.search
     benchmark = load_benchmark(cfg.space, data_dir)
     dataset = s.dataset or benchmark.datasets[0]
-    generator = Generator(cfg, vqvae_dir, lm_dir) if s.strategy == "lm_guided" else None
+    generator = Generator(cfg, vqvae_dir, lm_dir) if needs_generator(cfg) else None
+    encoder = representation_encoder(cfg, vqvae_dir) if s.strategy in ("bo", "rl") else None
     budgets = sorted({b for b in BUDGETS if b < s.budget} | {s.budget})
     summary = run_search(cfg, benchmark, out_dir / "state.jsonl",
-                         lambda candidates: lookup(benchmark, [c.key for c in candidates], dataset), budgets, generator)
+                         lambda candidates: lookup(benchmark, [c.key for c in candidates], dataset), budgets, generator,
+                         encoder)
     results = {"strategy": s.strategy, "dataset": dataset, **summary}
     (out_dir / "metrics.json").write_text(json.dumps(results, indent=2))
     return results

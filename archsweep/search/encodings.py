@@ -1,0 +1,77 @@
+"""Cells as fixed-length vectors, for the strategies and predictors that work in a representation space (bo, rl)
+and for the representation-quality table.
+
+- `adjacency`: the upper triangle of the graph's adjacency matrix and a one-hot of every vertex's operation: no
+  training, the baseline every learned representation has to beat.
+- `vq`: the VQ-VAE's quantized code vectors (the codebook entries of the cell's code sequence), L x code_dim.
+- `vae`: the continuous VAE's posterior means, L x code_dim (arch2vec's representation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from archsweep.errors import ArchsweepError
+from archsweep.spaces import Cell
+
+ENCODINGS = ("adjacency", "vq", "vae")
+
+
+def graph_arrays(space, cells: Sequence[Cell]) -> tuple[np.ndarray, np.ndarray]:
+    """(ops [N, V] int, adjacency [N, V, V] uint8) of the cells' graph forms."""
+    graphs = [space.to_graph(c) for c in cells]
+    return np.stack([g.ops for g in graphs]), np.stack([g.adjacency for g in graphs])
+
+
+def adjacency_onehot(ops: np.ndarray, adj: np.ndarray, num_ops: int) -> np.ndarray:
+    """[N, V(V-1)/2 + V * num_ops] float32: the strict upper triangle, then each vertex's operation one-hot."""
+    n, v = ops.shape
+    upper = adj[:, *np.triu_indices(v, 1)].astype(np.float32)
+    onehot = np.eye(num_ops, dtype=np.float32)[ops].reshape(n, v * num_ops)
+    return np.concatenate([upper, onehot], axis=1)
+
+
+class Encoder:
+    """`encoder(cells)` -> [N, D] float32 in one representation. `model_path`: a VQ-VAE stage's model.pt, of the
+    matching model (vqvae.model=vqvae for `vq`, =vae for `vae`); unused for `adjacency`."""
+
+    def __init__(self, space, encoding: str, model_path: str | Path | None = None, batch: int = 4096):
+        if encoding not in ENCODINGS:
+            raise ArchsweepError(f"unknown encoding {encoding!r}; choose one of {', '.join(ENCODINGS)}")
+        self.space, self.encoding, self.batch, self.model = space, encoding, batch, None
+        if encoding != "adjacency":
+            from archsweep.stages.vqvae import load_model
+
+            if model_path is None or not Path(model_path).is_file():
+                raise ArchsweepError(f"encoding {encoding!r} needs a trained model: {model_path} is not a file (the "
+                                     f"model.pt of a VQ-VAE stage run with vqvae.model={encoding.replace('vq', 'vqvae')})")
+            self.model, cfg = load_model(model_path)
+            if cfg.vqvae.model != {"vq": "vqvae", "vae": "vae"}[encoding]:
+                raise ArchsweepError(f"{model_path} is a vqvae.model={cfg.vqvae.model} stage; encoding "
+                                     f"{encoding!r} needs vqvae.model={'vqvae' if encoding == 'vq' else 'vae'}")
+            if cfg.space != space.name:
+                raise ArchsweepError(f"{model_path} was trained on {cfg.space}, not {space.name}")
+
+    def __call__(self, cells: Sequence[Cell]) -> np.ndarray:
+        ops, adj = graph_arrays(self.space, cells)
+        return self.arrays(ops, adj)
+
+    def arrays(self, ops: np.ndarray, adj: np.ndarray) -> np.ndarray:
+        """The same from graph arrays (as `space.graph_arrays` gives for a whole table)."""
+        if self.model is None:
+            return adjacency_onehot(ops, adj, len(self.space.op_vocab))
+        import torch
+
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(ops), self.batch):
+                o = torch.from_numpy(np.asarray(ops[i:i + self.batch], dtype=np.int64))
+                a = torch.from_numpy(np.asarray(adj[i:i + self.batch]))
+                z = self.model.encode(o, a)
+                if self.encoding == "vq":
+                    z = self.model.quantizer.lookup(z)
+                out.append(z.reshape(len(o), -1).float().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
