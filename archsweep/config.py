@@ -131,6 +131,9 @@ class LMGuidedConfig:
     adapt_steps: int = 20  # optimiser steps of that adaptation, each round, starting from the prior
     adapt_lr: float = 1e-3
     num_gpus: float = 0.0  # per generator actor; a fraction shares a GPU between generators
+    # rank each round's new samples by bo's model (DNGO over search.encoding, search.bo.fit_steps) from
+    # search.bo.initial queries on, instead of by how often they were sampled
+    surrogate: bool = False
 
 
 @dataclass

@@ -70,7 +70,9 @@ def test_pipeline_writes_every_artifact_and_one_set_of_metrics(local_ray, data_d
 def test_search_file_runs_lm_guided_on_generator_actors_with_wandb_and_continues(local_ray, data_dir, tmp_path,
                                                                                 monkeypatch):
     """`run_searches` with a pipeline directory as the prior: generator, evaluator and driver actors, the
-    result store, one offline W&B run per search read back, the report; running it again redoes nothing."""
+    result store, one offline W&B run per search read back, the report; running it again redoes nothing. The
+    strategies that use the prior: lm_guided, lm_guided ranked by its surrogate (the prior's VQ encoding), bo
+    over the prior's samples."""
     from archsweep.search.report import write_report
     from archsweep.search.run import run_searches
     from archsweep.search.spec import load_search_file
@@ -89,7 +91,12 @@ def test_search_file_runs_lm_guided_on_generator_actors_with_wandb_and_continues
 space: nasbench201
 search: {{budget: 25, batch_size: 10, lm_guided: {{prior: {tmp_path / 'prior'}, candidates: 64}}}}
 searches:
-  strategies: {{lm_guided: {{}}, random: {{}}}}
+  strategies:
+    lm_guided: {{}}
+    random: {{}}
+    ranked: {{search.strategy: lm_guided, search.lm_guided.surrogate: true, search.bo.initial: 10,
+             search.bo.fit_steps: 50}}
+    bo: {{search.bo.pool: lm, search.bo.pool_size: 64, search.bo.initial: 10, search.bo.fit_steps: 50}}
   datasets: [cifar10, cifar100]
   seeds: 2
   report_budgets: [10, 25]
@@ -98,21 +105,24 @@ storage: {tmp_path / 'runs'}
     spec = load_search_file(path)
     seen = []
     rows = run_searches(spec, progress=lambda done, total, finished: seen.append((done, total)))
-    assert len(rows) == 8 and {r.status for r in rows} == {"TERMINATED"}
-    assert seen[-1] == (200, 200)
+    assert len(rows) == 16 and {r.status for r in rows} == {"TERMINATED"}
+    assert seen[-1] == (400, 400)
     for row in rows:
         history = SearchState.load(row.paths["state"]).history
         assert row.metrics["queries"] == len(history) == len({q.key for q in history}) == 25
-        if row.trial_id.startswith("lm_guided"):
+        if row.trial_id.startswith(("lm_guided", "ranked")):
             assert {q.source for q in history} <= {"lm", "fallback"}
+        if row.trial_id.startswith("bo"):  # 10 random, then the best of the prior's samples by the VQ encoding
+            assert [q.source for q in history[:10]] == ["random"] * 10
+            assert {q.source for q in history[10:]} <= {"bo", "fallback"} and "bo" in {q.source for q in history}
     runs = offline_runs(tmp_path / "runs" / "s")
-    assert len(runs) == 8
+    assert len(runs) == 16
     logged = read_offline_run(next(r for r in runs if "lm_guided-cifar100-s1" in str(r)))
     assert logged["id"] == "lm_guided-cifar100-s1" and len(logged["history"]) == 25
     assert logged["summary"]["queries"] == 25 and logged["config"]["search"]["dataset"] == "cifar100"
     table, files = write_report(tmp_path / "runs" / "s", [10, 25])
     assert {(line["strategy"], line["dataset"], line["seeds"]) for line in table} == {
-        (s, d, 2) for s in ("lm_guided", "random") for d in ("cifar10", "cifar100")}
+        (s, d, 2) for s in ("lm_guided", "random", "ranked", "bo") for d in ("cifar10", "cifar100")}
     assert {f.name for f in files} == {"summary.csv", "summary.md", "curves.png"}
 
     before = {r.trial_id: r.updated for r in ResultStore(tmp_path / "runs" / "s").rows()}

@@ -160,7 +160,7 @@ def _check_models(cfg: Config, where: str) -> None:
     (bo and rl in a learned representation)."""
     from archsweep.errors import ArchsweepError
     from archsweep.search.generator import resolve_prior
-    from archsweep.search.strategies import needs_generator, representation_encoder
+    from archsweep.search.strategies import needs_generator, representation_encoder, uses_encoder
 
     s = cfg.search
     try:
@@ -169,7 +169,7 @@ def _check_models(cfg: Config, where: str) -> None:
                 raise ArchsweepError(f"{s.strategy} needs 'search.lm_guided.prior', the directory of a finished "
                                      "`archsweep run` or sweep trial (its VQ-VAE and LM)")
             resolve_prior(s.lm_guided.prior)
-        if s.strategy in ("bo", "rl"):
+        if uses_encoder(cfg):
             representation_encoder(cfg)
     except ArchsweepError as exc:
         raise ConfigError(f"{where}: {exc}") from None

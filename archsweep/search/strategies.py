@@ -144,39 +144,76 @@ class RegularizedEvolution(_Observing):
         return out
 
 
+class Surrogate:
+    """DNGO (`predictor.DNGO`) over an encoding, refitted on the whole history each time it ranks candidates by
+    expected improvement over the best validation accuracy so far. Encodings are computed once per cell."""
+
+    def __init__(self, encoder, fit_steps: int):
+        self.encoder, self.fit_steps = encoder, fit_steps
+        self._encoded: dict[str, np.ndarray] = {}
+
+    def encode(self, items: Sequence[Candidate | Query]) -> np.ndarray:
+        missing = [c for c in items if c.key not in self._encoded]
+        if missing:
+            for c, row in zip(missing, self.encoder([c.cell for c in missing])):
+                self._encoded[c.key] = row
+        return np.stack([self._encoded[c.key] for c in items])
+
+    def rank(self, history: Sequence[Query], pool: list[Candidate], seed: int) -> list[Candidate]:
+        """`pool`, highest expected improvement first."""
+        from archsweep.search.predictor import DNGO, expected_improvement
+
+        if not pool:
+            return []
+        y = np.array([q.val for q in history])
+        model = DNGO(steps=self.fit_steps, seed=seed).fit(self.encode(history), y)
+        mean, std = model.predict(self.encode(pool))
+        return [pool[i] for i in np.argsort(-expected_improvement(mean, std, float(y.max())), kind="stable")]
+
+
 class LMGuided(_Observing):
     """Sample the VQ-VAE + LM generator, adapted each round to the `top_k` best cells found so far (the prior,
     fine-tuned on their code sequences, so its samples concentrate around high-accuracy cells); keep the sampled
     cells the search may query, most often sampled first. When a round's samples hold too few new cells, sample
-    again hotter (x1.5, twice), then fill up with random cells (source `fallback`, counted)."""
+    again hotter (x1.5, twice), then fill up with random cells (source `fallback`, counted).
+
+    With a `surrogate` (search.lm_guided.surrogate, as AG-Net steers its generator with a predictor), once
+    `surrogate_after` cells are queried every new cell of the round's samples is ranked by the surrogate's
+    expected improvement instead, and the best n are queried."""
 
     name = "lm_guided"
 
-    def __init__(self, domain: Domain, generator, settings):
+    def __init__(self, domain: Domain, generator, settings, surrogate: Surrogate | None = None,
+                 surrogate_after: int = 0):
         super().__init__(domain)
         self.generator, self.settings = generator, settings
+        self.surrogate, self.surrogate_after = surrogate, surrogate_after
 
     def propose(self, n: int, rng: np.random.Generator) -> list[Candidate]:
         s = self.settings
         elite = [q.cell for q in sorted(self.history, key=lambda q: -q.val)[:s.top_k]]
+        ranked = self.surrogate is not None and len(self.history) >= self.surrogate_after
         taken, out = set(self.queried), []
         for attempt in range(3):
             cells = self.generator.candidates(elite, count=s.candidates, temperature=s.temperature * 1.5 ** attempt,
                                               sample_top_k=s.sample_top_k, adapt_steps=s.adapt_steps,
                                               adapt_lr=s.adapt_lr, seed=int(rng.integers(2**31)))
             for cell in cells:
-                if len(out) == n:
+                if len(out) == n and not ranked:
                     break
                 if (c := self._accept(cell, taken, "lm")) is not None:
                     out.append(c)
-            if len(out) == n:
-                return out
+            if len(out) >= n:
+                break
+        if ranked and len(out) > n:
+            out = self.surrogate.rank(self.history, out, int(rng.integers(2**31)))[:n]
+            taken = set(self.queried) | {c.key for c in out}
         return out + self._random(n - len(out), rng, taken, "fallback")
 
 
 class BayesianOptimisation(_Observing):
     """Bayesian optimisation in a representation, as arch2vec searches its latent space: after `initial` random
-    queries, each round fits DNGO (`predictor.DNGO`) to every queried cell's encoding and validation accuracy and
+    queries, each round fits DNGO (`Surrogate`) to every queried cell's encoding and validation accuracy and
     queries the `n` cells of a fresh candidate pool (random cells of the table, or samples of the LM prior) with
     the highest expected improvement over the best so far."""
 
@@ -184,15 +221,7 @@ class BayesianOptimisation(_Observing):
 
     def __init__(self, domain: Domain, encoder, settings, generator=None):
         super().__init__(domain)
-        self.encoder, self.settings, self.generator = encoder, settings, generator
-        self._encoded: dict[str, np.ndarray] = {}
-
-    def _encode(self, items: Sequence[Candidate | Query]) -> np.ndarray:
-        missing = [c for c in items if c.key not in self._encoded]
-        if missing:
-            for c, row in zip(missing, self.encoder([c.cell for c in missing])):
-                self._encoded[c.key] = row
-        return np.stack([self._encoded[c.key] for c in items])
+        self.surrogate, self.settings, self.generator = Surrogate(encoder, settings.fit_steps), settings, generator
 
     def _pool(self, rng: np.random.Generator, taken: set[str]) -> list[Candidate]:
         s = self.settings
@@ -203,18 +232,11 @@ class BayesianOptimisation(_Observing):
         return [c for cell in cells if (c := self._accept(cell, taken, "bo")) is not None]
 
     def propose(self, n: int, rng: np.random.Generator) -> list[Candidate]:
-        from archsweep.search.predictor import DNGO, expected_improvement
-
         s, taken = self.settings, set(self.queried)
         if len(self.history) < s.initial:
             return self._random(min(n, s.initial - len(self.history)), rng, taken)
         pool = self._pool(rng, set(taken))
-        y = np.array([q.val for q in self.history])
-        model = DNGO(steps=s.fit_steps, seed=int(rng.integers(2**31))).fit(self._encode(self.history), y)
-        out = []
-        if pool:
-            mean, std = model.predict(self._encode(pool))
-            out = [pool[i] for i in np.argsort(-expected_improvement(mean, std, float(y.max())), kind="stable")[:n]]
+        out = self.surrogate.rank(self.history, pool, int(rng.integers(2**31)))[:n]
         taken |= {c.key for c in out}
         return out + self._random(n - len(out), rng, taken, "fallback")
 
@@ -277,8 +299,14 @@ class Reinforce(_Observing):
         return out
 
 
+def uses_encoder(cfg) -> bool:
+    """Whether the strategy works in a representation (bo, rl, lm_guided with its surrogate)."""
+    s = cfg.search
+    return s.strategy in ("bo", "rl") or (s.strategy == "lm_guided" and s.lm_guided.surrogate)
+
+
 def representation_encoder(cfg, vqvae_dir=None):
-    """The `search.encoding` encoder of bo and rl. `vqvae_dir`: the run's own VQ-VAE stage (a pipeline's search
+    """The `search.encoding` encoder of bo, rl and lm_guided's surrogate. `vqvae_dir`: the run's own VQ-VAE stage (a pipeline's search
     stage), used when `search.encoder` is empty; otherwise the prior's (vq) or `search.encoder`'s."""
     from pathlib import Path
 
@@ -313,7 +341,8 @@ def needs_generator(cfg) -> bool:
 
 def make_strategy(cfg, domain: Domain, generator=None, encoder=None) -> Strategy:
     """The strategy `cfg.search.strategy` names; `generator` samples candidate cells of the LM prior (lm_guided;
-    bo with search.bo.pool=lm); `encoder` (bo, rl) maps cells to the representation they search in."""
+    bo with search.bo.pool=lm); `encoder` (bo, rl, lm_guided's surrogate) maps cells to the representation they
+    work in."""
     s = cfg.search
     if s.strategy == "random":
         return RandomSearch(domain)
@@ -321,9 +350,11 @@ def make_strategy(cfg, domain: Domain, generator=None, encoder=None) -> Strategy
         return RegularizedEvolution(domain, s.evolution.population, s.evolution.tournament)
     if needs_generator(cfg) and generator is None:
         raise ValueError(f"{s.strategy} needs a generator (the trained VQ-VAE + LM prior)")
-    if s.strategy == "lm_guided":
+    if s.strategy == "lm_guided" and not s.lm_guided.surrogate:
         return LMGuided(domain, generator, s.lm_guided)
     encoder = encoder or representation_encoder(cfg)
+    if s.strategy == "lm_guided":
+        return LMGuided(domain, generator, s.lm_guided, Surrogate(encoder, s.bo.fit_steps), s.bo.initial)
     if s.strategy == "bo":
         return BayesianOptimisation(domain, encoder, s.bo, generator)
     return Reinforce(domain, encoder, s.rl, s.seed)
