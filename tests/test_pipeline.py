@@ -72,7 +72,7 @@ def test_search_file_runs_lm_guided_on_generator_actors_with_wandb_and_continues
     """`run_searches` with a pipeline directory as the prior: generator, evaluator and driver actors, the
     result store, one offline W&B run per search read back, the report; running it again redoes nothing. The
     strategies that use the prior: lm_guided, lm_guided ranked by its surrogate (the prior's VQ encoding), bo
-    over the prior's samples."""
+    over the prior's samples, lm_ranker (and its resumption, in process)."""
     from archsweep.search.report import write_report
     from archsweep.search.run import run_searches
     from archsweep.search.spec import load_search_file
@@ -97,6 +97,8 @@ searches:
     ranked: {{search.strategy: lm_guided, search.lm_guided.surrogate: true, search.bo.initial: 10,
              search.bo.fit_steps: 50}}
     bo: {{search.bo.pool: lm, search.bo.pool_size: 64, search.bo.initial: 10, search.bo.fit_steps: 50}}
+    lm_ranker: {{search.lm_ranker.initial: 12, search.lm_ranker.context: 4, search.lm_ranker.steps: 20,
+                search.lm_ranker.examples: 64}}
   datasets: [cifar10, cifar100]
   seeds: 2
   report_budgets: [10, 25]
@@ -105,8 +107,8 @@ storage: {tmp_path / 'runs'}
     spec = load_search_file(path)
     seen = []
     rows = run_searches(spec, progress=lambda done, total, finished: seen.append((done, total)))
-    assert len(rows) == 16 and {r.status for r in rows} == {"TERMINATED"}
-    assert seen[-1] == (400, 400)
+    assert len(rows) == 20 and {r.status for r in rows} == {"TERMINATED"}
+    assert seen[-1] == (500, 500)
     for row in rows:
         history = SearchState.load(row.paths["state"]).history
         assert row.metrics["queries"] == len(history) == len({q.key for q in history}) == 25
@@ -115,19 +117,53 @@ storage: {tmp_path / 'runs'}
         if row.trial_id.startswith("bo"):  # 10 random, then the best of the prior's samples by the VQ encoding
             assert [q.source for q in history[:10]] == ["random"] * 10
             assert {q.source for q in history[10:]} <= {"bo", "fallback"} and "bo" in {q.source for q in history}
+        if row.trial_id.startswith("lm_ranker"):  # 12 random, then the ranker's picks among the prior's samples
+            assert [q.source for q in history[:12]] == ["random"] * 12
+            assert {q.source for q in history[12:]} <= {"lm_ranker", "fallback"}
+            assert "lm_ranker" in {q.source for q in history}
     runs = offline_runs(tmp_path / "runs" / "s")
-    assert len(runs) == 16
+    assert len(runs) == 20
     logged = read_offline_run(next(r for r in runs if "lm_guided-cifar100-s1" in str(r)))
     assert logged["id"] == "lm_guided-cifar100-s1" and len(logged["history"]) == 25
     assert logged["summary"]["queries"] == 25 and logged["config"]["search"]["dataset"] == "cifar100"
     table, files = write_report(tmp_path / "runs" / "s", [10, 25])
     assert {(line["strategy"], line["dataset"], line["seeds"]) for line in table} == {
-        (s, d, 2) for s in ("lm_guided", "random", "ranked", "bo") for d in ("cifar10", "cifar100")}
+        (s, d, 2) for s in ("lm_guided", "random", "ranked", "bo", "lm_ranker") for d in ("cifar10", "cifar100")}
     assert {f.name for f in files} == {"summary.csv", "summary.md", "curves.png"}
 
     before = {r.trial_id: r.updated for r in ResultStore(tmp_path / "runs" / "s").rows()}
     run_searches(spec)  # everything finished: read back, nothing runs again
     assert {r.trial_id: r.updated for r in ResultStore(tmp_path / "runs" / "s").rows()} == before
+
+    # lm_ranker retrains its ranker from the history each round: cut after a ranked round (and mid-write of the
+    # next), it continues into the same queries as an uninterrupted search
+    from archsweep.benchmarks import load_benchmark
+    from archsweep.search.generator import Generator
+    from archsweep.search.loop import lookup, search_loop
+    from archsweep.search.strategies import Domain, make_strategy
+
+    cfg = dict(spec.runs())["lm_ranker-cifar10-s1"]
+    bench = load_benchmark("nasbench201", data_dir)
+    generator = Generator.from_prior(tmp_path / "prior")
+
+    def died(state):
+        if state.rounds == 3:
+            raise KeyboardInterrupt
+
+    def search(path, on_round=None):
+        state = SearchState.load(path)
+        search_loop(state, make_strategy(cfg, Domain(bench), generator),
+                    lambda cands: lookup(bench, [c.key for c in cands], "cifar10"), budget=25, batch_size=10,
+                    seed=cfg.search.seed, on_round=on_round)
+        return state
+
+    whole = search(tmp_path / "whole.jsonl")
+    with pytest.raises(KeyboardInterrupt):
+        search(tmp_path / "cut.jsonl", died)
+    with open(tmp_path / "cut.jsonl", "a") as f:
+        f.write('{"round": 3, "queries": [{"n": 23, "rou')
+    assert [q.key for q in search(tmp_path / "cut.jsonl").history] == [q.key for q in whole.history]
+    assert "lm_ranker" in {q.source for q in whole.history[12:22]}  # with fallbacks: a 1-epoch prior repeats itself
 
 
 def test_a_space_too_large_to_enumerate_trains_on_a_sampled_set_and_reports_no_accuracy(local_ray, tmp_path):

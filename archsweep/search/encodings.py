@@ -46,8 +46,9 @@ class Encoder:
             from archsweep.stages.vqvae import load_model
 
             if model_path is None or not Path(model_path).is_file():
+                model = "vqvae" if encoding == "vq" else "vae"
                 raise ArchsweepError(f"encoding {encoding!r} needs a trained model: {model_path} is not a file (the "
-                                     f"model.pt of a VQ-VAE stage run with vqvae.model={encoding.replace('vq', 'vqvae')})")
+                                     f"model.pt of a VQ-VAE stage run with vqvae.model={model})")
             self.model, cfg = load_model(model_path)
             if cfg.vqvae.model != {"vq": "vqvae", "vae": "vae"}[encoding]:
                 raise ArchsweepError(f"{model_path} is a vqvae.model={cfg.vqvae.model} stage; encoding "
@@ -75,3 +76,27 @@ class Encoder:
                     z = self.model.quantizer.lookup(z)
                 out.append(z.reshape(len(o), -1).float().numpy())
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+class CodeEncoder:
+    """`encoder(cells)` -> [N, L] int: the VQ-VAE's code sequences (what the LM reads), from a VQ-VAE stage's
+    model.pt; `codebook_size` and `seq_len` are that model's K and L."""
+
+    def __init__(self, space, model_path: str | Path):
+        from archsweep.stages.vqvae import load_model
+
+        if not Path(model_path).is_file():
+            raise ArchsweepError(f"no VQ-VAE model at {model_path}")
+        self.space = space
+        self.model, cfg = load_model(model_path)
+        if cfg.vqvae.model != "vqvae":
+            raise ArchsweepError(f"{model_path} is a vqvae.model={cfg.vqvae.model} stage; code sequences come from a "
+                                 "vqvae.model=vqvae stage")
+        self.codebook_size, self.seq_len = cfg.vqvae.codebook_size, cfg.vqvae.seq_len
+
+    def __call__(self, cells: Sequence[Cell]) -> np.ndarray:
+        import torch
+
+        ops, adj = graph_arrays(self.space, cells)
+        with torch.no_grad():
+            return self.model.encode(torch.from_numpy(ops.astype(np.int64)), torch.from_numpy(adj)).numpy()

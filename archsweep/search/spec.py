@@ -31,7 +31,7 @@ from archsweep.errors import ArchsweepError
 from archsweep.settings import absolute
 from archsweep.sweep.spec import TrackingSettings, _check_settings, _patched, _settings, _with, read_spec_file
 
-STRATEGIES = ("lm_guided", "regularized_evolution", "random", "bo", "rl")
+STRATEGIES = ("lm_guided", "regularized_evolution", "random", "bo", "rl", "lm_ranker")
 
 
 @dataclass
@@ -156,11 +156,11 @@ def _searches(data, source: str) -> SearchSettings:
 
 
 def _check_models(cfg: Config, where: str) -> None:
-    """The trained models a strategy needs are there: the LM prior (lm_guided, bo from the prior), the encoder
-    (bo and rl in a learned representation)."""
+    """The trained models a strategy needs are there: the LM prior (lm_guided, lm_ranker, bo from the prior), the
+    encoder (bo, rl and lm_guided's surrogate in a learned representation; lm_ranker's VQ-VAE)."""
     from archsweep.errors import ArchsweepError
     from archsweep.search.generator import resolve_prior
-    from archsweep.search.strategies import needs_generator, representation_encoder, uses_encoder
+    from archsweep.search.strategies import needs_generator, strategy_encoder
 
     s = cfg.search
     try:
@@ -169,7 +169,6 @@ def _check_models(cfg: Config, where: str) -> None:
                 raise ArchsweepError(f"{s.strategy} needs 'search.lm_guided.prior', the directory of a finished "
                                      "`archsweep run` or sweep trial (its VQ-VAE and LM)")
             resolve_prior(s.lm_guided.prior)
-        if uses_encoder(cfg):
-            representation_encoder(cfg)
+        strategy_encoder(cfg)
     except ArchsweepError as exc:
         raise ConfigError(f"{where}: {exc}") from None

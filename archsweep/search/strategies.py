@@ -300,14 +300,33 @@ class Reinforce(_Observing):
 
 
 def uses_encoder(cfg) -> bool:
-    """Whether the strategy works in a representation (bo, rl, lm_guided with its surrogate)."""
+    """Whether the strategy needs an encoder: a representation (bo, rl, lm_guided with its surrogate) or the
+    VQ-VAE's code sequences (lm_ranker)."""
     s = cfg.search
-    return s.strategy in ("bo", "rl") or (s.strategy == "lm_guided" and s.lm_guided.surrogate)
+    return s.strategy in ("bo", "rl", "lm_ranker") or (s.strategy == "lm_guided" and s.lm_guided.surrogate)
+
+
+def strategy_encoder(cfg, vqvae_dir=None):
+    """What `make_strategy` takes as `encoder` for this strategy (None where it needs none); `vqvae_dir` as in
+    `representation_encoder`."""
+    from pathlib import Path
+
+    from archsweep.search.encodings import CodeEncoder
+    from archsweep.search.generator import resolve_prior
+    from archsweep.spaces import get_space
+
+    if not uses_encoder(cfg):
+        return None
+    if cfg.search.strategy != "lm_ranker":
+        return representation_encoder(cfg, vqvae_dir)
+    stage = Path(vqvae_dir) if vqvae_dir is not None else resolve_prior(cfg.search.lm_guided.prior)[1]
+    return CodeEncoder(get_space(cfg.space), stage / "model.pt")
 
 
 def representation_encoder(cfg, vqvae_dir=None):
-    """The `search.encoding` encoder of bo, rl and lm_guided's surrogate. `vqvae_dir`: the run's own VQ-VAE stage (a pipeline's search
-    stage), used when `search.encoder` is empty; otherwise the prior's (vq) or `search.encoder`'s."""
+    """The `search.encoding` encoder of bo, rl and lm_guided's surrogate. `vqvae_dir`: the run's own VQ-VAE stage
+    (a pipeline's search stage), used when `search.encoder` is empty; otherwise the prior's (vq) or
+    `search.encoder`'s."""
     from pathlib import Path
 
     from archsweep.errors import ArchsweepError
@@ -335,14 +354,15 @@ def representation_encoder(cfg, vqvae_dir=None):
 
 
 def needs_generator(cfg) -> bool:
-    """Whether the search samples the LM prior (lm_guided, or bo with its pool drawn from the prior)."""
-    return cfg.search.strategy == "lm_guided" or (cfg.search.strategy == "bo" and cfg.search.bo.pool == "lm")
+    """Whether the search samples the LM prior (lm_guided, lm_ranker, bo with its pool drawn from the prior)."""
+    s = cfg.search
+    return s.strategy in ("lm_guided", "lm_ranker") or (s.strategy == "bo" and s.bo.pool == "lm")
 
 
 def make_strategy(cfg, domain: Domain, generator=None, encoder=None) -> Strategy:
     """The strategy `cfg.search.strategy` names; `generator` samples candidate cells of the LM prior (lm_guided;
-    bo with search.bo.pool=lm); `encoder` (bo, rl, lm_guided's surrogate) maps cells to the representation they
-    work in."""
+    lm_ranker; bo with search.bo.pool=lm); `encoder` (`strategy_encoder`: bo, rl, lm_guided's surrogate,
+    lm_ranker) maps cells to the representation or code sequences they work with."""
     s = cfg.search
     if s.strategy == "random":
         return RandomSearch(domain)
@@ -352,7 +372,11 @@ def make_strategy(cfg, domain: Domain, generator=None, encoder=None) -> Strategy
         raise ValueError(f"{s.strategy} needs a generator (the trained VQ-VAE + LM prior)")
     if s.strategy == "lm_guided" and not s.lm_guided.surrogate:
         return LMGuided(domain, generator, s.lm_guided)
-    encoder = encoder or representation_encoder(cfg)
+    encoder = encoder or strategy_encoder(cfg)
+    if s.strategy == "lm_ranker":
+        from archsweep.search.ranker import LMRanker
+
+        return LMRanker(domain, generator, encoder, encoder.codebook_size, encoder.seq_len, s.lm_ranker, s.lm_guided)
     if s.strategy == "lm_guided":
         return LMGuided(domain, generator, s.lm_guided, Surrogate(encoder, s.bo.fit_steps), s.bo.initial)
     if s.strategy == "bo":

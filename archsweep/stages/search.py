@@ -23,14 +23,14 @@ def run(cfg: Config, vqvae_dir: str | Path, lm_dir: str | Path, out_dir: str | P
     from archsweep.benchmarks import load_benchmark
     from archsweep.search.generator import Generator
     from archsweep.search.loop import lookup, run_search
-    from archsweep.search.strategies import needs_generator, representation_encoder, uses_encoder
+    from archsweep.search.strategies import needs_generator, strategy_encoder
 
     out_dir = Path(out_dir)
     s = cfg.search
     benchmark = load_benchmark(cfg.space, data_dir)
     dataset = s.dataset or benchmark.datasets[0]
     generator = Generator(cfg, vqvae_dir, lm_dir) if needs_generator(cfg) else None
-    encoder = representation_encoder(cfg, vqvae_dir) if uses_encoder(cfg) else None
+    encoder = strategy_encoder(cfg, vqvae_dir)
     budgets = sorted({b for b in BUDGETS if b < s.budget} | {s.budget})
     summary = run_search(cfg, benchmark, out_dir / "state.jsonl",
                          lambda candidates: lookup(benchmark, [c.key for c in candidates], dataset), budgets, generator,

@@ -1,0 +1,204 @@
+"""The lm_ranker strategy: NAS as ranking, as LM-Searcher casts it. A language model reads the evaluated history
+(each cell's code sequence followed by its score) and a handful of candidates (each behind a marker), and
+answers with the marker of the candidate it expects to score best.
+
+Each round the ranker is trained from scratch (seeded: the same history gives the same ranker, so a restarted
+search continues exactly) on ranking examples built only from cells the search itself queried: a random context
+of the history, a few other queried cells as candidates, the best of them as the answer. It then ranks the new
+cells the LM prior samples (adapted to the best cells so far, as lm_guided does), with the best cells found so
+far as the context, and the n it rates highest are queried.
+
+Tokens: the prompt is spelled in the code-token vocabulary of a from-scratch preset, extended: codes 0..K-1, then
+`SCORE_BINS` score tokens (a cell's rank within the history, in tenths), `candidates_per_prompt` markers and one
+separator, all above K, so a from-scratch preset of archsweep.lm.models reads it. The decoder-only families learn
+the task (tests/test_ranker.py); the t5 presets stayed at chance, and the config refuses them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from archsweep.errors import ArchsweepError
+from archsweep.search.strategies import Candidate, Domain, Query, _Observing
+
+SCORE_BINS = 10
+
+
+class Prompts:
+    """The ranker's token layout for codebook size K, sequence length L, `context` history cells and
+    `candidates` candidates per prompt. Token values are "codes" of an extended codebook (`vocabulary`)."""
+
+    def __init__(self, codebook_size: int, seq_len: int, context: int, candidates: int):
+        self.k, self.seq_len, self.context, self.candidates = codebook_size, seq_len, context, candidates
+        self.score0 = codebook_size
+        self.marker0 = codebook_size + SCORE_BINS
+        self.separator = self.marker0 + candidates
+        self.vocabulary = self.separator + 1
+        self.length = context * (seq_len + 1) + 1 + candidates * (seq_len + 1) + 1
+
+    def markers(self) -> list[int]:
+        return list(range(self.marker0, self.marker0 + self.candidates))
+
+    def prompt(self, context: Sequence[tuple[Sequence[int], int]], candidates: Sequence[Sequence[int]]) -> list[int]:
+        """context: (codes, score bin) pairs, shown in this order; candidates: code sequences behind markers."""
+        out: list[int] = []
+        for codes, score in context:
+            out += [*codes, self.score0 + score]
+        out.append(self.separator)
+        for j, codes in enumerate(candidates):
+            out += [self.marker0 + j, *codes]
+        out.append(self.separator)
+        return out
+
+
+def score_bins(values: Sequence[float]) -> np.ndarray:
+    """Each value's rank among `values` in tenths: 0 for the lowest tenth .. 9 for the highest (ties share)."""
+    values = np.asarray(values, dtype=np.float64)
+    below = np.searchsorted(np.sort(values), values, side="left")
+    return np.minimum(below * SCORE_BINS // max(len(values), 1), SCORE_BINS - 1)
+
+
+def training_examples(codes: Sequence[Sequence[int]], values: Sequence[float], prompts: Prompts, count: int,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(prompts [count, length], answers [count]: the index of the best candidate) from queried cells only."""
+    n, need = len(codes), prompts.context + prompts.candidates
+    if n < need:
+        raise ValueError(f"ranking examples need {need} queried cells, got {n}")
+    bins = score_bins(values)
+    rows, answers = [], []
+    for _ in range(count):
+        chosen = rng.choice(n, size=need, replace=False)
+        context = sorted(chosen[:prompts.context], key=lambda i: values[i])  # ascending: the best last
+        pool = chosen[prompts.context:]
+        rows.append(prompts.prompt([(codes[i], int(bins[i])) for i in context], [codes[i] for i in pool]))
+        answers.append(int(np.argmax([values[i] for i in pool])))
+    return np.array(rows, dtype=np.int64), np.array(answers, dtype=np.int64)
+
+
+class Ranker:
+    """A preset LM trained on ranking examples; `scores(prompts)` -> the softmax over each prompt's markers."""
+
+    def __init__(self, name: str, prompts: Prompts, seed: int, threads: int = 1):
+        import torch
+
+        from archsweep.lm.models import build
+
+        if name.startswith("pretrained:"):
+            raise ArchsweepError(f"search.lm_ranker.name={name}: the ranker's prompt is spelled in extended code "
+                                 "tokens, which a pretrained tokenizer has not; name a preset (gpt2-tiny, ...)")
+        self.prompts, self.threads = prompts, threads
+        torch.manual_seed(seed)
+        self.lm = build(name, prompts.vocabulary, prompts.length)
+
+    def _marker_logits(self, ids):
+        import torch
+
+        from archsweep.lm.models import CodeTokenizer
+
+        offset = CodeTokenizer.OFFSET
+        markers = torch.tensor(self.prompts.markers()) + offset
+        tokens = ids + offset
+        bos = torch.full((len(ids), 1), CodeTokenizer.BOS, dtype=torch.long)
+        if self.lm.seq2seq:
+            logits = self.lm.model(input_ids=tokens, decoder_input_ids=bos).logits[:, -1]
+        else:
+            logits = self.lm.model(input_ids=torch.cat([bos, tokens], 1)).logits[:, -1]
+        return logits[:, markers]
+
+    def fit(self, rows: np.ndarray, answers: np.ndarray, steps: int, lr: float, batch: int, seed: int) -> float:
+        import torch
+
+        old = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            rng = np.random.default_rng(seed)
+            ids, target = torch.from_numpy(rows), torch.from_numpy(answers)
+            optimizer = torch.optim.AdamW(self.lm.model.parameters(), lr=lr, weight_decay=0.01)
+            self.lm.model.train()
+            loss = torch.zeros(())
+            for _ in range(steps):
+                pick = torch.from_numpy(rng.choice(len(rows), size=min(batch, len(rows)), replace=False))
+                loss = torch.nn.functional.cross_entropy(self._marker_logits(ids[pick]), target[pick])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            self.lm.model.eval()
+            return float(loss.detach())
+        finally:
+            torch.set_num_threads(old)
+
+    def scores(self, rows: np.ndarray) -> np.ndarray:
+        import torch
+
+        old = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            with torch.no_grad():
+                return torch.softmax(self._marker_logits(torch.from_numpy(rows)), -1).double().numpy()
+        finally:
+            torch.set_num_threads(old)
+
+
+class LMRanker(_Observing):
+    """See the module docstring. The first `initial` queries are random; a round whose prior samples hold too few
+    new cells fills up with random ones (source `fallback`)."""
+
+    name = "lm_ranker"
+
+    def __init__(self, domain: Domain, generator, encode_codes, codebook_size: int, seq_len: int, settings,
+                 guide_settings):
+        super().__init__(domain)
+        self.generator, self.encode_codes, self.settings, self.guide = generator, encode_codes, settings, guide_settings
+        self.prompts = Prompts(codebook_size, seq_len, settings.context, settings.candidates_per_prompt)
+        self._codes: dict[str, tuple[int, ...]] = {}
+
+    def codes(self, items: Sequence[Candidate | Query]) -> list[tuple[int, ...]]:
+        missing = [c for c in items if c.key not in self._codes]
+        if missing:
+            for c, codes in zip(missing, self.encode_codes([c.cell for c in missing])):
+                self._codes[c.key] = tuple(int(x) for x in codes)
+        return [self._codes[c.key] for c in items]
+
+    def _samples(self, rng: np.random.Generator, taken: set[str]) -> list[Candidate]:
+        g = self.guide
+        elite = [q.cell for q in sorted(self.history, key=lambda q: -q.val)[:g.top_k]]
+        cells = self.generator.candidates(elite, count=g.candidates, temperature=g.temperature,
+                                          sample_top_k=g.sample_top_k, adapt_steps=g.adapt_steps,
+                                          adapt_lr=g.adapt_lr, seed=int(rng.integers(2**31)))
+        out = []
+        for cell in cells:
+            if len(out) == self.settings.pool:
+                break
+            if (c := self._accept(cell, taken, "lm_ranker")) is not None:
+                out.append(c)
+        return out
+
+    def propose(self, n: int, rng: np.random.Generator) -> list[Candidate]:
+        s, p = self.settings, self.prompts
+        taken = set(self.queried)
+        if len(self.history) < max(s.initial, p.context + p.candidates):
+            return self._random(min(n, max(s.initial, p.context + p.candidates) - len(self.history)), rng, taken)
+        seed = int(rng.integers(2**31))
+        codes, values = self.codes(self.history), [q.val for q in self.history]
+        rows, answers = training_examples(codes, values, p, s.examples, np.random.default_rng(seed))
+        ranker = Ranker(s.name, p, seed)
+        ranker.fit(rows, answers, s.steps, s.lr, s.batch_size, seed)
+        pool = self._samples(rng, set(taken))
+        out: list[Candidate] = []
+        if pool:
+            best = sorted(range(len(self.history)), key=lambda i: values[i])[-p.context:]  # ascending
+            bins = score_bins(values)
+            context = [(codes[i], int(bins[i])) for i in best]
+            pool_codes = self.codes(pool)
+            order = rng.permutation(len(pool))
+            groups = [order[i:i + p.candidates] for i in range(0, len(order), p.candidates)]
+            groups = [np.resize(g, p.candidates) for g in groups]  # the last group padded by repeating its cells
+            probs = ranker.scores(np.array([p.prompt(context, [pool_codes[i] for i in g]) for g in groups]))
+            score = np.zeros(len(pool))
+            for g, row in zip(groups, probs):
+                np.maximum.at(score, g, row)
+            out = [pool[i] for i in np.argsort(-score, kind="stable")[:n]]
+        taken |= {c.key for c in out}
+        return out + self._random(n - len(out), rng, taken, "fallback")
