@@ -26,7 +26,7 @@ MAX_TOURNAMENTS = 5
 class Candidate:
     cell: Cell
     key: str  # the benchmark table's key of the cell
-    source: str  # random | mutation | lm | bo | rl | fallback (random, when the strategy's own proposals ran out)
+    source: str  # random | mutation | lm | bo | rl | lm_ranker | fallback (random: its own ran out)
 
 
 @dataclass
