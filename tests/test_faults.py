@@ -6,7 +6,9 @@
   the interrupted trial's W&B run goes on under the same id with monotonic steps.
 - A worker node of a `ray.cluster_utils.Cluster` removed mid-sweep: its trial is rescheduled and the sweep ends.
 - The search driver and evaluators killed mid-search: tests/test_search.py
-  (`test_killed_driver_and_evaluator_actors_restart_and_the_search_loses_and_repeats_nothing`).
+  (`test_killed_driver_and_evaluator_actors_restart_and_the_search_loses_and_repeats_nothing`; for bo and rl,
+  `test_killed_driver_of_a_representation_search_continues_the_same_search`; lm_ranker cut and resumed in
+  tests/test_pipeline.py).
 """
 
 from __future__ import annotations
