@@ -34,6 +34,15 @@ def _search(bench, tmp_path, overrides, dataset="cifar10", on_round=None, name="
     return state
 
 
+class _Died(Exception):
+    pass
+
+
+def _die_after_three_rounds(state):
+    if state.rounds == 3:
+        raise _Died
+
+
 def _rounds(state):
     out = {}
     for q in state.history:
@@ -105,15 +114,8 @@ def test_search_is_deterministic_and_a_killed_search_continues_without_loss_or_r
     overrides = ["search.strategy=regularized_evolution", "search.budget=45", "search.batch_size=4", "search.seed=3"]
     whole = _search(nb201, tmp_path, overrides, name="whole.jsonl")
 
-    class Died(Exception):
-        pass
-
-    def die_after_three_rounds(state):
-        if state.rounds == 3:
-            raise Died
-
-    with pytest.raises(Died):
-        _search(nb201, tmp_path, overrides, on_round=die_after_three_rounds, name="cut.jsonl")
+    with pytest.raises(_Died):
+        _search(nb201, tmp_path, overrides, on_round=_die_after_three_rounds, name="cut.jsonl")
     saved = SearchState.load(tmp_path / "cut.jsonl")
     assert saved.rounds == 3 and len(saved.history) == 10 and not saved.finished  # 4 + 4 + 2 random
     with open(tmp_path / "cut.jsonl", "a") as f:  # and it died while writing its fourth round
@@ -137,15 +139,8 @@ def test_representation_strategies_resume_exactly_and_spend_the_budget(nb201, tm
     if strategy == "bo":
         assert [q.source for q in whole.history[:10]] == ["random"] * 10
 
-    class Died(Exception):
-        pass
-
-    def die_after_three_rounds(state):
-        if state.rounds == 3:
-            raise Died
-
-    with pytest.raises(Died):
-        _search(nb201, tmp_path, overrides, on_round=die_after_three_rounds, name="cut.jsonl")
+    with pytest.raises(_Died):
+        _search(nb201, tmp_path, overrides, on_round=_die_after_three_rounds, name="cut.jsonl")
     with open(tmp_path / "cut.jsonl", "a") as f:
         f.write('{"round": 3, "queries": [{"n": 16, "rou')
     resumed = _search(nb201, tmp_path, overrides, name="cut.jsonl")
