@@ -601,19 +601,20 @@ def _print_search_report(search_dir, budgets) -> int:
     """The summary over seeds, then the failed searches; returns how many failed."""
     from rich.table import Table
 
-    from archsweep.search.report import display_rows, split_of, write_report
+    from archsweep.search.report import WALL, display_rows, split_of, write_report
     from archsweep.tracking.store import ResultStore
 
     table, files = write_report(search_dir, budgets)
     t = Table(title=f"search {search_dir}: {split_of(table, budgets)} accuracy of the best-by-validation cell, "
                     "mean ± std over seeds")
-    for column in ("dataset", "strategy", "seeds", *(f"@{b}" for b in budgets), "to optimum", "to top 0.1 %"):
+    for column in ("dataset", "strategy", "seeds", *(f"@{b}" for b in budgets), "to optimum", "to top 0.1 %", WALL):
         t.add_column(column, justify="left" if column in ("dataset", "strategy") else "right")
     for cells in display_rows(table, budgets):
         t.add_row(*cells)
     console = _report_console()
     console.print(t)
-    console.print("queries to optimum: median over seeds (seeds that got there); written: "
+    console.print("queries to optimum: median over seeds (seeds that got there); wall time: mean over seeds, on the "
+                  "driver actor, of the rounds (the strategy's propose step in brackets); written: "
                   + ", ".join(str(f) for f in files))
     return _print_failures(console, ResultStore(search_dir).rows(), "search")
 

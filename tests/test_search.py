@@ -118,11 +118,13 @@ def test_search_is_deterministic_and_a_killed_search_continues_without_loss_or_r
         _search(nb201, tmp_path, overrides, on_round=_die_after_three_rounds, name="cut.jsonl")
     saved = SearchState.load(tmp_path / "cut.jsonl")
     assert saved.rounds == 3 and len(saved.history) == 10 and not saved.finished  # 4 + 4 + 2 random
+    assert 0 < saved.strategy_s <= saved.wall_s  # each round's times are logged with it
     with open(tmp_path / "cut.jsonl", "a") as f:  # and it died while writing its fourth round
         f.write('{"round": 3, "queries": [{"n": 11, "rou')
     resumed = _search(nb201, tmp_path, overrides, name="cut.jsonl")
     assert [q.key for q in resumed.history] == [q.key for q in whole.history]
     assert len({q.key for q in resumed.history}) == 45
+    assert resumed.wall_s > saved.wall_s and resumed.strategy_s > saved.strategy_s  # the first 3 rounds still count
 
 
 @pytest.mark.parametrize("strategy", ["bo", "rl"])
@@ -341,7 +343,8 @@ def test_search_command_runs_a_search_file_prints_the_summary_and_continues(data
     rows = {r.trial_id: r for r in ResultStore(tmp_path / "search-quick").rows()}
     assert set(rows) == {f"{s}-cifar10-s{k}" for s in ("regularized_evolution", "random") for k in (0, 1)}
     assert all(r.status == "TERMINATED" and r.metrics["queries"] == 20 for r in rows.values())
-    assert (tmp_path / "search-quick" / "report" / "summary.md").is_file()
+    assert all(0 < r.metrics["strategy_s"] <= r.metrics["wall_s"] for r in rows.values())
+    assert "wall time per search" in (tmp_path / "search-quick" / "report" / "summary.md").read_text()
 
     again = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=root)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -49,21 +49,30 @@ def test_shipped_sweeps_are_valid(path):
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "sweeps").glob("search-*.yaml")), ids=lambda p: p.name)
-def test_shipped_search_files_are_valid(path, tmp_path):
-    """With the prior they name replaced by a directory of the same layout (the real one is trained by bench/lm.py)."""
+def test_shipped_search_files_are_valid(path, tmp_path, monkeypatch):
+    """With the prior and the VAE encoder they name replaced by directories of the same layout (the real ones are
+    trained by bench/lm.py)."""
     import json
 
+    import torch
     from omegaconf import OmegaConf
 
     from archsweep.config import load_config, to_dict
+    from archsweep.models.vqvae import build_model
     from archsweep.search.spec import load_search_file
+    from archsweep.spaces import get_space
 
     space = OmegaConf.load(path)["space"]
     (tmp_path / "lm" / "lm").mkdir(parents=True)
     config = to_dict(load_config(overrides=[f"space={space}"]))
     (tmp_path / "lm" / "metrics.json").write_text(json.dumps({"config": config}))
-    (tmp_path / "vqvae").mkdir()
-    (tmp_path / "vqvae" / "model.pt").touch()
+    vae = tmp_path / "runs" / "bench-lm" / space / "vae" / "vqvae"  # bo_vae's search.encoder, relative to the cwd
+    for stage, model in ((tmp_path / "vqvae", "vqvae"), (vae, "vae")):
+        stage.mkdir(parents=True)
+        cfg = load_config(overrides=[f"space={space}", f"vqvae.model={model}"])  # untrained: the layout is what counts
+        net = build_model(cfg.vqvae, len(get_space(space).op_vocab), get_space(space).max_vertices)
+        torch.save({"config": to_dict(cfg), "model": net.state_dict()}, stage / "model.pt")
+    monkeypatch.chdir(tmp_path)
     spec = load_search_file(path, [f"search.lm_guided.prior={tmp_path}"])
     assert spec.runs() and {c.space for _, c in spec.runs()} == {space}
 

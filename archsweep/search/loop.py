@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,10 @@ class SearchState:
     rounds: int = 0
     finished: bool = False
     exhausted: bool = False  # the strategy found nothing left to query before the budget was spent
+    # wall seconds of the recorded rounds, and of their strategy's own part (propose: model fits, LM sampling);
+    # logged with each round, so a resumed search still accounts its earlier rounds
+    wall_s: float = 0.0
+    strategy_s: float = 0.0
 
     @classmethod
     def load(cls, path: str | Path) -> SearchState:
@@ -50,6 +55,8 @@ class SearchState:
                 if "round" in record:
                     state.history += [Query(**q) for q in record["queries"]]
                     state.rounds = record["round"] + 1
+                    state.wall_s += record.get("wall_s", 0.0)
+                    state.strategy_s += record.get("strategy_s", 0.0)
                 else:
                     state.finished, state.exhausted = record["finished"], record.get("exhausted", False)
             except (ValueError, KeyError, TypeError) as exc:
@@ -69,10 +76,13 @@ class SearchState:
             f.flush()
             os.fsync(f.fileno())
 
-    def record_round(self, queries: list[Query]) -> None:
-        self._append({"round": self.rounds, "queries": [q.to_dict() for q in queries]})
+    def record_round(self, queries: list[Query], wall_s: float = 0.0, strategy_s: float = 0.0) -> None:
+        self._append({"round": self.rounds, "queries": [q.to_dict() for q in queries], "wall_s": round(wall_s, 4),
+                      "strategy_s": round(strategy_s, 4)})
         self.history += queries
         self.rounds += 1
+        self.wall_s += wall_s
+        self.strategy_s += strategy_s
 
     def close(self, exhausted: bool = False) -> None:
         self.finished, self.exhausted = True, exhausted
@@ -102,7 +112,9 @@ def search_loop(state: SearchState, strategy: Strategy, evaluate: Callable[[list
     exhausted = state.exhausted
     while len(state.history) < budget and not exhausted:
         rng = np.random.default_rng([seed, state.rounds])
+        start = time.perf_counter()
         proposals = strategy.propose(min(batch_size, budget - len(state.history)), rng)
+        proposed = time.perf_counter()
         if not proposals:
             exhausted = True
             break
@@ -111,7 +123,7 @@ def search_loop(state: SearchState, strategy: Strategy, evaluate: Callable[[list
         new = [Query(len(state.history) + k + 1, state.rounds, c.key, c.cell.adjacency.tolist(), list(c.cell.ops),
                      r["val"], r["test"], r["seconds"], c.source)
                for k, (c, r) in enumerate(zip(proposals, evaluate(proposals)))]
-        state.record_round(new)
+        state.record_round(new, time.perf_counter() - start, proposed - start)
         queried |= {q.key for q in new}
         strategy.observe(new)
         if on_round is not None:
@@ -128,7 +140,8 @@ def run_search(cfg, benchmark, state_path: str | Path, evaluate: Callable[[list[
     state = SearchState.load(state_path)
     search_loop(state, make_strategy(cfg, Domain(benchmark), generator, encoder), evaluate, budget=s.budget,
                 batch_size=s.batch_size, seed=s.seed)
-    return summarize(state.history, benchmark, s.dataset or benchmark.datasets[0], budgets)
+    return summarize(state.history, benchmark, s.dataset or benchmark.datasets[0], budgets) | {
+        "wall_s": state.wall_s, "strategy_s": state.strategy_s}
 
 
 # --- what a search found, as NAS papers report it ------------------------------------------------------------

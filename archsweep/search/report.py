@@ -43,6 +43,9 @@ def aggregate(rows, budgets: list[int]) -> list[dict]:
             line[f"{key}_median"] = median_queries(hits)
             line[f"{key}_reached"] = sum(h is not None for h in hits)
         line["queries"] = max(m["queries"] for m in metrics)
+        for key in ("wall_s", "strategy_s"):  # searches logged before these were recorded have none
+            values = [m[key] for m in metrics if key in m]
+            line[f"{key}_mean"] = float(np.mean(values)) if values else math.nan
         out.append(line)
     return out
 
@@ -77,6 +80,9 @@ def split_of(table: list[dict], budgets: list[int]) -> str:
     return "test" if any(f"test@{b}_mean" in line for line in table for b in budgets) else "val"
 
 
+WALL = "wall time per search (strategy's own)"
+
+
 def display_rows(table: list[dict], budgets: list[int]) -> list[list[str]]:
     """The summary's cells, one row per dataset and strategy, as the CLI and the Markdown file show them."""
     split = split_of(table, budgets)
@@ -88,6 +94,8 @@ def display_rows(table: list[dict], budgets: list[int]) -> list[list[str]]:
             cells.append("" if mean is None else f"{mean:.2f} ± {line[f'{split}@{b}_std']:.2f}")
         for key in ("queries_to_optimum", "queries_to_top01"):
             cells.append(fmt_queries(line[f"{key}_median"], line[f"{key}_reached"], line["seeds"], line["queries"]))
+        wall, own = line.get("wall_s_mean", math.nan), line.get("strategy_s_mean", math.nan)
+        cells.append("n/a" if math.isnan(wall) else f"{wall:.1f} s ({own:.1f} s)")
         rows.append(cells)
     return rows
 
@@ -96,7 +104,7 @@ def markdown(table: list[dict], budgets: list[int]) -> str:
     """The summary as a Markdown table: one row per strategy and dataset."""
     split = split_of(table, budgets)
     head = ["dataset", "strategy", "seeds", *(f"{split} @{b}" for b in budgets), "queries to optimum (median)",
-            "queries to top 0.1 % (median)"]
+            "queries to top 0.1 % (median)", WALL]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(cells) + " |" for cells in display_rows(table, budgets)]
     return "\n".join(lines) + "\n"
