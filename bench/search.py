@@ -68,13 +68,34 @@ def generators(table: list[dict], dataset: str) -> str:
     return f"{dataset}: seeds reaching the optimum within the budget, " + ", ".join(parts) if parts else ""
 
 
-def optimum_supplement(args) -> str:
+def overrides(args) -> list[str]:
+    return ([f"searches.seeds={args.seeds}"] if args.seeds else []) + (
+        [f"searches.datasets=[{', '.join(args.datasets)}]"] if args.datasets else [])
+
+
+def suffix(args) -> str:
+    return "-".join([*(args.datasets or []), *(args.strategies or [])])
+
+
+def restricted(spec, args):
+    """The file's searches, cut to `--strategies`; a cut file runs under a name of its own (its own directory)."""
+    if args.strategies:
+        unknown = set(args.strategies) - set(spec.searches.strategies)
+        if unknown:
+            sys.exit(f"{spec.source}: no strategy labelled {', '.join(sorted(unknown))} "
+                     f"(it has {', '.join(spec.searches.strategies)})")
+        spec.searches.strategies = {k: v for k, v in spec.searches.strategies.items() if k in args.strategies}
+    if args.datasets or args.strategies:
+        spec.name = f"{spec.name}-{suffix(args)}"
+    return spec
+
+
+def optimum_supplement(args, main) -> str:
     """REA's median queries to the CIFAR-10 optimum can lie beyond the comparison's budget: measure it with longer
     runs of the same searches (same seeds; a longer run's first queries are the shorter run's)."""
     from archsweep.search.report import aggregate
     from archsweep.tracking.store import ResultStore
 
-    main = load_search_file(ROOT / FILES[0], [f"searches.seeds={args.seeds}"] if args.seeds else [])
     long = load_search_file(ROOT / FILES[0], [
         *([f"searches.seeds={args.seeds}"] if args.seeds else []), f"name={main.name}-rea-{args.optimum_budget}",
         f"search.budget={args.optimum_budget}", "searches.datasets=[cifar10]",
@@ -103,6 +124,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=None, help="override searches.seeds")
     parser.add_argument("--optimum-budget", type=int, default=1000,
                         help="budget of the longer REA runs for the queries to the CIFAR-10 optimum (0: skip)")
+    parser.add_argument("--datasets", nargs="+", help="only these datasets (a block of its own)")
+    parser.add_argument("--strategies", nargs="+", help="only these strategy labels of the files (a block of its own)")
     parser.add_argument("--write", action="store_true", help="write the block into docs/BENCHMARKS.md")
     args = parser.parse_args()
     init_local_ray()
@@ -125,9 +148,10 @@ def main() -> None:
             "cells, picking among 64 new prior samples. Wall time: mean over seeds of a search's rounds on its "
             "driver actor (in brackets, the strategy's own propose step: model fits, LM adaptation and sampling), "
             "with the other searches sharing the machine's cores.\n")
+    nb201 = None
     for file in args.files:
-        overrides = [f"searches.seeds={args.seeds}"] if args.seeds else []
-        spec = load_search_file(ROOT / file, overrides)
+        spec = restricted(load_search_file(ROOT / file, overrides(args)), args)
+        nb201 = spec if file == FILES[0] else nb201
         def show(done, total, finished, file=file):
             print(f"\r{file}: {done}/{total} queries, {finished} searches done", end="", file=sys.stderr, flush=True)
 
@@ -141,15 +165,18 @@ def main() -> None:
         body += (f"\n#### {LABELS[spec.base.space]}\n\n`{file}`: {len(spec.runs())} searches, "
                  f"{spec.searches.seeds} seeds, budget {spec.base.search.budget} queries; "
                  f"{ran(len(spec.runs()) - earlier, earlier, seconds)}.\n\n"
+                 + (f"Restricted to {', '.join(args.datasets or [])} {', '.join(args.strategies or [])} (searches "
+                    f"named {spec.name}).\n\n" if args.datasets or args.strategies else "")
                  + markdown(table, budgets) + "\n" + "".join(f"- {n}\n" for n in sorted(notes)))
         print(f"\n{file}: report in {files[0].parent}", file=sys.stderr)
-    if args.optimum_budget:
-        body += optimum_supplement(args)
+    if args.optimum_budget and nb201 is not None and {"lm_guided", "regularized_evolution"} <= set(
+            nb201.searches.strategies) and "cifar10" in nb201.searches.datasets:
+        body += optimum_supplement(args, nb201)
     body += ("\nPublished NAS-Bench-201 CIFAR-10 test accuracies for reference (their own budgets): REA 93.92 ± 0.30, "
              "random search 93.70 ± 0.36, arch2vec-BO 94.18 ± 0.24; the table's optimum is 94.37.\n")
     print(body)
-    if args.write:
-        write_block("search", body)
+    if args.write:  # a restricted run has a block of its own beside the full comparison's
+        write_block("search" if not (args.datasets or args.strategies) else "search-" + suffix(args), body)
 
 
 if __name__ == "__main__":
