@@ -110,8 +110,9 @@ def main() -> None:
         "Best encoding by mean Kendall tau:", "",
         "| space | dataset | labelled cells | best (tau) |", "|---|---|---|---|", *best])
     print(body)
-    if args.write:
-        write_block("representations", body)
+    if args.write:  # both spaces: the "representations" block; one: a block of its own
+        both = set(args.spaces) == {"nasbench201", "nasbench101"}
+        write_block("representations" if both else "representations-" + "-".join(args.spaces), body)
 
 
 if __name__ == "__main__":
