@@ -139,7 +139,9 @@ class LMGuidedConfig:
 @dataclass
 class BOConfig:
     initial: int = 16  # random queries before the first model (arch2vec's Bayesian optimisation starts with 16)
-    pool: str = "space"  # the candidates scored each round: space (random cells of the table) | lm (prior samples)
+    # the candidates scored each round: space (pool_size random cells of the table) | table (every unqueried cell of
+    # the table, as arch2vec scores its whole dataset) | lm (pool_size samples of the prior)
+    pool: str = "space"
     pool_size: int = 1000
     fit_steps: int = 300  # Adam steps of the DNGO network per round
 
@@ -206,7 +208,7 @@ CHOICES = {
     "train.lr_schedule": ("cosine", "constant"),
     "search.strategy": ("lm_guided", "regularized_evolution", "random", "bo", "rl", "lm_ranker"),
     "search.encoding": ("vq", "vae", "adjacency"),
-    "search.bo.pool": ("space", "lm"),
+    "search.bo.pool": ("space", "table", "lm"),
     "lm.offload": ("none", "cpu"),
 }
 # key -> (test, what is allowed)
@@ -497,8 +499,8 @@ def validate(config: Config) -> None:
         if s.strategy in ("lm_guided", "lm_ranker") or (s.strategy == "bo" and s.bo.pool == "lm"):
             what = f"'search.strategy' {s.strategy}" if s.strategy != "bo" else "'search.bo.pool' lm"
             raise ConfigError(f"{what} samples the LM prior, which a vqvae.model=vae run has not; use "
-                              "search.strategy=random, regularized_evolution, rl or bo with search.bo.pool=space "
-                              "there, or search.enabled=false")
+                              "search.strategy=random, regularized_evolution, rl or bo with search.bo.pool=space or "
+                              "table there, or search.enabled=false")
         if s.strategy in ("bo", "rl") and s.encoding == "vq" and not s.encoder:
             raise ConfigError("'search.encoding' is vq but this run trains a VAE (vqvae.model=vae): use "
                               "search.encoding=vae (its own latents) or adjacency, or name a VQ-VAE run in "

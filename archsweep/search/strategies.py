@@ -57,6 +57,7 @@ class Domain:
     def __init__(self, benchmark):
         self.benchmark = benchmark
         self.space = benchmark.space
+        self._table: list[tuple[Cell, str]] | None = None
 
     def key(self, cell: Cell) -> str | None:
         index = self.benchmark.find(cell)
@@ -64,6 +65,16 @@ class Domain:
 
     def __len__(self) -> int:
         return len(self.benchmark)
+
+    def table(self) -> list[tuple[Cell, str]]:
+        """Every cell of the table with its key, once per key (built on first use, then kept)."""
+        if self._table is None:
+            seen, self._table = set(), []
+            for i, key in enumerate(self.benchmark.keys):
+                if key not in seen:
+                    seen.add(key)
+                    self._table.append((self.space.prune(self.benchmark.cell(i)), key))
+        return self._table
 
 
 class Strategy(Protocol):
@@ -214,7 +225,7 @@ class LMGuided(_Observing):
 class BayesianOptimisation(_Observing):
     """Bayesian optimisation in a representation, as arch2vec searches its latent space: after `initial` random
     queries, each round fits DNGO (`Surrogate`) to every queried cell's encoding and validation accuracy and
-    queries the `n` cells of a fresh candidate pool (random cells of the table, or samples of the LM prior) with
+    queries the `n` cells of a candidate pool (random cells of the table, all of it, or samples of the LM prior) with
     the highest expected improvement over the best so far."""
 
     name = "bo"
@@ -227,6 +238,8 @@ class BayesianOptimisation(_Observing):
         s = self.settings
         if s.pool == "space":
             return self._random(s.pool_size, rng, taken, "bo")
+        if s.pool == "table":
+            return [Candidate(cell, key, "bo") for cell, key in self.domain.table() if key not in taken]
         cells = self.generator.candidates([], count=s.pool_size, temperature=1.0, sample_top_k=0, adapt_steps=0,
                                           adapt_lr=1e-3, seed=int(rng.integers(2**31)))
         return [c for cell in cells if (c := self._accept(cell, taken, "bo")) is not None]
