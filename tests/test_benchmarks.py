@@ -112,6 +112,19 @@ def test_nb101_subset(nb101, nb101_cells):
     assert nb101.budget.queries == 2 and nb101.budget.queries_without_time == 1
 
 
+def test_every_cell_of_the_nb101_subset_is_read_back_under_its_key(data_dir, nb101_cells, monkeypatch):
+    """Each of the 30,001 keys names a cell that hashes back to it, and the enumeration behind `cell` is loaded
+    once for all of them (loading it per call made reading the whole table take hours)."""
+    from archsweep.spaces import get_space
+
+    space, loads = get_space("nasbench101"), []
+    enumerate_once = space.enumerate
+    monkeypatch.setattr(space, "enumerate", lambda *a, **k: loads.append(1) or enumerate_once(*a, **k))
+    table = load_benchmark("nasbench101", data_dir)
+    cells = [table.cell(i) for i in range(len(table))]
+    assert [space.canonical_hash(c) for c in cells] == table.keys and len(loads) == 1
+
+
 def test_nb101_gap_in_the_subset_is_not_an_invalid_cell(nb101, nb101_cells):
     missing = next(k for k in range(len(nb101_cells)) if nb101_cells.hash(k) not in set(nb101.keys))
     cell = nb101_cells.cell(missing)

@@ -39,9 +39,18 @@ NASLIB_OPS = {0: "input", 1: "output", 2: "maxpool3x3", 3: "conv1x1-bn-relu", 4:
 TABLES = ("subset", "full")
 
 
-def _cells_by_hash(space, index: int, keys: list[str]) -> Cell:
-    enum = space.enumerate()
-    return enum.cell(enum.index[keys[index]])
+def _cells_by_hash(space, keys: list[str]):
+    """The table's `cell_of`: the enumeration and its hash index are loaded on the first call and then kept (a
+    load per call made reading every cell of the table take hours)."""
+    enum = None
+
+    def cell_of(index: int) -> Cell:
+        nonlocal enum
+        if enum is None:
+            enum = space.enumerate()
+        return enum.cell(enum.index[keys[index]])
+
+    return cell_of
 
 
 def load_subset(data_dir: str | os.PathLike | None = None) -> TableBenchmark:
@@ -71,7 +80,7 @@ def load_subset(data_dir: str | os.PathLike | None = None) -> TableBenchmark:
         name=NAME, label=SUBSET_LABEL, space=space, datasets=(DATASET,), epochs=SUBSET_EPOCHS, default_epochs=108,
         keys=keys, key_of=space.canonical_hash, accuracy=accuracy,
         train_seconds={(DATASET, 108): np.asarray(values["final_training_time"], dtype=np.float64)},
-        cell_of=lambda i: _cells_by_hash(space, i, keys), unavailable={"test": missing, "train": missing},
+        cell_of=_cells_by_hash(space, keys), unavailable={"test": missing, "train": missing},
     )
 
 
@@ -127,7 +136,7 @@ def load_full(data_dir: str | os.PathLike | None = None, cache_dir: str | os.Pat
         name=NAME, label=f"NAS-Bench-101 full table ({len(keys):,} cells, mean of runs)", space=space,
         datasets=(DATASET,), epochs=epochs, default_epochs=max(epochs), keys=keys, key_of=space.canonical_hash,
         accuracy=accuracy, train_seconds={(DATASET, e): arrays[f"seconds_{e}"] for e in epochs},
-        cell_of=lambda i: _cells_by_hash(space, i, keys),
+        cell_of=_cells_by_hash(space, keys),
     )
 
 
