@@ -35,6 +35,7 @@ bench: data
 	$(BIN)/python bench/enumerate_nb101.py --write
 	$(BIN)/python bench/vqvae.py --write
 	$(BIN)/python bench/lm.py --write
+	$(BIN)/python bench/representations.py --write
 	$(BIN)/python bench/zero.py --write
 	$(BIN)/python bench/search.py --write
 	$(BIN)/python bench/load.py --write
