@@ -160,7 +160,7 @@ def test_bo_picks_cells_above_the_tables_median(nb201, tmp_path):
     column = nb201.accuracy[("cifar10", "val", nb201.default_epochs)]
     chosen = [q.val for q in state.history[20:]]
     assert {q.source for q in state.history[20:]} == {"bo"}
-    assert np.mean(chosen) > np.median(column)  # 88.04 vs 87.30 when written; EI negated (pool of 20,000 random draws): 66.59
+    assert np.mean(chosen) > np.median(column)  # 88.04 vs 87.30 when written; EI negated (20,000 draws): 66.59
 
 
 def test_a_corrupted_state_file_is_named(tmp_path):
