@@ -601,13 +601,14 @@ def _print_search_report(search_dir, budgets) -> int:
     """The summary over seeds, then the failed searches; returns how many failed."""
     from rich.table import Table
 
-    from archsweep.search.report import WALL, display_rows, split_of, write_report
+    from archsweep.search.report import WALL, display_rows, query_columns, split_of, write_report
     from archsweep.tracking.store import ResultStore
 
     table, files = write_report(search_dir, budgets)
-    t = Table(title=f"search {search_dir}: {split_of(table, budgets)} accuracy of the best-by-validation cell, "
-                    "mean ± std over seeds")
-    for column in ("dataset", "strategy", "seeds", *(f"@{b}" for b in budgets), "to optimum", "to top 0.1 %", WALL):
+    split = split_of(table, budgets)
+    t = Table(title=f"search {search_dir}: {split} accuracy of the best-by-validation cell, mean ± std over seeds")
+    heads = [("to optimum", "to best val cell", "to top 0.1 %")[i] for i in query_columns(split)]
+    for column in ("dataset", "strategy", "seeds", *(f"@{b}" for b in budgets), *heads, WALL):
         t.add_column(column, justify="left" if column in ("dataset", "strategy") else "right")
     for cells in display_rows(table, budgets):
         t.add_row(*cells)

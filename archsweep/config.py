@@ -134,6 +134,10 @@ class LMGuidedConfig:
     # rank each round's new samples by bo's model (DNGO over search.encoding, search.bo.fit_steps) from
     # search.bo.initial queries on, instead of by how often they were sampled
     surrogate: bool = False
+    # queries per round that bo picks instead (EI of DNGO over search.encoding, candidates from search.bo.pool), from
+    # search.bo.initial queries on: the generator searches around the best cells, bo looks for better ones elsewhere
+    explore: int = 0
+    initial: int = 0  # random queries before the generator's first round (0: it starts from the prior's own samples)
 
 
 @dataclass
@@ -270,6 +274,8 @@ RANGES = {
     "search.lm_guided.top_k": (lambda v: v >= 1, ">= 1"),
     "search.lm_guided.adapt_steps": (lambda v: v >= 0, ">= 0 (0: sample the prior as it is)"),
     "search.lm_guided.adapt_lr": (lambda v: v > 0, "> 0"),
+    "search.lm_guided.explore": (lambda v: v >= 0, ">= 0 (0: off)"),
+    "search.lm_guided.initial": (lambda v: v >= 0, ">= 0"),
     "search.lm_guided.num_gpus": (lambda v: 0 <= v <= 8, "in [0, 8]; fractions share a GPU"),
     "search.bo.initial": (lambda v: v >= 2, ">= 2 (the model needs two labelled cells)"),
     "search.bo.pool_size": (lambda v: v >= 1, ">= 1"),
@@ -505,6 +511,9 @@ def validate(config: Config) -> None:
             raise ConfigError("'search.encoding' is vq but this run trains a VAE (vqvae.model=vae): use "
                               "search.encoding=vae (its own latents) or adjacency, or name a VQ-VAE run in "
                               "search.encoder")
+    if s.lm_guided.explore >= s.batch_size and s.strategy == "lm_guided":
+        raise ConfigError(f"'search.lm_guided.explore' ({s.lm_guided.explore}) must be below 'search.batch_size' "
+                          f"({s.batch_size}): it is how many of each round's queries bo picks beside the generator's")
     if config.search.evolution.tournament > config.search.evolution.population:
         raise ConfigError(f"'search.evolution.tournament' ({config.search.evolution.tournament}) must be at most "
                           f"'search.evolution.population' ({config.search.evolution.population})")

@@ -297,6 +297,8 @@ CASES = [
          "'sample.temperature' is -1.0; allowed: > 0"),
     Case("negative search temperature", "`search.lm_guided.temperature=-0.5`",
          check_sweep("search.lm_guided.temperature=-0.5"), "'search.lm_guided.temperature'"),
+    Case("explorer taking the whole round", "`search.lm_guided.explore=10` with `search.batch_size=10`",
+         check_sweep("search.lm_guided.explore=10"), "'search.lm_guided.explore' (10) must be below 'search.batch_size'"),
     Case("unknown LM", "`lm.name=gpt5-tiny`", check_sweep("lm.name=gpt5-tiny"), "gpt2-tiny, gpt2-0.8m"),
     Case("LoRA on a model built from scratch", "`lm.lora.rank=8` with the default `lm.name` (a preset)",
          check_sweep("lm.lora.rank=8"), "LoRA adapts the weights of a pretrained model"),

@@ -71,8 +71,9 @@ def test_search_file_runs_lm_guided_on_generator_actors_with_wandb_and_continues
                                                                                 monkeypatch):
     """`run_searches` with a pipeline directory as the prior: generator, evaluator and driver actors, the
     result store, one offline W&B run per search read back, the report; running it again redoes nothing. The
-    strategies that use the prior: lm_guided, lm_guided ranked by its surrogate (the prior's VQ encoding), bo
-    over the prior's samples, lm_ranker (and its resumption, in process)."""
+    strategies that use the prior: lm_guided, lm_guided ranked by its surrogate (the prior's VQ encoding), lm_guided
+    with bo exploring beside it, bo over the prior's samples, lm_ranker (and the resumption of the last two, in
+    process)."""
     from archsweep.search.report import write_report
     from archsweep.search.run import run_searches
     from archsweep.search.spec import load_search_file
@@ -96,6 +97,8 @@ searches:
     random: {{}}
     ranked: {{search.strategy: lm_guided, search.lm_guided.surrogate: true, search.bo.initial: 10,
              search.bo.fit_steps: 50}}
+    explore: {{search.strategy: lm_guided, search.lm_guided.explore: 3, search.lm_guided.initial: 10,
+              search.encoding: adjacency, search.bo.initial: 10, search.bo.fit_steps: 50, search.bo.pool_size: 64}}
     bo: {{search.bo.pool: lm, search.bo.pool_size: 64, search.bo.initial: 10, search.bo.fit_steps: 50}}
     lm_ranker: {{search.lm_ranker.initial: 12, search.lm_ranker.context: 4, search.lm_ranker.steps: 20,
                 search.lm_ranker.examples: 64}}
@@ -107,13 +110,17 @@ storage: {tmp_path / 'runs'}
     spec = load_search_file(path)
     seen = []
     rows = run_searches(spec, progress=lambda done, total, finished: seen.append((done, total)))
-    assert len(rows) == 20 and {r.status for r in rows} == {"TERMINATED"}
-    assert seen[-1] == (500, 500)
+    assert len(rows) == 24 and {r.status for r in rows} == {"TERMINATED"}
+    assert seen[-1] == (600, 600)
     for row in rows:
         history = SearchState.load(row.paths["state"]).history
         assert row.metrics["queries"] == len(history) == len({q.key for q in history}) == 25
         if row.trial_id.startswith(("lm_guided", "ranked")):
             assert {q.source for q in history} <= {"lm", "fallback"}
+        if row.trial_id.startswith("explore"):  # 10 random, then 3 of each round bo's and the rest generated
+            assert [q.source for q in history[:10]] == ["random"] * 10
+            assert [q.source for q in history[10:20]].count("bo") == 3 and {q.source for q in history[10:]} <= {
+                "lm", "bo", "fallback"}
         if row.trial_id.startswith("bo"):  # 10 random, then the best of the prior's samples by the VQ encoding
             assert [q.source for q in history[:10]] == ["random"] * 10
             assert {q.source for q in history[10:]} <= {"bo", "fallback"} and "bo" in {q.source for q in history}
@@ -122,48 +129,55 @@ storage: {tmp_path / 'runs'}
             assert {q.source for q in history[12:]} <= {"lm_ranker", "fallback"}
             assert "lm_ranker" in {q.source for q in history}
     runs = offline_runs(tmp_path / "runs" / "s")
-    assert len(runs) == 20
+    assert len(runs) == 24
     logged = read_offline_run(next(r for r in runs if "lm_guided-cifar100-s1" in str(r)))
     assert logged["id"] == "lm_guided-cifar100-s1" and len(logged["history"]) == 25
     assert logged["summary"]["queries"] == 25 and logged["config"]["search"]["dataset"] == "cifar100"
     table, files = write_report(tmp_path / "runs" / "s", [10, 25])
     assert {(line["strategy"], line["dataset"], line["seeds"]) for line in table} == {
-        (s, d, 2) for s in ("lm_guided", "random", "ranked", "bo", "lm_ranker") for d in ("cifar10", "cifar100")}
+        (s, d, 2) for s in ("lm_guided", "random", "ranked", "explore", "bo", "lm_ranker") for d in ("cifar10", "cifar100")}
     assert {f.name for f in files} == {"summary.csv", "summary.md", "curves.png"}
 
     before = {r.trial_id: r.updated for r in ResultStore(tmp_path / "runs" / "s").rows()}
     run_searches(spec)  # everything finished: read back, nothing runs again
     assert {r.trial_id: r.updated for r in ResultStore(tmp_path / "runs" / "s").rows()} == before
 
-    # lm_ranker retrains its ranker from the history each round: cut after a ranked round (and mid-write of the
-    # next), it continues into the same queries as an uninterrupted search
+    # lm_ranker retrains its ranker, and lm_guided's explorer refits its model, from the history each round: cut
+    # after a round that used them (and mid-write of the next), each continues into the same queries as an
+    # uninterrupted search
     from archsweep.benchmarks import load_benchmark
     from archsweep.search.generator import Generator
     from archsweep.search.loop import lookup, search_loop
     from archsweep.search.strategies import Domain, make_strategy
 
-    cfg = dict(spec.runs())["lm_ranker-cifar10-s1"]
     bench = load_benchmark("nasbench201", data_dir)
     generator = Generator.from_prior(tmp_path / "prior")
 
-    def died(state):
-        if state.rounds == 3:
-            raise KeyboardInterrupt
-
-    def search(path, on_round=None):
+    def search(cfg, path, on_round=None):
         state = SearchState.load(path)
         search_loop(state, make_strategy(cfg, Domain(bench), generator),
                     lambda cands: lookup(bench, [c.key for c in cands], "cifar10"), budget=25, batch_size=10,
                     seed=cfg.search.seed, on_round=on_round)
         return state
 
-    whole = search(tmp_path / "whole.jsonl")
-    with pytest.raises(KeyboardInterrupt):
-        search(tmp_path / "cut.jsonl", died)
-    with open(tmp_path / "cut.jsonl", "a") as f:
-        f.write('{"round": 3, "queries": [{"n": 23, "rou')
-    assert [q.key for q in search(tmp_path / "cut.jsonl").history] == [q.key for q in whole.history]
-    assert "lm_ranker" in {q.source for q in whole.history[12:22]}  # with fallbacks: a 1-epoch prior repeats itself
+    wholes = {}
+    for rid, cut_after, next_n in (("lm_ranker-cifar10-s1", 3, 23), ("explore-cifar10-s1", 2, 21)):
+        cfg = dict(spec.runs())[rid]
+
+        def died(state, cut_after=cut_after):
+            if state.rounds == cut_after:
+                raise KeyboardInterrupt
+
+        whole = wholes[rid] = search(cfg, tmp_path / f"whole-{rid}.jsonl")
+        with pytest.raises(KeyboardInterrupt):
+            search(cfg, tmp_path / f"cut-{rid}.jsonl", died)
+        with open(tmp_path / f"cut-{rid}.jsonl", "a") as f:
+            f.write(f'{{"round": {cut_after}, "queries": [{{"n": {next_n}, "rou')
+        resumed = search(cfg, tmp_path / f"cut-{rid}.jsonl")
+        assert [q.key for q in resumed.history] == [q.key for q in whole.history]
+    # with fallbacks: a 1-epoch prior repeats itself
+    assert "lm_ranker" in {q.source for q in wholes["lm_ranker-cifar10-s1"].history[12:22]}
+    assert "bo" in {q.source for q in wholes["explore-cifar10-s1"].history[20:]}  # past the cut
 
 
 def test_a_space_too_large_to_enumerate_trains_on_a_sampled_set_and_reports_no_accuracy(local_ray, tmp_path):

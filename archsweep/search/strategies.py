@@ -190,17 +190,41 @@ class LMGuided(_Observing):
 
     With a `surrogate` (search.lm_guided.surrogate, as AG-Net steers its generator with a predictor), once
     `surrogate_after` cells are queried every new cell of the round's samples is ranked by the surrogate's
-    expected improvement instead, and the best n are queried."""
+    expected improvement instead, and the best n are queried.
+
+    With an `explorer` (a `BayesianOptimisation`; search.lm_guided.explore = k), once it has its initial queries,
+    k of each round's n queries are its picks and n - k come from the generator: the adapted generator keeps to
+    the neighbourhood of the best cells found, and a search whose first good cells lie in a poorer region would
+    stay there; the model of the whole history looks elsewhere."""
 
     name = "lm_guided"
 
     def __init__(self, domain: Domain, generator, settings, surrogate: Surrogate | None = None,
-                 surrogate_after: int = 0):
+                 surrogate_after: int = 0, explorer: BayesianOptimisation | None = None):
         super().__init__(domain)
         self.generator, self.settings = generator, settings
         self.surrogate, self.surrogate_after = surrogate, surrogate_after
+        self.explorer = explorer
+
+    def observe(self, queries: Sequence[Query]) -> None:
+        super().observe(queries)
+        if self.explorer is not None:
+            self.explorer.observe(queries)
 
     def propose(self, n: int, rng: np.random.Generator) -> list[Candidate]:
+        if len(self.history) < self.settings.initial:
+            return self._random(min(n, self.settings.initial - len(self.history)), rng, set(self.queried))
+        explore = 0
+        if self.explorer is not None and len(self.history) >= self.explorer.settings.initial:
+            explore = min(self.settings.explore, n)
+        out = self._generated(n - explore, rng)
+        if explore:
+            out += self.explorer.pick(explore, rng, {c.key for c in out})
+        return out + self._random(n - len(out), rng, set(self.queried) | {c.key for c in out}, "fallback")
+
+    def _generated(self, n: int, rng: np.random.Generator) -> list[Candidate]:
+        if n == 0:
+            return []
         s = self.settings
         elite = [q.cell for q in sorted(self.history, key=lambda q: -q.val)[:s.top_k]]
         ranked = self.surrogate is not None and len(self.history) >= self.surrogate_after
@@ -218,8 +242,7 @@ class LMGuided(_Observing):
                 break
         if ranked and len(out) > n:
             out = self.surrogate.rank(self.history, out, int(rng.integers(2**31)))[:n]
-            taken = set(self.queried) | {c.key for c in out}
-        return out + self._random(n - len(out), rng, taken, "fallback")
+        return out
 
 
 class BayesianOptimisation(_Observing):
@@ -244,12 +267,16 @@ class BayesianOptimisation(_Observing):
                                           adapt_lr=1e-3, seed=int(rng.integers(2**31)))
         return [c for cell in cells if (c := self._accept(cell, taken, "bo")) is not None]
 
+    def pick(self, n: int, rng: np.random.Generator, exclude: set[str] = frozenset()) -> list[Candidate]:
+        """The n candidates of highest expected improvement, none of them queried or in `exclude`."""
+        pool = self._pool(rng, set(self.queried) | set(exclude))
+        return self.surrogate.rank(self.history, pool, int(rng.integers(2**31)))[:n]
+
     def propose(self, n: int, rng: np.random.Generator) -> list[Candidate]:
         s, taken = self.settings, set(self.queried)
         if len(self.history) < s.initial:
             return self._random(min(n, s.initial - len(self.history)), rng, taken)
-        pool = self._pool(rng, set(taken))
-        out = self.surrogate.rank(self.history, pool, int(rng.integers(2**31)))[:n]
+        out = self.pick(n, rng)
         taken |= {c.key for c in out}
         return out + self._random(n - len(out), rng, taken, "fallback")
 
@@ -316,7 +343,8 @@ def uses_encoder(cfg) -> bool:
     """Whether the strategy needs an encoder: a representation (bo, rl, lm_guided with its surrogate) or the
     VQ-VAE's code sequences (lm_ranker)."""
     s = cfg.search
-    return s.strategy in ("bo", "rl", "lm_ranker") or (s.strategy == "lm_guided" and s.lm_guided.surrogate)
+    return s.strategy in ("bo", "rl", "lm_ranker") or (
+        s.strategy == "lm_guided" and (s.lm_guided.surrogate or s.lm_guided.explore > 0))
 
 
 def strategy_encoder(cfg, vqvae_dir=None):
@@ -383,7 +411,7 @@ def make_strategy(cfg, domain: Domain, generator=None, encoder=None) -> Strategy
         return RegularizedEvolution(domain, s.evolution.population, s.evolution.tournament)
     if needs_generator(cfg) and generator is None:
         raise ValueError(f"{s.strategy} needs a generator (the trained VQ-VAE + LM prior)")
-    if s.strategy == "lm_guided" and not s.lm_guided.surrogate:
+    if s.strategy == "lm_guided" and not uses_encoder(cfg):
         return LMGuided(domain, generator, s.lm_guided)
     encoder = encoder or strategy_encoder(cfg)
     if s.strategy == "lm_ranker":
@@ -391,7 +419,9 @@ def make_strategy(cfg, domain: Domain, generator=None, encoder=None) -> Strategy
 
         return LMRanker(domain, generator, encoder, encoder.codebook_size, encoder.seq_len, s.lm_ranker, s.lm_guided)
     if s.strategy == "lm_guided":
-        return LMGuided(domain, generator, s.lm_guided, Surrogate(encoder, s.bo.fit_steps), s.bo.initial)
+        surrogate = Surrogate(encoder, s.bo.fit_steps) if s.lm_guided.surrogate else None
+        explorer = BayesianOptimisation(domain, encoder, s.bo, generator) if s.lm_guided.explore else None
+        return LMGuided(domain, generator, s.lm_guided, surrogate, s.bo.initial, explorer)
     if s.strategy == "bo":
         return BayesianOptimisation(domain, encoder, s.bo, generator)
     return Reinforce(domain, encoder, s.rl, s.seed)
