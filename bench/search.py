@@ -149,12 +149,14 @@ def main() -> None:
             "3 x 50 network's features, Bayesian linear regression) and expected improvement over every unqueried "
             "cell of the table, 5 queries a round, after 16 random queries, in the VQ-VAE's code vectors (the "
             "prior's), the continuous VAE's latent means (`bench/lm.py`'s VAE row) or adjacency + one-hot "
-            "operations; rl_vq: REINFORCE with a "
-            "Gaussian policy over the VQ representation, each sample rounded to the nearest of 2,000 random cells; "
+            "operations; rl_vq: REINFORCE with a Gaussian policy over the VQ representation, each sample rounded "
+            "to the nearest of 2,000 random cells; "
             "lm_guided_surrogate: lm_guided with each round's new samples ranked by bo's DNGO instead of by sample "
             "count; lm_guided_explore: 10 random queries, then each round 7 of lm_guided's cells and 3 picked by a "
-            "bo over adjacency + one-hot (expected improvement over 1,000 random table cells); lm_ranker: a gpt2-tiny retrained each round on 256 ranking examples built from the queried "
-            "cells, picking among 64 new prior samples. Wall time: mean over seeds of a search's rounds on its "
+            "bo over adjacency + one-hot (expected improvement over 1,000 random table cells); "
+            "lm_guided_surrogate_explore: the same with the generator's new samples ranked by the surrogate and bo's "
+            "picks from the whole table; lm_ranker: a gpt2-tiny retrained each round on 256 ranking examples "
+            "built from the queried cells, picking among 64 new prior samples. Wall time: mean over seeds of a search's rounds on its "
             "driver actor (in brackets, the strategy's own propose step: model fits, LM adaptation and sampling), "
             "with the other searches sharing the machine's cores.\n")
     nb201 = None
