@@ -192,10 +192,12 @@ class LMGuided(_Observing):
     `surrogate_after` cells are queried every new cell of the round's samples is ranked by the surrogate's
     expected improvement instead, and the best n are queried.
 
-    With an `explorer` (a `BayesianOptimisation`; search.lm_guided.explore = k), once it has its initial queries,
-    k of each round's n queries are its picks and n - k come from the generator: the adapted generator keeps to
-    the neighbourhood of the best cells found, and a search whose first good cells lie in a poorer region would
-    stay there; the model of the whole history looks elsewhere."""
+    With search.lm_guided.initial = m, the first m queries are random cells, so the first elite does not come
+    from the prior's most likely cells alone. With an `explorer` (a `BayesianOptimisation`;
+    search.lm_guided.explore = k), once it has its initial queries, k of each round's n queries are its picks and
+    n - k come from the generator: the adapted generator keeps to the neighbourhood of the best cells found, and a
+    search whose first good cells lie in a poorer region would stay there; the model of the whole history looks
+    elsewhere."""
 
     name = "lm_guided"
 
@@ -340,8 +342,8 @@ class Reinforce(_Observing):
 
 
 def uses_encoder(cfg) -> bool:
-    """Whether the strategy needs an encoder: a representation (bo, rl, lm_guided with its surrogate) or the
-    VQ-VAE's code sequences (lm_ranker)."""
+    """Whether the strategy needs an encoder: a representation (bo, rl, lm_guided with its surrogate or explorer)
+    or the VQ-VAE's code sequences (lm_ranker)."""
     s = cfg.search
     return s.strategy in ("bo", "rl", "lm_ranker") or (
         s.strategy == "lm_guided" and (s.lm_guided.surrogate or s.lm_guided.explore > 0))
