@@ -7,7 +7,7 @@ proposes only cells the search may query: valid, in the benchmark table, never q
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
@@ -269,7 +269,7 @@ class BayesianOptimisation(_Observing):
                                           adapt_lr=1e-3, seed=int(rng.integers(2**31)))
         return [c for cell in cells if (c := self._accept(cell, taken, "bo")) is not None]
 
-    def pick(self, n: int, rng: np.random.Generator, exclude: set[str] = frozenset()) -> list[Candidate]:
+    def pick(self, n: int, rng: np.random.Generator, exclude: Collection[str] = ()) -> list[Candidate]:
         """The n candidates of highest expected improvement, none of them queried or in `exclude`."""
         pool = self._pool(rng, set(self.queried) | set(exclude))
         return self.surrogate.rank(self.history, pool, int(rng.integers(2**31)))[:n]
@@ -421,8 +421,10 @@ def make_strategy(cfg, domain: Domain, generator=None, encoder=None) -> Strategy
 
         return LMRanker(domain, generator, encoder, encoder.codebook_size, encoder.seq_len, s.lm_ranker, s.lm_guided)
     if s.strategy == "lm_guided":
-        surrogate = Surrogate(encoder, s.bo.fit_steps) if s.lm_guided.surrogate else None
         explorer = BayesianOptimisation(domain, encoder, s.bo, generator) if s.lm_guided.explore else None
+        surrogate = None
+        if s.lm_guided.surrogate:  # with an explorer, its surrogate: each cell is encoded once for both
+            surrogate = explorer.surrogate if explorer else Surrogate(encoder, s.bo.fit_steps)
         return LMGuided(domain, generator, s.lm_guided, surrogate, s.bo.initial, explorer)
     if s.strategy == "bo":
         return BayesianOptimisation(domain, encoder, s.bo, generator)
