@@ -162,9 +162,11 @@ class LMRankerConfig:
     name: str = "gpt2-tiny"  # the ranker: a preset of any family (archsweep.lm.models.PRESETS), trained each round
     context: int = 8  # history cells (code sequence + score) in a prompt; at ranking time the best so far
     candidates_per_prompt: int = 4
-    examples: int = 256  # ranking examples built from the queried cells each round
-    steps: int = 150  # optimiser steps per round, from scratch
-    lr: float = 1e-3
+    examples: int = 1024  # ranking examples built from the queried cells each round
+    steps: int = 150  # optimiser steps at the first ranked round
+    update_steps: int = 50  # optimiser steps each later round, continuing the ranker on the grown history
+    score_weight: float = 1.0  # weight of the loss on each context cell's score token (0: the answer's alone)
+    lr: float = 3e-3
     batch_size: int = 32
     pool: int = 64  # new cells sampled from the prior (lm_guided's sampling settings) that the ranker ranks
     initial: int = 16  # random queries before the first ranking (at least context + candidates_per_prompt)
@@ -287,6 +289,8 @@ RANGES = {
     "search.lm_ranker.candidates_per_prompt": (lambda v: v >= 2, ">= 2"),
     "search.lm_ranker.examples": (lambda v: v >= 1, ">= 1"),
     "search.lm_ranker.steps": (lambda v: v >= 0, ">= 0"),
+    "search.lm_ranker.update_steps": (lambda v: v >= 0, ">= 0"),
+    "search.lm_ranker.score_weight": (lambda v: v >= 0, ">= 0"),
     "search.lm_ranker.lr": (lambda v: v > 0, "> 0"),
     "search.lm_ranker.batch_size": (lambda v: v >= 1, ">= 1"),
     "search.lm_ranker.pool": (lambda v: v >= 1, ">= 1"),

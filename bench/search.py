@@ -40,9 +40,13 @@ def finished(spec) -> int:
     return sum(r.status == "TERMINATED" for r in ResultStore(directory).rows()) if directory.is_dir() else 0
 
 
-def ran(now: int, earlier: int, seconds: float) -> str:
+def ran(now: int, earlier: int, seconds: float, adopted: int = 0) -> str:
     parts = [f"{now} run in this call in {seconds:.0f} s on this machine"] if now else []
-    parts += [f"{earlier} finished in an earlier call of this command and read back"] if earlier else []
+    if earlier > adopted:
+        parts.append(f"{earlier - adopted} finished in an earlier call of this command and read back")
+    if adopted:
+        parts.append(f"{adopted} finished by earlier calls restricted to some datasets or strategies (their own "
+                     "blocks), with the identical configuration, and read back")
     return "; ".join(parts)
 
 
@@ -69,6 +73,45 @@ def generators(table: list[dict], dataset: str) -> str:
              f"(best validation cell {lines[g]['queries_to_val_optimum_reached']}/{lines[g]['seeds']})"
              for g in sorted(lines) if g.startswith(GENERATORS)]
     return f"{dataset}: seeds reaching the optimum within the budget, " + ", ".join(parts) if parts else ""
+
+
+def adopt(spec) -> int:
+    """Copy into this file's directory the searches that an earlier call restricted to some datasets or strategies
+    (a directory `<name>-...` beside it) finished with the identical configuration (read through today's config
+    schema, so keys added since take their defaults; the newest where several did), so that a full comparison reads
+    them back instead of running them again. Returns how many were adopted. A strategy whose code changed since
+    needs a fresh restricted call first."""
+    import shutil
+
+    from archsweep.config import from_dict, to_dict
+    from archsweep.search.run import state_path
+    from archsweep.tracking.store import ResultStore, Row
+
+    target = search_dir_of(spec)
+    store = ResultStore(target)
+    have = {r.trial_id for r in store.rows() if r.status == "TERMINATED"}
+    wanted = {rid: to_dict(cfg) for rid, cfg in spec.runs() if rid not in have}
+    found: dict[str, tuple] = {}  # run id -> (row, its directory): the newest finished one of the same config
+    for sibling in sorted(target.parent.glob(f"{spec.name}-*")):
+        if not (sibling / "results.db").is_file():
+            continue
+        for row in ResultStore(sibling).rows():
+            if row.status != "TERMINATED" or row.trial_id not in wanted:
+                continue
+            try:
+                same = to_dict(from_dict(row.config)) == wanted[row.trial_id]
+            except Exception:  # a config of an older schema: not comparable, so not adopted
+                same = False
+            if same and Path(row.paths.get("state", "")).is_file() and (
+                    row.trial_id not in found or row.updated > found[row.trial_id][0].updated):
+                found[row.trial_id] = (row, sibling)
+    for rid, (row, sibling) in found.items():
+        destination = state_path(target, rid).parent
+        shutil.rmtree(destination, ignore_errors=True)
+        shutil.copytree(Path(row.paths["state"]).parent, destination)
+        store.put(Row(rid, row.status, row.config, row.metrics,
+                      {"state": str(destination / "state.jsonl"), "adopted_from": str(sibling)}))
+    return len(found)
 
 
 def overrides(args) -> list[str]:
@@ -150,13 +193,14 @@ def main() -> None:
             "cell of the table, 5 queries a round, after 16 random queries, in the VQ-VAE's code vectors (the "
             "prior's), the continuous VAE's latent means (`bench/lm.py`'s VAE row) or adjacency + one-hot "
             "operations; rl_vq: REINFORCE with a Gaussian policy over the VQ representation, each sample rounded "
-            "to the nearest of 2,000 random cells; "
+            "to the nearest of 2,000 random table cells; "
             "lm_guided_surrogate: lm_guided with each round's new samples ranked by bo's DNGO instead of by sample "
             "count; lm_guided_explore: 10 random queries, then each round 7 of lm_guided's cells and 3 picked by a "
-            "bo over adjacency + one-hot (expected improvement over 1,000 random table cells); "
+            "bo over adjacency + one-hot (expected improvement over 1,000 random table cells; on NAS-Bench-101 over the whole table); "
             "lm_guided_surrogate_explore: the same with the generator's new samples ranked by the surrogate and bo's "
-            "picks from the whole table; lm_ranker: a gpt2-tiny retrained each round on 256 ranking examples "
-            "built from the queried cells, picking among 64 new prior samples. Wall time: mean over seeds of a search's rounds on its "
+            "picks from the whole table; lm_ranker: a gpt2-tiny trained on 1,024 ranking examples built from the "
+            "queried cells (150 steps at its first round, 50 more each later round), picking among 64 new prior "
+            "samples. Wall time: mean over seeds of a search's rounds on its "
             "driver actor (in brackets, the strategy's own propose step: model fits, LM adaptation and sampling), "
             "with the other searches sharing the machine's cores.\n")
     nb201 = None
@@ -166,6 +210,7 @@ def main() -> None:
         def show(done, total, finished, file=file):
             print(f"\r{file}: {done}/{total} queries, {finished} searches done", end="", file=sys.stderr, flush=True)
 
+        adopted = adopt(spec) if not (args.datasets or args.strategies) else 0
         earlier = finished(spec)
         start = time.perf_counter()
         run_searches(spec, progress=show)
@@ -175,7 +220,7 @@ def main() -> None:
         notes = [s for d in {line["dataset"] for line in table} for s in (speedup(table, d), generators(table, d)) if s]
         body += (f"\n#### {LABELS[spec.base.space]}\n\n`{file}`: {len(spec.runs())} searches, "
                  f"{spec.searches.seeds} seeds, budget {spec.base.search.budget} queries; "
-                 f"{ran(len(spec.runs()) - earlier, earlier, seconds)}.\n\n"
+                 f"{ran(len(spec.runs()) - earlier, earlier, seconds, adopted)}.\n\n"
                  + (f"Restricted to {', '.join(args.datasets or [])} {', '.join(args.strategies or [])} (searches "
                     f"named {spec.name}).\n\n" if args.datasets or args.strategies else "")
                  + markdown(table, budgets) + "\n" + "".join(f"- {n}\n" for n in sorted(notes)))

@@ -101,7 +101,7 @@ searches:
               search.encoding: adjacency, search.bo.initial: 10, search.bo.fit_steps: 50, search.bo.pool_size: 64}}
     bo: {{search.bo.pool: lm, search.bo.pool_size: 64, search.bo.initial: 10, search.bo.fit_steps: 50}}
     lm_ranker: {{search.lm_ranker.initial: 12, search.lm_ranker.context: 4, search.lm_ranker.steps: 20,
-                search.lm_ranker.examples: 64}}
+                search.lm_ranker.update_steps: 10, search.lm_ranker.examples: 64}}
   datasets: [cifar10, cifar100]
   seeds: 2
   report_budgets: [10, 25]
@@ -142,9 +142,9 @@ storage: {tmp_path / 'runs'}
     run_searches(spec)  # everything finished: read back, nothing runs again
     assert {r.trial_id: r.updated for r in ResultStore(tmp_path / "runs" / "s").rows()} == before
 
-    # lm_ranker retrains its ranker, and lm_guided's explorer refits its model, from the history each round: cut
-    # after a round that used them (and mid-write of the next), each continues into the same queries as an
-    # uninterrupted search
+    # lm_ranker trains its ranker on round after round (a restart replays the rounds before), and lm_guided's
+    # explorer refits its model from the history each round: cut after a round that used them (and mid-write of
+    # the next), each continues into the same queries as an uninterrupted search
     from archsweep.benchmarks import load_benchmark
     from archsweep.search.generator import Generator
     from archsweep.search.loop import lookup, search_loop

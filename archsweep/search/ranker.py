@@ -2,11 +2,15 @@
 (each cell's code sequence followed by its score) and a handful of candidates (each behind a marker), and
 answers with the marker of the candidate it expects to score best.
 
-Each round the ranker is trained from scratch (seeded: the same history gives the same ranker, so a restarted
-search continues exactly) on ranking examples built only from cells the search itself queried: a random context
-of the history, a few other queried cells as candidates, the best of them as the answer. It then ranks the new
-cells the LM prior samples (adapted to the best cells so far, as lm_guided does), with the best cells found so
-far as the context, and the n it rates highest are queried.
+The ranker learns only from cells the search itself queried: ranking examples of a random context of the history,
+a few other queried cells as candidates and the best of them as the answer. Besides the answer it learns, as an LM
+trained on the history's text would, to write each context cell's score after its codes: without that dense
+signal the answer alone left it near chance on unseen cells (bench/ranker.py, docs/BENCHMARKS.md). It is
+trained `steps` steps at the first ranked round and `update_steps` more each later round on fresh examples from
+the grown history, continuing (weights and optimiser); every round's training depends only on the history before
+it and the search seed, so a restarted search replays the earlier rounds' training and continues exactly. Each
+round it then ranks the new cells the LM prior samples (adapted to the best cells so far, as lm_guided does), with
+the best cells found so far as the context, and the n it rates highest are queried.
 
 Tokens: the prompt is spelled in the code-token vocabulary of a from-scratch preset, extended: codes 0..K-1, then
 `SCORE_BINS` score tokens (a cell's rank within the history, in tenths), `candidates_per_prompt` markers and one
@@ -40,6 +44,10 @@ class Prompts:
 
     def markers(self) -> list[int]:
         return list(range(self.marker0, self.marker0 + self.candidates))
+
+    def score_positions(self) -> list[int]:
+        """Where each context cell's score token stands in a prompt."""
+        return [i * (self.seq_len + 1) + self.seq_len for i in range(self.context)]
 
     def prompt(self, context: Sequence[tuple[Sequence[int], int]], candidates: Sequence[Sequence[int]]) -> list[int]:
         """context: (codes, score bin) pairs, shown in this order; candidates: code sequences behind markers."""
@@ -78,7 +86,8 @@ def training_examples(codes: Sequence[Sequence[int]], values: Sequence[float], p
 
 
 class Ranker:
-    """A preset LM trained on ranking examples; `scores(prompts)` -> the softmax over each prompt's markers."""
+    """A preset LM trained on ranking examples; `scores(prompts)` -> the softmax over each prompt's markers.
+    `fit` continues from the previous call (weights and AdamW state)."""
 
     def __init__(self, name: str, prompts: Prompts, seed: int, threads: int = 1):
         import torch
@@ -91,43 +100,62 @@ class Ranker:
         self.prompts, self.threads = prompts, threads
         torch.manual_seed(seed)
         self.lm = build(name, prompts.vocabulary, prompts.length)
+        self.optimizer = None
 
-    def _marker_logits(self, ids):
+    def _logits(self, ids):
+        """(logits over the markers at the answer, logits over the score tokens at each context score's place, or
+        None for an encoder-decoder)."""
         import torch
 
         from archsweep.lm.models import CodeTokenizer
 
-        offset = CodeTokenizer.OFFSET
-        markers = torch.tensor(self.prompts.markers()) + offset
+        offset, p = CodeTokenizer.OFFSET, self.prompts
+        markers = torch.tensor(p.markers()) + offset
         tokens = ids + offset
         bos = torch.full((len(ids), 1), CodeTokenizer.BOS, dtype=torch.long)
         if self.lm.seq2seq:
-            logits = self.lm.model(input_ids=tokens, decoder_input_ids=bos).logits[:, -1]
-        else:
-            logits = self.lm.model(input_ids=torch.cat([bos, tokens], 1)).logits[:, -1]
-        return logits[:, markers]
+            return self.lm.model(input_ids=tokens, decoder_input_ids=bos).logits[:, -1][:, markers], None
+        logits = self.lm.model(input_ids=torch.cat([bos, tokens], 1)).logits  # logits[:, j] predicts tokens[:, j]
+        scores = torch.arange(p.score0, p.score0 + SCORE_BINS) + offset
+        return logits[:, -1][:, markers], logits[:, p.score_positions()][:, :, scores]
 
-    def fit(self, rows: np.ndarray, answers: np.ndarray, steps: int, lr: float, batch: int, seed: int) -> float:
+    def fit(self, rows: np.ndarray, answers: np.ndarray, steps: int, lr: float, batch: int, seed: int,
+            score_weight: float = 1.0) -> float:
+        """`steps` AdamW steps on the answers' cross-entropy plus `score_weight` x that of each context cell's
+        score token. Dropout draws from `seed` alone, whatever ran before (a restarted search replays this call)."""
         import torch
 
         old = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         try:
-            rng = np.random.default_rng(seed)
-            ids, target = torch.from_numpy(rows), torch.from_numpy(answers)
-            optimizer = torch.optim.AdamW(self.lm.model.parameters(), lr=lr, weight_decay=0.01)
-            self.lm.model.train()
-            loss = torch.zeros(())
-            for _ in range(steps):
-                pick = torch.from_numpy(rng.choice(len(rows), size=min(batch, len(rows)), replace=False))
-                loss = torch.nn.functional.cross_entropy(self._marker_logits(ids[pick]), target[pick])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-            self.lm.model.eval()
-            return float(loss.detach())
+            with torch.random.fork_rng(devices=[]):  # the ranker runs on the CPU
+                torch.manual_seed(seed)
+                return self._fit(torch.from_numpy(rows), torch.from_numpy(answers), steps, lr, batch,
+                                 np.random.default_rng(seed), score_weight)
         finally:
             torch.set_num_threads(old)
+
+    def _fit(self, ids, target, steps: int, lr: float, batch: int, rng: np.random.Generator,
+             score_weight: float) -> float:
+        import torch
+
+        context_scores = ids[:, self.prompts.score_positions()] - self.prompts.score0
+        if self.optimizer is None:
+            self.optimizer = torch.optim.AdamW(self.lm.model.parameters(), lr=lr, weight_decay=0.01)
+        self.lm.model.train()
+        loss = torch.zeros(())
+        for _ in range(steps):
+            pick = torch.from_numpy(rng.choice(len(ids), size=min(batch, len(ids)), replace=False))
+            answer, scores = self._logits(ids[pick])
+            loss = torch.nn.functional.cross_entropy(answer, target[pick])
+            if scores is not None and score_weight:
+                loss = loss + score_weight * torch.nn.functional.cross_entropy(
+                    scores.reshape(-1, SCORE_BINS), context_scores[pick].reshape(-1))
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+        self.lm.model.eval()
+        return float(loss.detach())
 
     def scores(self, rows: np.ndarray) -> np.ndarray:
         import torch
@@ -136,7 +164,7 @@ class Ranker:
         torch.set_num_threads(self.threads)
         try:
             with torch.no_grad():
-                return torch.softmax(self._marker_logits(torch.from_numpy(rows)), -1).double().numpy()
+                return torch.softmax(self._logits(torch.from_numpy(rows))[0], -1).double().numpy()
         finally:
             torch.set_num_threads(old)
 
@@ -148,10 +176,13 @@ class LMRanker(_Observing):
     name = "lm_ranker"
 
     def __init__(self, domain: Domain, generator, encode_codes, codebook_size: int, seq_len: int, settings,
-                 guide_settings):
+                 guide_settings, seed: int):
         super().__init__(domain)
         self.generator, self.encode_codes, self.settings, self.guide = generator, encode_codes, settings, guide_settings
         self.prompts = Prompts(codebook_size, seq_len, settings.context, settings.candidates_per_prompt)
+        self.seed = seed
+        self.ranker: Ranker | None = None
+        self._trained = -1  # the last round whose training the ranker holds
         self._codes: dict[str, tuple[int, ...]] = {}
 
     def codes(self, items: Sequence[Candidate | Query]) -> list[tuple[int, ...]]:
@@ -175,16 +206,35 @@ class LMRanker(_Observing):
                 out.append(c)
         return out
 
-    def propose(self, n: int, rng: np.random.Generator) -> list[Candidate]:
+    def _need(self) -> int:
+        return max(self.settings.initial, self.prompts.context + self.prompts.candidates)
+
+    def _train(self, round_: int) -> None:
+        """Bring the ranker up to the start of `round_`: each round from the first ranked one on trains it once, on
+        examples from the history before that round, seeded by the search seed and the round (so a restarted
+        search, which observed its whole history at once, replays the rounds it ran before)."""
         s, p = self.settings, self.prompts
+        for t in range(self._trained + 1, round_ + 1):
+            before = [q for q in self.history if q.round < t]
+            if len(before) < self._need():
+                continue
+            seed = int(np.random.default_rng([self.seed, t, 1]).integers(2**31))
+            steps = s.steps if self.ranker is None else s.update_steps
+            if self.ranker is None:
+                self.ranker = Ranker(s.name, p, self.seed)
+            rows, answers = training_examples(self.codes(before), [q.val for q in before], p, s.examples,
+                                              np.random.default_rng(seed))
+            self.ranker.fit(rows, answers, steps, s.lr, s.batch_size, seed, s.score_weight)
+        self._trained = max(self._trained, round_)
+
+    def propose(self, n: int, rng: np.random.Generator) -> list[Candidate]:
+        p = self.prompts
         taken = set(self.queried)
-        if len(self.history) < max(s.initial, p.context + p.candidates):
-            return self._random(min(n, max(s.initial, p.context + p.candidates) - len(self.history)), rng, taken)
-        seed = int(rng.integers(2**31))
+        if len(self.history) < self._need():
+            return self._random(min(n, self._need() - len(self.history)), rng, taken)
+        self._train(max(q.round for q in self.history) + 1)
+        ranker = self.ranker
         codes, values = self.codes(self.history), [q.val for q in self.history]
-        rows, answers = training_examples(codes, values, p, s.examples, np.random.default_rng(seed))
-        ranker = Ranker(s.name, p, seed)
-        ranker.fit(rows, answers, s.steps, s.lr, s.batch_size, seed)
         pool = self._samples(rng, set(taken))
         out: list[Candidate] = []
         if pool:

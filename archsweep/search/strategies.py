@@ -113,6 +113,20 @@ class _Observing:
         return out
 
 
+    def _from_table(self, n: int, rng: np.random.Generator, taken: set[str], source: str) -> list[Candidate]:
+        """n cells drawn uniformly from the table's cells not in `taken`: cheap on a subset table, where the space's
+        own sampler would mostly draw cells the table lacks (NAS-Bench-101's 30k table: 1 draw in ~44 is in it)."""
+        table, out = self.domain.table(), []
+        for i in rng.permutation(len(table)):
+            if len(out) == n:
+                break
+            cell, key = table[i]
+            if key not in taken:
+                taken.add(key)
+                out.append(Candidate(cell, key, source))
+        return out
+
+
 class RandomSearch(_Observing):
     """Uniform over the space's valid cells (the benchmark authors' sampler), skipping cells already queried and,
     on a subset table, cells the table lacks."""
@@ -285,7 +299,8 @@ class BayesianOptimisation(_Observing):
 
 class Reinforce(_Observing):
     """REINFORCE in a representation, as arch2vec's RL search: a Gaussian policy N(mu, diag(sigma^2)) over the
-    standardised encodings. Each proposal is the not-yet-queried cell of a fresh random pool nearest to a sample
+    standardised encodings. Each proposal is the not-yet-queried cell of a fresh pool (random cells of the table,
+    uniform over its distinct cells) nearest to a sample
     of the policy; the queried cell's encoding is the action, so after each round mu and log sigma take one Adam
     step on -mean((accuracy - baseline) * log p(action)) (baseline: a moving average of the rewards). The policy
     is a function of the history alone, rebuilt exactly by observing it again."""
@@ -297,7 +312,7 @@ class Reinforce(_Observing):
 
         super().__init__(domain)
         self.encoder, self.settings = encoder, settings
-        reference = self._random(settings.pool_size, np.random.default_rng([seed, 7]), set())
+        reference = self._from_table(settings.pool_size, np.random.default_rng([seed, 7]), set(), "rl")
         x = encoder([c.cell for c in reference])
         self.center, self.scale = x.mean(0), x.std(0) + 1e-6
         self.mu = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
@@ -327,7 +342,7 @@ class Reinforce(_Observing):
 
     def propose(self, n: int, rng: np.random.Generator) -> list[Candidate]:
         taken = set(self.queried)
-        pool = self._random(self.settings.pool_size, rng, set(taken), "rl")
+        pool = self._from_table(self.settings.pool_size, rng, set(taken), "rl")
         if not pool:
             return []
         x = self._standard([c.cell for c in pool])
@@ -419,7 +434,8 @@ def make_strategy(cfg, domain: Domain, generator=None, encoder=None) -> Strategy
     if s.strategy == "lm_ranker":
         from archsweep.search.ranker import LMRanker
 
-        return LMRanker(domain, generator, encoder, encoder.codebook_size, encoder.seq_len, s.lm_ranker, s.lm_guided)
+        return LMRanker(domain, generator, encoder, encoder.codebook_size, encoder.seq_len, s.lm_ranker, s.lm_guided,
+                        s.seed)
     if s.strategy == "lm_guided":
         explorer = BayesianOptimisation(domain, encoder, s.bo, generator) if s.lm_guided.explore else None
         surrogate = None
