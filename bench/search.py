@@ -13,6 +13,7 @@ are read back from their directory, so an interrupted call continues.
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import sys
 import time
@@ -75,6 +76,25 @@ def generators(table: list[dict], dataset: str) -> str:
     return f"{dataset}: seeds reaching the optimum within the budget, " + ", ".join(parts) if parts else ""
 
 
+def relevant(config: dict) -> dict:
+    """A search's configuration without the settings its strategy never reads (another strategy's section; the
+    pipeline's stages, which a search with a prior does not run), so that a default changed since for another
+    strategy does not make two identical searches look different."""
+    c = copy.deepcopy(config)
+    s = c["search"]
+    strategy, guide = s["strategy"], s["lm_guided"]
+    helped = strategy == "lm_guided" and (guide["surrogate"] or guide["explore"])
+    for section, readers in (("lm_ranker", strategy == "lm_ranker"), ("rl", strategy == "rl"),
+                             ("evolution", strategy == "regularized_evolution"), ("bo", strategy == "bo" or helped)):
+        if not readers:
+            s.pop(section)
+    if strategy not in ("lm_guided", "lm_ranker") and not (strategy == "bo" and s["bo"]["pool"] == "lm"):
+        s["lm_guided"] = {"prior": guide["prior"]}  # bo and rl read their VQ-VAE from the prior
+    for section in ("vqvae", "train", "lm", "sample"):
+        c.pop(section, None)
+    return c
+
+
 def adopt(spec) -> int:
     """Copy into this file's directory the searches that an earlier call restricted to some datasets or strategies
     (a directory `<name>-...` beside it) finished with the identical configuration (read through today's config
@@ -90,7 +110,7 @@ def adopt(spec) -> int:
     target = search_dir_of(spec)
     store = ResultStore(target)
     have = {r.trial_id for r in store.rows() if r.status == "TERMINATED"}
-    wanted = {rid: to_dict(cfg) for rid, cfg in spec.runs() if rid not in have}
+    wanted = {rid: relevant(to_dict(cfg)) for rid, cfg in spec.runs() if rid not in have}
     found: dict[str, tuple] = {}  # run id -> (row, its directory): the newest finished one of the same config
     for sibling in sorted(target.parent.glob(f"{spec.name}-*")):
         if not (sibling / "results.db").is_file():
@@ -99,7 +119,7 @@ def adopt(spec) -> int:
             if row.status != "TERMINATED" or row.trial_id not in wanted:
                 continue
             try:
-                same = to_dict(from_dict(row.config)) == wanted[row.trial_id]
+                same = relevant(to_dict(from_dict(row.config))) == wanted[row.trial_id]
             except Exception:  # a config of an older schema: not comparable, so not adopted
                 same = False
             if same and Path(row.paths.get("state", "")).is_file() and (

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from archsweep.config import load_config
 from archsweep.search.loop import SearchState
+
+ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.ray
 
@@ -178,6 +181,55 @@ storage: {tmp_path / 'runs'}
     # with fallbacks: a 1-epoch prior repeats itself
     assert "lm_ranker" in {q.source for q in wholes["lm_ranker-cifar10-s1"].history[12:22]}
     assert "bo" in {q.source for q in wholes["explore-cifar10-s1"].history[20:]}  # past the cut
+
+
+def test_the_search_bench_adopts_what_restricted_calls_finished_with_the_same_settings(local_ray, data_dir,
+                                                                                         tmp_path):
+    """bench/search.py's full comparison reads back the searches that runs cut to some strategies finished (the
+    newest where several did) when their settings match, another strategy's defaults aside, and runs the rest."""
+    import importlib.util
+
+    from archsweep.search.loop import SearchState
+    from archsweep.search.run import run_searches, search_dir_of
+    from archsweep.search.spec import load_search_file
+    from archsweep.tracking.store import ResultStore
+
+    module = importlib.util.spec_from_file_location("bench_search", ROOT / "bench" / "search.py")
+    bench = importlib.util.module_from_spec(module)
+    module.loader.exec_module(bench)
+    path = tmp_path / "s.yaml"
+    path.write_text(f"""name: s
+space: nasbench201
+search: {{budget: 12, batch_size: 4}}
+searches:
+  strategies: {{random: {{}}, regularized_evolution: {{search.evolution.population: 6}}}}
+  datasets: [cifar10]
+  seeds: 2
+  report_budgets: [12]
+tracking: {{wandb: false}}
+storage: {tmp_path / 'runs'}
+""")
+
+    def spec(*overrides):
+        return load_search_file(path, list(overrides))
+
+    # random, twice (the later call wins), and REA with another population: cut files with names of their own
+    run_searches(spec("name=s-random-old", "searches.strategies={random: {}}"))
+    run_searches(spec("name=s-random", "searches.strategies={random: {}}", "search.lm_ranker.steps=7"))
+    run_searches(spec("name=s-rea", "searches.strategies={regularized_evolution: {search.evolution.population: 5}}"))
+    full = spec()
+    assert bench.adopt(full) == 2
+    rows = {r.trial_id: r for r in ResultStore(search_dir_of(full)).rows()}
+    assert set(rows) == {"random-cifar10-s0", "random-cifar10-s1"}
+    assert all(r.paths["adopted_from"].endswith("/s-random") for r in rows.values())
+    source = SearchState.load(tmp_path / "runs" / "s-random" / "runs" / "random-cifar10-s1" / "state.jsonl")
+    adopted = SearchState.load(rows["random-cifar10-s1"].paths["state"])
+    assert [q.key for q in adopted.history] == [q.key for q in source.history] and len(adopted.history) == 12
+    run_searches(full)  # runs REA (its population differs from the cut run's) and reads random back
+    after = {r.trial_id: r for r in ResultStore(search_dir_of(full)).rows()}
+    assert {k: after[k].updated for k in rows} == {k: r.updated for k, r in rows.items()}
+    assert {r.status for r in after.values()} == {"TERMINATED"} and len(after) == 4
+    assert bench.adopt(full) == 0
 
 
 def test_a_space_too_large_to_enumerate_trains_on_a_sampled_set_and_reports_no_accuracy(local_ray, tmp_path):
