@@ -103,7 +103,7 @@ def adopt(spec) -> int:
     needs a fresh restricted call first."""
     import shutil
 
-    from archsweep.config import from_dict, to_dict
+    from archsweep.config import ConfigError, from_dict, to_dict
     from archsweep.search.run import state_path
     from archsweep.tracking.store import ResultStore, Row
 
@@ -120,7 +120,7 @@ def adopt(spec) -> int:
                 continue
             try:
                 same = relevant(to_dict(from_dict(row.config))) == wanted[row.trial_id]
-            except Exception:  # a config of an older schema: not comparable, so not adopted
+            except ConfigError:  # a config of an older schema: not comparable, so not adopted
                 same = False
             if same and Path(row.paths.get("state", "")).is_file() and (
                     row.trial_id not in found or row.updated > found[row.trial_id][0].updated):
