@@ -1,6 +1,7 @@
 """Measure lm_ranker's ranker on cells it never saw: trained as the strategy trains it on the first n queried cells
 of a search (here: n random cells of NAS-Bench-201), then asked to pick the best of 4 in prompts built from 1,000
-other cells, with and without the loss on the context cells' score tokens. Chance is 1 in 4.
+other cells, with and without the loss on the context cells' score tokens. Chance is 1 in 4. For reference, the
+predictor bo uses (DNGO) on the same cells' VQ code vectors, picking the best of 4 held-out cells by its mean.
 
     python bench/ranker.py [--seeds 3] [--write]
 
@@ -21,8 +22,9 @@ from _report import ROOT, header, write_block
 
 from archsweep.benchmarks import load_benchmark
 from archsweep.config import LMRankerConfig
-from archsweep.search.encodings import CodeEncoder
+from archsweep.search.encodings import CodeEncoder, Encoder
 from archsweep.search.generator import resolve_prior
+from archsweep.search.predictor import DNGO
 from archsweep.search.ranker import Prompts, Ranker, training_examples
 from archsweep.search.strategies import Domain
 from archsweep.spaces import get_space
@@ -39,6 +41,15 @@ def accuracy(codes, values, n: int, score_weight: float, seed: int, s: LMRankerC
     return float((ranker.scores(test).argmax(1) == truth).mean())
 
 
+def dngo_accuracy(vectors: np.ndarray, values, n: int, seed: int, candidates: int) -> float:
+    """DNGO fitted on the first n cells picks the best of `candidates` random held-out cells, 500 times."""
+    mean, _ = DNGO(seed=seed).fit(vectors[:n], values[:n]).predict(vectors[n:])
+    truth = np.asarray(values[n:])
+    rng = np.random.default_rng(seed + 2000)
+    picks = [rng.choice(len(truth), candidates, replace=False) for _ in range(500)]
+    return float(np.mean([np.argmax(mean[p]) == np.argmax(truth[p]) for p in picks]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
@@ -50,8 +61,9 @@ def main() -> None:
     table = Domain(benchmark).table()
     stage = resolve_prior(str(ROOT / "runs/bench-lm/nasbench201/vqvae"))[1]
     encoder = CodeEncoder(get_space("nasbench201"), stage / "model.pt")
+    vq = Encoder(get_space("nasbench201"), "vq", stage / "model.pt")
     prompts = Prompts(encoder.codebook_size, encoder.seq_len, s.context, s.candidates_per_prompt)
-    results: dict[tuple[int, float], list[float]] = {}
+    results: dict[tuple[int, float | str], list[float]] = {}
     start = time.perf_counter()
     for seed in range(args.seeds):
         pick = np.random.default_rng(seed).choice(len(table), max(HISTORY) + HELD_OUT, replace=False)
@@ -59,16 +71,22 @@ def main() -> None:
         values = [benchmark.lookup(benchmark.entry(table[i][1]), args.dataset, "val") for i in pick]
         codes = [tuple(int(x) for x in c) for c in encoder(cells)]
         held = codes[max(HISTORY):], values[max(HISTORY):]
+        vectors = vq(cells)
         for n in HISTORY:
+            rows = np.concatenate([vectors[:n], vectors[max(HISTORY):]])
+            results.setdefault((n, "dngo"), []).append(
+                dngo_accuracy(rows, values[:n] + held[1], n, seed, s.candidates_per_prompt))
             for weight in (0.0, s.score_weight):
                 acc = accuracy(codes[:n] + held[0], values[:n] + held[1], n, weight, seed, s, prompts)
                 results.setdefault((n, weight), []).append(acc)
                 print(f"seed {seed} history {n} score weight {weight}: {acc:.3f}", file=sys.stderr, flush=True)
     seconds = time.perf_counter() - start
-    lines = ["| queried cells it learns from | answer loss alone | answer + score tokens |", "|---|---|---|"]
+    lines = [("| queried cells it learns from | ranker: answer loss alone | ranker: answer + score tokens | DNGO on "
+              "the VQ code vectors (reference) |"), "|---|---|---|---|"]
     for n in HISTORY:
-        cell = [f"{np.mean(results[(n, w)]):.3f} ± {np.std(results[(n, w)]):.3f}" for w in (0.0, s.score_weight)]
-        lines.append(f"| {n} | {cell[0]} | {cell[1]} |")
+        cell = [f"{np.mean(results[(n, w)]):.3f} ± {np.std(results[(n, w)]):.3f}"
+                for w in (0.0, s.score_weight, "dngo")]
+        lines.append(f"| {n} | {' | '.join(cell)} |")
     body = ("### lm_ranker's ranker on unseen cells (NAS-Bench-201 " + args.dataset + ")\n\n" + header() + "\n"
             f"The ranker as lm_ranker builds it ({s.name}, {s.examples} ranking examples from the queried cells, "
             f"{s.steps} AdamW steps at lr {s.lr}, context {s.context}, {s.candidates_per_prompt} candidates a "
