@@ -7,8 +7,9 @@ in the report and on every figure.
 1. Generation: each generation sweep runs (as `archsweep sweep`); the table reads its trials at the sweep's base
    codebook size K, sequence length L and LM; the K and L ablations read the trials varying one of them; the
    reference LM is sampled again at each temperature.
-2. NAS: each search file runs (as `archsweep search`), lm_guided sampling the reference LM of the generation sweep
-   it names; the table and the best-so-far curves (mean ± std over seeds) per dataset.
+2. NAS: each search file runs (as `archsweep search`), its model-based strategies using the reference trial (LM
+   prior and VQ-VAE) of the generation sweep it names; the table (with each strategy's wall time on its driver
+   actor) and the best-so-far curves (mean ± std over seeds) per dataset.
 3. Performance: NAS-Bench-101 enumeration, VQ-VAE graphs/s on 1 vs 2 Ray Train workers, LM tokens/s and model FLOPs
    utilisation against this machine's measured matrix-multiply peak (and on a GPU when there is one: bf16,
    DeepSpeed ZeRO-2 vs ZeRO-0 data parallel), sampling architectures/s, the sweep's overhead over calling the
@@ -142,7 +143,8 @@ def search_section(entry, spec, generated: dict, storage: str, figures: Path, fo
     png = plot_curves(rows, figures / f"search-{search.name}.png", footer)
     text = (f"### {search.base.space}: {search.name}\n\n`{rel(search.source)}`: {len(rows)} searches (seeds: "
             f"{search.searches.seeds}, budget: {search.base.search.budget} queries)"
-            + (f"; lm_guided samples the reference LM of `{entry.prior}`" if entry.prior else "") + ".\n\n"
+            + (f"; the strategies that use a trained model (lm_guided, lm_ranker: the LM prior; bo and rl over vq: "
+               f"its VQ-VAE) use the reference trial of `{entry.prior}`" if entry.prior else "") + ".\n\n"
             + markdown(aggregate(rows, budgets), budgets)
             + (f"\n![{search.name}]({link(png, spec)})\n" if png else ""))
     return say(text)
