@@ -112,7 +112,6 @@ class _Observing:
                 out.append(c)
         return out
 
-
     def _from_table(self, n: int, rng: np.random.Generator, taken: set[str], source: str) -> list[Candidate]:
         """n cells drawn uniformly from the table's cells not in `taken`: cheap on a subset table, where the space's
         own sampler would mostly draw cells the table lacks (NAS-Bench-101's 30k table: 1 draw in ~44 is in it)."""
@@ -299,11 +298,11 @@ class BayesianOptimisation(_Observing):
 
 class Reinforce(_Observing):
     """REINFORCE in a representation, as arch2vec's RL search: a Gaussian policy N(mu, diag(sigma^2)) over the
-    standardised encodings. Each proposal is the not-yet-queried cell of a fresh pool (random cells of the table,
-    uniform over its distinct cells) nearest to a sample
-    of the policy; the queried cell's encoding is the action, so after each round mu and log sigma take one Adam
-    step on -mean((accuracy - baseline) * log p(action)) (baseline: a moving average of the rewards). The policy
-    is a function of the history alone, rebuilt exactly by observing it again."""
+    standardised encodings. Each proposal is the not-yet-queried cell nearest to a sample of the policy among a
+    fresh pool (random cells of the table, uniform over its distinct cells); the queried cell's encoding is the
+    action, so after each round mu and log sigma take one Adam step on -mean((accuracy - baseline) * log p(action))
+    (baseline: a moving average of the rewards). The policy is a function of the history alone, rebuilt exactly by
+    observing it again."""
 
     name = "rl"
 
