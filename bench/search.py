@@ -47,7 +47,7 @@ def ran(now: int, earlier: int, seconds: float, adopted: int = 0) -> str:
         parts.append(f"{earlier - adopted} finished in an earlier call of this command and read back")
     if adopted:
         parts.append(f"{adopted} finished by earlier calls restricted to some datasets or strategies (their own "
-                     "blocks), with the identical configuration, and read back")
+                     "blocks) with the same settings, and read back")
     return "; ".join(parts)
 
 
@@ -97,7 +97,7 @@ def relevant(config: dict) -> dict:
 
 def adopt(spec) -> int:
     """Copy into this file's directory the searches that an earlier call restricted to some datasets or strategies
-    (a directory `<name>-...` beside it) finished with the identical configuration (read through today's config
+    (a directory `<name>-...` beside it) finished with the same settings (`relevant`, read through today's config
     schema, so keys added since take their defaults; the newest where several did), so that a full comparison reads
     them back instead of running them again. Returns how many were adopted. A strategy whose code changed since
     needs a fresh restricted call first."""
@@ -216,7 +216,8 @@ def main() -> None:
             "to the nearest of 2,000 random table cells; "
             "lm_guided_surrogate: lm_guided with each round's new samples ranked by bo's DNGO instead of by sample "
             "count; lm_guided_explore: 10 random queries, then each round 7 of lm_guided's cells and 3 picked by a "
-            "bo over adjacency + one-hot (expected improvement over 1,000 random table cells; on NAS-Bench-101 over the whole table); "
+            "bo over adjacency + one-hot (expected improvement over 1,000 random table cells; on NAS-Bench-101 over "
+            "the whole table); "
             "lm_guided_surrogate_explore: the same with the generator's new samples ranked by the surrogate and bo's "
             "picks from the whole table; lm_ranker: a gpt2-tiny trained on 1,024 ranking examples built from the "
             "queried cells (150 steps at its first round, 50 more each later round), picking among 64 new prior "
