@@ -13,7 +13,6 @@ are read back from their directory, so an interrupted call continues.
 from __future__ import annotations
 
 import argparse
-import copy
 import math
 import sys
 import time
@@ -76,22 +75,25 @@ def generators(table: list[dict], dataset: str) -> str:
     return f"{dataset}: seeds reaching the optimum within the budget, " + ", ".join(parts) if parts else ""
 
 
-def relevant(config: dict) -> dict:
+def relevant(cfg) -> dict:
     """A search's configuration without the settings its strategy never reads (another strategy's section; the
     pipeline's stages, which a search with a prior does not run), so that a default changed since for another
     strategy does not make two identical searches look different."""
-    c = copy.deepcopy(config)
+    from archsweep.config import to_dict
+    from archsweep.search.strategies import needs_generator, uses_encoder
+
+    c, strategy = to_dict(cfg), cfg.search.strategy
     s = c["search"]
-    strategy, guide = s["strategy"], s["lm_guided"]
-    helped = strategy == "lm_guided" and (guide["surrogate"] or guide["explore"])
-    for section, readers in (("lm_ranker", strategy == "lm_ranker"), ("rl", strategy == "rl"),
-                             ("evolution", strategy == "regularized_evolution"), ("bo", strategy == "bo" or helped)):
-        if not readers:
+    readers = {"lm_ranker": strategy == "lm_ranker", "rl": strategy == "rl",
+               "evolution": strategy == "regularized_evolution",
+               "bo": strategy == "bo" or (strategy == "lm_guided" and uses_encoder(cfg))}  # its surrogate, explorer
+    for section, read in readers.items():
+        if not read:
             s.pop(section)
-    if strategy not in ("lm_guided", "lm_ranker") and not (strategy == "bo" and s["bo"]["pool"] == "lm"):
-        s["lm_guided"] = {"prior": guide["prior"]}  # bo and rl read their VQ-VAE from the prior
+    if not needs_generator(cfg):
+        s["lm_guided"] = {"prior": s["lm_guided"]["prior"]}  # bo and rl read their VQ-VAE from the prior
     for section in ("vqvae", "train", "lm", "sample"):
-        c.pop(section, None)
+        c.pop(section)
     return c
 
 
@@ -103,14 +105,14 @@ def adopt(spec) -> int:
     needs a fresh restricted call first."""
     import shutil
 
-    from archsweep.config import ConfigError, from_dict, to_dict
+    from archsweep.config import ConfigError, from_dict
     from archsweep.search.run import state_path
     from archsweep.tracking.store import ResultStore, Row
 
     target = search_dir_of(spec)
     store = ResultStore(target)
     have = {r.trial_id for r in store.rows() if r.status == "TERMINATED"}
-    wanted = {rid: relevant(to_dict(cfg)) for rid, cfg in spec.runs() if rid not in have}
+    wanted = {rid: relevant(cfg) for rid, cfg in spec.runs() if rid not in have}
     found: dict[str, tuple] = {}  # run id -> (row, its directory): the newest finished one of the same config
     for sibling in sorted(target.parent.glob(f"{spec.name}-*")):
         if not (sibling / "results.db").is_file():
@@ -119,7 +121,7 @@ def adopt(spec) -> int:
             if row.status != "TERMINATED" or row.trial_id not in wanted:
                 continue
             try:
-                same = relevant(to_dict(from_dict(row.config))) == wanted[row.trial_id]
+                same = relevant(from_dict(row.config)) == wanted[row.trial_id]
             except ConfigError:  # a config of an older schema: not comparable, so not adopted
                 same = False
             if same and Path(row.paths.get("state", "")).is_file() and (
