@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ROOT, header, write_block
+from _report import ROOT, header, machine, write_block
 
 from archsweep.runtime import init_local_ray
-from archsweep.search.report import markdown, write_report
+from archsweep.search.report import markdown, plot_curves, write_report
 from archsweep.search.run import run_searches, search_dir_of
 from archsweep.search.spec import load_search_file
 
@@ -243,12 +243,20 @@ def main() -> None:
         budgets = spec.searches.report_budgets
         table, files = write_report(search_dir_of(spec), budgets)
         notes = [s for d in {line["dataset"] for line in table} for s in (speedup(table, d), generators(table, d)) if s]
+        figure = ""
+        if args.write and not (args.datasets or args.strategies):  # the full comparison's curves go beside its table
+            from archsweep.tracking.store import ResultStore
+
+            head = header().splitlines()
+            png = plot_curves(ResultStore(search_dir_of(spec)).rows(), ROOT / "docs" / "benchmarks" / f"{spec.name}.png",
+                              f"{head[2][2:]} | {machine()} | {head[1][2:]}")
+            figure = f"\nBest-so-far curves (mean ± std over seeds): ![{spec.name}](benchmarks/{png.name})\n" if png else ""
         body += (f"\n#### {LABELS[spec.base.space]}\n\n`{file}`: {len(spec.runs())} searches, "
                  f"{spec.searches.seeds} seeds, budget {spec.base.search.budget} queries; "
                  f"{ran(len(spec.runs()) - earlier, earlier, seconds, adopted)}.\n\n"
                  + (f"Restricted to {', '.join(args.datasets or [])} {', '.join(args.strategies or [])} (searches "
                     f"named {spec.name}).\n\n" if args.datasets or args.strategies else "")
-                 + markdown(table, budgets) + "\n" + "".join(f"- {n}\n" for n in sorted(notes)))
+                 + markdown(table, budgets) + "\n" + "".join(f"- {n}\n" for n in sorted(notes)) + figure)
         print(f"\n{file}: report in {files[0].parent}", file=sys.stderr)
     if args.optimum_budget and nb201 is not None and {"lm_guided", "regularized_evolution"} <= set(
             nb201.searches.strategies) and "cifar10" in nb201.searches.datasets:

@@ -142,8 +142,13 @@ def plot_curves(rows, path: Path, footer: str = "") -> Path | None:
         series[(row.config["search"]["dataset"], _label(row))].append(values)
     if not series:
         return None
-    datasets = sorted({d for d, _ in series})
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
+    datasets = sorted({d for d, _ in series}, key=str.lower)
+    labels = sorted({label for _, label in series})
+    palette = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    color = {label: palette(i % palette.N) for i, label in enumerate(labels)}  # one colour per strategy in every panel
+    below = len(labels) > 4  # a long legend goes under its panel instead of over the curves
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4 + below * 0.22 * ((len(labels) + 1) // 2)),
+                             squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         low, high = [], []
         for (d, label), runs in sorted(series.items()):
@@ -153,13 +158,14 @@ def plot_curves(rows, path: Path, footer: str = "") -> Path | None:
             stack = np.stack([r[:n] for r in runs])
             mean, std = stack.mean(0), stack.std(0)
             x = np.arange(1, n + 1)
-            ax.plot(x, mean, label=f"{label} ({len(runs)} seeds)")
-            ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+            ax.plot(x, mean, label=f"{label} ({len(runs)} seeds)", color=color[label])
+            ax.fill_between(x, mean - std, mean + std, alpha=0.2 if len(labels) <= 4 else 0.07, color=color[label])
             low.append(mean[min(n - 1, n // 10)])  # the first tenth of the budget off the scale
             high.append((mean + std)[n // 10:].max())
         ax.set_ylim(min(low) - 0.5, max(high) + 0.2)
         ax.set(title=dataset, xlabel="benchmark queries", ylabel="accuracy of best-by-validation cell (%)")
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="x-small" if below else "small", ncols=2 if below else 1,
+                  **({"loc": "upper center", "bbox_to_anchor": (0.5, -0.14)} if below else {}))
     if footer:
         from archsweep.tracking.reproduce import save
 
