@@ -40,14 +40,29 @@ def finished(spec) -> int:
     return sum(r.status == "TERMINATED" for r in ResultStore(directory).rows()) if directory.is_dir() else 0
 
 
-def ran(now: int, earlier: int, seconds: float, adopted: int = 0) -> str:
+def ran(now: int, earlier: int, seconds: float, adopted: dict[str, int] | None = None) -> str:
+    """How the searches of a block came to be: run now, read back from an earlier call, or adopted (`adopted`:
+    searches per restricted call's directory)."""
+    adopted = adopted or {}
+    total = sum(adopted.values())
     parts = [f"{now} run in this call in {seconds:.0f} s on this machine"] if now else []
-    if earlier > adopted:
-        parts.append(f"{earlier - adopted} finished in an earlier call of this command and read back")
-    if adopted:
-        parts.append(f"{adopted} finished by earlier calls restricted to some datasets or strategies (their own "
-                     "blocks) with the same settings, and read back")
+    if earlier > total:
+        parts.append(f"{earlier - total} finished in an earlier call of this command and read back")
+    if total:
+        parts.append(f"{total} finished by earlier calls restricted to some datasets or strategies with the same "
+                     "settings, and read back (their wall times are those calls'): " + ", ".join(
+                         f"{n} from {name}" for name, n in sorted(adopted.items())))
     return "; ".join(parts)
+
+
+def provenance(directory: Path) -> dict[str, int]:
+    """Finished searches of a directory that `adopt` copied in, per directory they came from."""
+    from collections import Counter
+
+    from archsweep.tracking.store import ResultStore
+
+    return dict(Counter(Path(r.paths["adopted_from"]).name for r in ResultStore(directory).rows()
+                        if r.status == "TERMINATED" and "adopted_from" in r.paths)) if directory.is_dir() else {}
 
 
 def speedup(table: list[dict], dataset: str) -> str:
@@ -99,10 +114,10 @@ def relevant(cfg) -> dict:
 
 def adopt(spec, siblings: str = "") -> int:
     """Copy into this file's directory the searches that an earlier call restricted to some datasets or strategies
-    (a directory `<name>-...` beside it, or those matching the glob `siblings`) finished with the same settings (`relevant`, read through today's config
-    schema, so keys added since take their defaults; the newest where several did), so that a full comparison reads
-    them back instead of running them again. Returns how many were adopted. A strategy whose code changed since
-    needs a fresh restricted call first."""
+    (a directory `<name>-...` beside it, or those matching the glob `siblings`) finished with the same settings
+    (`relevant`, read through today's config schema, so keys added since take their defaults; the newest where several
+    did), so that a full comparison reads them back instead of running them again. Returns how many were adopted. A
+    strategy whose code changed since needs a fresh restricted call first."""
     import shutil
 
     from archsweep.config import ConfigError, from_dict
@@ -170,7 +185,8 @@ def optimum_supplement(args, main) -> str:
         "searches.strategies={regularized_evolution: {search.batch_size: 1}}",
         f"searches.report_budgets=[{args.optimum_budget}]"])
     # a call restricted to some datasets or strategies that included CIFAR-10 ran the same longer searches
-    adopted = 0 if args.datasets or args.strategies else adopt(long, f"{main.name}-*-rea-{args.optimum_budget}")
+    if not (args.datasets or args.strategies):
+        adopt(long, f"{main.name}-*-rea-{args.optimum_budget}")
     earlier = finished(long)
     start = time.perf_counter()
     run_searches(long)
@@ -180,9 +196,10 @@ def optimum_supplement(args, main) -> str:
     lm, rea = lines[("lm_guided", "cifar10")], lines[("regularized_evolution", "cifar10")]
     a, b = lm["queries_to_optimum_median"], rea["queries_to_optimum_median"]
     ratio = f"{b / a:.2f}x" if math.isfinite(a) and math.isfinite(b) else "not measurable (a median is beyond the budget)"
+    how = ran(len(long.runs()) - earlier, earlier, seconds, provenance(search_dir_of(long)))
     return (f"\n#### Queries to the NAS-Bench-201 CIFAR-10 optimum (test 94.37), median over seeds\n\n"
             f"The same regularized-evolution searches run on to {args.optimum_budget} queries ({long.name}: "
-            f"{ran(len(long.runs()) - earlier, earlier, seconds, adopted)}):\n\n| strategy | budget | seeds that reached it | median queries |\n"
+            f"{how}):\n\n| strategy | budget | seeds that reached it | median queries |\n"
             f"|---|---|---|---|\n| lm_guided | {lm['queries']} | {lm['queries_to_optimum_reached']}/{lm['seeds']} | "
             f"{a:g} |\n| regularized_evolution | {rea['queries']} | {rea['queries_to_optimum_reached']}/{rea['seeds']} "
             f"| {b:g} |\n\nregularized evolution / lm_guided: **{ratio}**\n")
@@ -235,7 +252,8 @@ def main() -> None:
         def show(done, total, finished, file=file):
             print(f"\r{file}: {done}/{total} queries, {finished} searches done", end="", file=sys.stderr, flush=True)
 
-        adopted = adopt(spec) if not (args.datasets or args.strategies) else 0
+        if not (args.datasets or args.strategies):
+            adopt(spec)
         earlier = finished(spec)
         start = time.perf_counter()
         run_searches(spec, progress=show)
@@ -248,12 +266,13 @@ def main() -> None:
             from archsweep.tracking.store import ResultStore
 
             head = header().splitlines()
-            png = plot_curves(ResultStore(search_dir_of(spec)).rows(), ROOT / "docs" / "benchmarks" / f"{spec.name}.png",
-                              f"{head[2][2:]} | {machine()} | {head[1][2:]}")
-            figure = f"\nBest-so-far curves (mean ± std over seeds): ![{spec.name}](benchmarks/{png.name})\n" if png else ""
+            png = plot_curves(ResultStore(search_dir_of(spec)).rows(), ROOT / "docs" / "benchmarks" /
+                              f"{spec.name}.png", f"{head[2][2:]} | {machine()} | {head[1][2:]}")
+            figure = f"\nBest-so-far curves (mean ± std over seeds): ![{spec.name}](benchmarks/{png.name})\n" if png \
+                else ""
         body += (f"\n#### {LABELS[spec.base.space]}\n\n`{file}`: {len(spec.runs())} searches, "
                  f"{spec.searches.seeds} seeds, budget {spec.base.search.budget} queries; "
-                 f"{ran(len(spec.runs()) - earlier, earlier, seconds, adopted)}.\n\n"
+                 f"{ran(len(spec.runs()) - earlier, earlier, seconds, provenance(search_dir_of(spec)))}.\n\n"
                  + (f"Restricted to {', '.join(args.datasets or [])} {', '.join(args.strategies or [])} (searches "
                     f"named {spec.name}).\n\n" if args.datasets or args.strategies else "")
                  + markdown(table, budgets) + "\n" + "".join(f"- {n}\n" for n in sorted(notes)) + figure)

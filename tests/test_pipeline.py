@@ -230,6 +230,9 @@ storage: {tmp_path / 'runs'}
     assert {k: after[k].updated for k in rows} == {k: r.updated for k, r in rows.items()}
     assert {r.status for r in after.values()} == {"TERMINATED"} and len(after) == 4
     assert bench.adopt(full) == 0
+    assert bench.provenance(search_dir_of(full)) == {"s-random": 2}  # the block names where they came from
+    assert bench.ran(2, 2, 5.0, {"s-random": 2}).endswith("read back (their wall times are those calls'): 2 from "
+                                                          "s-random")
 
 
 def test_a_space_too_large_to_enumerate_trains_on_a_sampled_set_and_reports_no_accuracy(local_ray, tmp_path):
