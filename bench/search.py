@@ -267,7 +267,7 @@ def main() -> None:
 
             head = header().splitlines()
             png = plot_curves(ResultStore(search_dir_of(spec)).rows(), ROOT / "docs" / "benchmarks" /
-                              f"{spec.name}.png", f"{head[2][2:]} | {machine()} | {head[1][2:]}")
+                              f"{spec.name}.png", f"{head[2][2:].replace('`', '')} | {machine()} | {head[1][2:]}")
             figure = f"\nBest-so-far curves (mean ± std over seeds): ![{spec.name}](benchmarks/{png.name})\n" if png \
                 else ""
         body += (f"\n#### {LABELS[spec.base.space]}\n\n`{file}`: {len(spec.runs())} searches, "

@@ -144,8 +144,8 @@ def plot_curves(rows, path: Path, footer: str = "") -> Path | None:
         return None
     datasets = sorted({d for d, _ in series}, key=str.lower)
     labels = sorted({label for _, label in series})
-    palette = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
-    color = {label: palette(i % palette.N) for i, label in enumerate(labels)}  # one colour per strategy in every panel
+    palette = [*plt.get_cmap("tab10").colors, "black", *plt.get_cmap("Dark2").colors]  # distinct hues first
+    color = {label: palette[i % len(palette)] for i, label in enumerate(labels)}  # one colour a strategy, every panel
     below = len(labels) > 4  # a long legend goes under its panel instead of over the curves
     fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4 + below * 0.22 * ((len(labels) + 1) // 2)),
                              squeeze=False)
