@@ -40,7 +40,8 @@ def header() -> str:
 
 
 def versions() -> str:
-    """The project's commit (marked when the working tree differs from it) and the stack's package versions."""
+    """The project's commit (marked when the working tree differs from it outside docs/, which the bench scripts
+    write themselves) and the stack's package versions."""
     import importlib.metadata as md
     import subprocess
 
@@ -54,8 +55,8 @@ def versions() -> str:
     found = ", ".join(f"{n} {version(n)}" for n in names)
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)docs"],
+                               cwd=ROOT, capture_output=True, text=True)
         rev = (commit.stdout.strip() + (" (uncommitted changes)" if dirty.stdout.strip() else "")) or "unknown"
     except OSError:  # no git here
         rev = "unknown"
