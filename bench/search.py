@@ -7,7 +7,9 @@ NAS-Bench-201 (CIFAR-10, CIFAR-100, ImageNet16-120) and on NAS-Bench-101's 30k s
 The generator-based strategies and bo/rl over learned representations use the models `bench/lm.py` trained
 (runs/bench-lm/<space>/vqvae, and .../vae for bo_vae); run that first. Each file runs
 through `archsweep.search.run.run_searches` on a local Ray (the same code as `archsweep search`); finished searches
-are read back from their directory, so an interrupted call continues.
+are read back from their directory, so an interrupted call continues. A call cut with `--datasets`/`--strategies`
+runs under a name of its own; the full call reads back what such calls finished with the same settings (`adopt`)
+and writes the best-so-far curves beside its block (docs/benchmarks/<search name>.png).
 """
 
 from __future__ import annotations
