@@ -92,7 +92,7 @@ def generators(table: list[dict], dataset: str) -> str:
     return f"{dataset}: seeds reaching the optimum within the budget, " + ", ".join(parts) if parts else ""
 
 
-def found(directory: Path, space: str) -> list[str]:
+def found_optimum(directory: Path, space: str) -> list[str]:
     """Per dataset with a test split: how many seeds of each strategy queried the table's best test cell at all,
     whether or not their best-by-validation cell ended there (on ImageNet16-120 that cell is only the 10th by
     validation, so a search that also queries a better-validated cell no longer counts as at the optimum)."""
@@ -244,6 +244,7 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="write the block into docs/BENCHMARKS.md")
     args = parser.parse_args()
     init_local_ray()
+    cut = bool(args.datasets or args.strategies)
     body = ("### NAS search: every strategy in one harness\n\n" + header() + "\n"
             "Every strategy runs in the same harness (a Ray driver actor per search, evaluator actors answering "
             "benchmark queries, generator actors holding the LM prior), with the same budgets and seeds; the "
@@ -280,7 +281,7 @@ def main() -> None:
         def show(done, total, finished, file=file):
             print(f"\r{file}: {done}/{total} queries, {finished} searches done", end="", file=sys.stderr, flush=True)
 
-        if not (args.datasets or args.strategies):
+        if not cut:
             adopt(spec)
         earlier = finished(spec)
         start = time.perf_counter()
@@ -290,9 +291,9 @@ def main() -> None:
         table, files = write_report(search_dir_of(spec), budgets)
         notes = [s for d in {line["dataset"] for line in table} for s in (speedup(table, d), generators(table, d)) if s]
         figure = ""
-        if not (args.datasets or args.strategies):
-            notes += found(search_dir_of(spec), spec.base.space)
-        if args.write and not (args.datasets or args.strategies):  # the full comparison's curves go beside its table
+        if not cut:
+            notes += found_optimum(search_dir_of(spec), spec.base.space)
+        if args.write and not cut:  # the full comparison's curves go beside its table
             from archsweep.tracking.store import ResultStore
 
             head = header().splitlines()
@@ -304,7 +305,7 @@ def main() -> None:
                  f"{spec.searches.seeds} seeds, budget {spec.base.search.budget} queries; "
                  f"{ran(len(spec.runs()) - earlier, earlier, seconds, provenance(search_dir_of(spec)))}.\n\n"
                  + (f"Restricted to {', '.join(args.datasets or [])} {', '.join(args.strategies or [])} (searches "
-                    f"named {spec.name}).\n\n" if args.datasets or args.strategies else "")
+                    f"named {spec.name}).\n\n" if cut else "")
                  + markdown(table, budgets) + "\n" + "".join(f"- {n}\n" for n in sorted(notes)) + figure)
         print(f"\n{file}: report in {files[0].parent}", file=sys.stderr)
     if args.optimum_budget and nb201 is not None and {"lm_guided", "regularized_evolution"} <= set(
@@ -315,7 +316,7 @@ def main() -> None:
                  "0.30, random search 93.70 ± 0.36, arch2vec-BO 94.18 ± 0.24; the table's optimum is 94.37.\n")
     print(body)
     if args.write:  # a restricted run has a block of its own beside the full comparison's
-        write_block("search" if not (args.datasets or args.strategies) else "search-" + suffix(args), body)
+        write_block("search-" + suffix(args) if cut else "search", body)
 
 
 if __name__ == "__main__":
