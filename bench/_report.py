@@ -54,9 +54,10 @@ def versions() -> str:
     names = ("torch", "ray", "deepspeed", "transformers", "torch_geometric", "wandb")
     found = ", ".join(f"{n} {version(n)}" for n in names)
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=False)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)docs"],
-                               cwd=ROOT, capture_output=True, text=True)
+                               cwd=ROOT, capture_output=True, text=True, check=False)
         rev = (commit.stdout.strip() + (" (uncommitted changes)" if dirty.stdout.strip() else "")) or "unknown"
     except OSError:  # no git here
         rev = "unknown"
