@@ -39,6 +39,12 @@ def header() -> str:
     return f"- machine: {machine()}\n- date: {now}\n- command: `{command}`\n" + versions()
 
 
+def footer(head: str) -> str:
+    """One line for a figure's bottom edge: the command, machine and date of `head` (what `header()` returned)."""
+    lines = head.splitlines()
+    return f"{lines[2][2:].replace('`', '')} | {machine()} | {lines[1][2:]}"
+
+
 def versions() -> str:
     """The project's commit (marked when the working tree differs from it outside docs/, which the bench scripts
     write themselves) and the stack's package versions."""

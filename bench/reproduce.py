@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import CPU_PEAK_N, GPU_PEAK_N, flops_per_token, matmul_peak, plain_lm_loop
-from _report import ROOT, header, machine
+from _report import ROOT, footer, header
 
 from archsweep.config import from_dict, load_config
 from archsweep.metrics import STANDARD_SAMPLES
@@ -345,16 +345,16 @@ def main() -> None:
     shutil.rmtree(figures, ignore_errors=True)
     started = time.perf_counter()
     head = header()
-    footer = f"{head.splitlines()[2][2:]} | {machine()} | {head.splitlines()[1][2:]}"
+    edge = footer(head)
 
     start_ray(first.tracking, args.address)
     sections, generated = [], {}
     for name in spec.generation:
         sweep, rows = run_generation(spec.path_of(name), spec.storage)
-        text, generated[sweep.name] = generation_section(sweep, rows, spec, figures, footer)
+        text, generated[sweep.name] = generation_section(sweep, rows, spec, figures, edge)
         sections.append(("Generation", text))
     for entry in spec.search:
-        sections.append(("NAS", search_section(entry, spec, generated, spec.storage, figures, footer)))
+        sections.append(("NAS", search_section(entry, spec, generated, spec.storage, figures, edge)))
     sections.append(("Performance", performance_section(spec, generated)))
 
     body = [f"# Reproduction report: {spec.name}\n\n" + head + f"- wall time: {(time.perf_counter() - started) / 60:.1f}"

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ROOT, header, machine, write_block
+from _report import ROOT, footer, header, write_block
 
 from archsweep.runtime import init_local_ray
 from archsweep.search.report import markdown, plot_curves, write_report
@@ -296,9 +296,8 @@ def main() -> None:
         if args.write and not cut:  # the full comparison's curves go beside its table
             from archsweep.tracking.store import ResultStore
 
-            head = header().splitlines()
             png = plot_curves(ResultStore(search_dir_of(spec)).rows(), ROOT / "docs" / "benchmarks" /
-                              f"{spec.name}.png", f"{head[2][2:].replace('`', '')} | {machine()} | {head[1][2:]}")
+                              f"{spec.name}.png", footer(header()))
             figure = f"\nBest-so-far curves (mean ± std over seeds): ![{spec.name}](benchmarks/{png.name})\n" if png \
                 else ""
         body += (f"\n#### {LABELS[spec.base.space]}\n\n`{file}`: {len(spec.runs())} searches, "
