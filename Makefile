@@ -32,19 +32,19 @@ test: data
 	$(BIN)/python -m pytest -m "reliability or e2e"
 
 bench: data
-	$(BIN)/python bench/enumerate_nb101.py --write
-	$(BIN)/python bench/vqvae.py --write
-	$(BIN)/python bench/lm.py --write
-	$(BIN)/python bench/representations.py --write
-	$(BIN)/python bench/zero.py --write
-	$(BIN)/python bench/search.py --write
-	$(BIN)/python bench/load.py --write
-	$(BIN)/python bench/overhead.py --write
-	$(BIN)/python bench/gpu.py --write     # on a CPU: the dry run (block gpu-dry-run); bench/gpu.sh on a GPU machine
+	$(BIN)/python -m bench.enumerate_nb101 --write
+	$(BIN)/python -m bench.vqvae --write
+	$(BIN)/python -m bench.lm --write
+	$(BIN)/python -m bench.representations --write
+	$(BIN)/python -m bench.zero --write
+	$(BIN)/python -m bench.search --write
+	$(BIN)/python -m bench.load --write
+	$(BIN)/python -m bench.overhead --write
+	$(BIN)/python -m bench.gpu --write     # on a CPU: the dry run (block gpu-dry-run); bench/gpu.sh on a GPU machine
 
 # The reproduction report (docs/REPORT.md, docs/report/cpu/) from scratch: fresh results and caches, 2-core CPU size.
 report: data
-	$(BIN)/python bench/reproduce.py sweeps/reproduce-cpu.yaml --fresh
+	$(BIN)/python -m bench.reproduce sweeps/reproduce-cpu.yaml --fresh
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -320,7 +320,7 @@ def _clock(seconds: float) -> str:
     return time.strftime("%H:%M:%S", time.gmtime(seconds))
 
 
-class _SweepMonitor:
+class SweepMonitor:
     """What a running sweep is doing, from its result store, polled by a thread (Tune callbacks are pickled with
     the experiment state, so they cannot hold a terminal): on a terminal a live panel with the trials pending,
     running, finished and failed, the best metric so far and the elapsed time; elsewhere (CI, `tee`) one plain
@@ -432,12 +432,11 @@ class _SweepMonitor:
 def _start_sweep_ray(sweep, address: str | None, num_cpus: int | None) -> str:
     """Join the cluster or start the local Ray, after every check that can fail without it: the W&B login and
     the benchmark tables the trials read (a missing table fails here in seconds, and no Ray process starts)."""
-    from archsweep.benchmarks import check_data
     from archsweep.runtime import connect_ray, init_local_ray
-    from archsweep.tracking.wandb import check_login, wandb_env
+    from archsweep.specfile import preflight
+    from archsweep.tracking.wandb import wandb_env
 
-    check_login(sweep.tracking)
-    check_data(sweep.spaces())
+    preflight(sweep)
     verbose = click.get_current_context().find_root().params["verbose"] > 0
     env = wandb_env(sweep.tracking)
     if address:
@@ -509,15 +508,15 @@ def _exit_on_failures(failed: int) -> None:
 def _run_sweep(sweep_file, overrides=(), address=None, num_cpus=None) -> int:
     """Run a sweep and print its report; returns how many of its trials failed."""
     from archsweep.sweep.run import run_sweep, sweep_dir_of
-    from archsweep.sweep.spec import load_sweep, trial_configs
+    from archsweep.sweep.spec import load_sweep
 
     sweep = load_sweep(sweep_file, overrides)
-    total = len(trial_configs(sweep)) * sweep.tune.num_samples
+    total = sweep.trial_count()
     log_level = _start_sweep_ray(sweep, address, num_cpus)
     sweep_dir = sweep_dir_of(sweep)
     _console().print(f"sweep {sweep.name!r}: {total} trial(s) into {sweep_dir}; `archsweep resume {sweep_dir}` "
                      "continues it if interrupted")
-    with _SweepMonitor(sweep_dir, total, sweep.tune.metric, sweep.tune.mode):
+    with SweepMonitor(sweep_dir, total, sweep.tune.metric, sweep.tune.mode):
         run_sweep(sweep, log_level=log_level)
     return _print_report(sweep_dir, sweep.tune.metric, sweep.tune.mode == "min")
 
@@ -541,16 +540,15 @@ def sweep_command(sweep_file, overrides, address, num_cpus, check, clusters):
     `storage`. Relative paths (the file, `storage`, `search.lm_guided.prior`) are taken from the current
     directory."""
     if check:
-        from archsweep.sweep.spec import load_sweep, trial_configs
+        from archsweep.sweep.cluster import cluster_capacity
+        from archsweep.sweep.plan import plan_concurrency
+        from archsweep.sweep.spec import load_sweep
 
         sweep = load_sweep(sweep_file, overrides)
-        total = len(trial_configs(sweep)) * sweep.tune.num_samples
+        total = sweep.trial_count()
         _console().print(f"sweep {sweep.name!r}: {total} trial(s); axes: {', '.join(sweep.axes) or 'none'}",
                          soft_wrap=True)
         for path in clusters:
-            from archsweep.sweep.cluster import cluster_capacity
-            from archsweep.sweep.run import plan_concurrency
-
             totals, nodes = cluster_capacity(path)
             at_once = plan_concurrency(sweep, totals, nodes)
             _console().print(f"fits {path} ({totals.get('CPU', 0):g} CPUs, {totals.get('GPU', 0):g} GPUs on "
@@ -569,12 +567,11 @@ def resume_command(sweep_dir, address, num_cpus):
     """Continue an interrupted sweep; finished trials are not run again, failed ones are. Exit status 1 if any
     trial failed."""
     from archsweep.sweep.run import resume_sweep
-    from archsweep.sweep.spec import load_sweep, trial_configs
+    from archsweep.sweep.spec import load_sweep
 
     sweep = load_sweep(Path(sweep_dir) / "sweep.yaml")
     log_level = _start_sweep_ray(sweep, address, num_cpus)
-    with _SweepMonitor(Path(sweep_dir), len(trial_configs(sweep)) * sweep.tune.num_samples, sweep.tune.metric,
-                       sweep.tune.mode):
+    with SweepMonitor(Path(sweep_dir), sweep.trial_count(), sweep.tune.metric, sweep.tune.mode):
         resume_sweep(sweep_dir, log_level=log_level)
     _exit_on_failures(_print_report(sweep_dir, sweep.tune.metric, sweep.tune.mode == "min"))
 
@@ -620,7 +617,7 @@ def _print_search_report(search_dir, budgets) -> int:
     return _print_failures(console, ResultStore(search_dir).rows(), "search")
 
 
-class _SearchMonitor:
+class SearchMonitor:
     """`progress` for run_searches: a live bar of queries used and searches done on a terminal, elsewhere a plain
     line each time a search finishes."""
 
@@ -680,7 +677,7 @@ def search_command(search_file, overrides, address, num_cpus, check):
     search_dir = search_dir_of(spec)
     _console().print(f"search {spec.name!r}: {len(runs)} search(es) into {search_dir}; running the same command "
                      "again continues it if interrupted")
-    with _SearchMonitor(len(runs)) as monitor:
+    with SearchMonitor(len(runs)) as monitor:
         run_searches(spec, search_dir=search_dir, progress=monitor, raise_on_failure=False)
     _exit_on_failures(_print_search_report(search_dir, spec.searches.report_budgets))
 

@@ -6,13 +6,16 @@ starts, with the key, what was given and what is allowed. Nothing in a config is
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from archsweep.errors import ArchsweepError
+from archsweep.benchmarks import DATASETS, require_table
+from archsweep.errors import ArchsweepError, did_you_mean
+from archsweep.lm.models import canonical_name, check_name
+from archsweep.settings import absolute
+from archsweep.spaces import SPACES, get_space
 
 
 class ConfigError(ArchsweepError, ValueError):
@@ -311,12 +314,9 @@ def _keys(cls, prefix: str = "") -> dict[str, str]:
 ALL_KEYS = _keys(Config)
 
 
-def _suggest(key: str) -> str:
-    close = difflib.get_close_matches(key, ALL_KEYS, n=1, cutoff=0.6)
-    if not close:  # a right leaf under a wrong section, e.g. `codebook_size` for `vqvae.codebook_size`
-        leaf = key.rsplit(".", 1)[-1]
-        close = [k for k in ALL_KEYS if k.rsplit(".", 1)[-1] == leaf][:1]
-    return f"; did you mean {close[0]!r}?" if close else ""
+def suggest_key(key: str) -> str:
+    """The "did you mean" hint for a mistyped config key."""
+    return did_you_mean(key, ALL_KEYS)
 
 
 def _translate(exc: Exception, source: str) -> ConfigError:
@@ -325,7 +325,7 @@ def _translate(exc: Exception, source: str) -> ConfigError:
 
     key = getattr(exc, "full_key", None) or ""
     if isinstance(exc, ConfigKeyError):
-        return ConfigError(f"{source}: unknown config key {key!r}{_suggest(key)}")
+        return ConfigError(f"{source}: unknown config key {key!r}{suggest_key(key)}")
     if isinstance(exc, ValidationError) and key in ALL_KEYS:
         return ConfigError(f"{source}: {key!r} must be of type {ALL_KEYS[key]}; got {getattr(exc, 'value', None)!r}")
     return ConfigError(f"{source}: {exc}")
@@ -396,7 +396,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
         key, value = (part.strip() for part in item.split("=", 1))
         check_plain(value, f"override {item!r}", key)
         if key not in ALL_KEYS:
-            raise ConfigError(f"override {item!r}: unknown config key {key!r}{_suggest(key)}")
+            raise ConfigError(f"override {item!r}: unknown config key {key!r}{suggest_key(key)}")
         try:
             cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"override {item!r}")
         except OmegaConfBaseException as exc:
@@ -408,8 +408,6 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
 
 def _resolve_auto(config: Config) -> Config:
     """Per-space defaults ("auto") made concrete, so every stage reads plain values."""
-    from archsweep.spaces import SPACES, get_space
-
     if config.vqvae.latent == "auto" and config.space in SPACES:
         config.vqvae.latent = get_space(config.space).default_latent
     if config.vqvae.seq_len == "auto" and config.space in SPACES:
@@ -430,8 +428,6 @@ def absolute_path(key: str, value: Any) -> Any:
     """The value of a path-valued key resolved against this process's working directory (where the user typed
     it): `search.lm_guided.prior`, `search.encoder`, and the local checkpoint of `lm.name=pretrained:<path>` (a
     hub name, which names no local directory, is kept as it is). Other keys pass through."""
-    from archsweep.settings import absolute
-
     if key in ("search.lm_guided.prior", "search.encoder") and isinstance(value, str) and value:
         return str(absolute(value))
     if key == "lm.name" and isinstance(value, str) and value.startswith("pretrained:"):
@@ -447,8 +443,6 @@ def absolute_patch(patch: dict) -> dict:
 
 
 def _absolute_paths(config: Config) -> Config:
-    from archsweep.lm.models import canonical_name
-
     config.search.lm_guided.prior = absolute_path("search.lm_guided.prior", config.search.lm_guided.prior)
     config.search.encoder = absolute_path("search.encoder", config.search.encoder)
     config.lm.name = canonical_name(absolute_path("lm.name", config.lm.name))
@@ -463,8 +457,6 @@ def _get(config: Config, key: str) -> Any:
 
 
 def validate(config: Config) -> None:
-    from archsweep.spaces import SPACES, get_space
-
     if config.space not in SPACES:
         raise ConfigError(f"'space' is {config.space!r}; allowed: {', '.join(SPACES)}")
     for key, allowed in CHOICES.items():
@@ -476,8 +468,6 @@ def validate(config: Config) -> None:
     if config.train.batch_size != "auto" and config.train.batch_size < config.train.num_workers:
         raise ConfigError(f"'train.batch_size' ({config.train.batch_size}) is the global batch and must be at least "
                           f"'train.num_workers' ({config.train.num_workers})")
-    from archsweep.lm.models import check_name
-
     try:
         check_name(config.lm.name)
     except ArchsweepError as exc:
@@ -522,15 +512,11 @@ def validate(config: Config) -> None:
         raise ConfigError(f"'search.evolution.tournament' ({config.search.evolution.tournament}) must be at most "
                           f"'search.evolution.population' ({config.search.evolution.population})")
     if config.search.enabled:
-        from archsweep.benchmarks import require_table
-
         try:
             require_table(config.space)
         except ArchsweepError as exc:
             raise ConfigError(f"'search.enabled' is true: {exc}") from None
     if config.search.dataset:
-        from archsweep.benchmarks import DATASETS
-
         if config.search.dataset not in DATASETS.get(config.space, ()):
             raise ConfigError(f"'search.dataset' is {config.search.dataset!r}; allowed for {config.space}: "
                               f"{', '.join(DATASETS.get(config.space, ())) or 'none (no accuracy table)'}")

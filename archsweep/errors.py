@@ -1,5 +1,8 @@
 """Errors a user can act on. The CLI prints their message and exits non-zero; nothing else is shown."""
 
+import difflib
+from collections.abc import Iterable
+
 
 class ArchsweepError(Exception):
     """Base class: the message names what is wrong and how to fix it."""
@@ -9,6 +12,17 @@ def one_line(error: str) -> str:
     """The line of an error (or a traceback, whose last line is the exception) that says what went wrong."""
     lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
     return (lines[-1] if lines else "unknown error")[:400]
+
+
+def did_you_mean(key: str, known: Iterable[str], prefix: str = "") -> str:
+    """"; did you mean 'prefix.close'?" for the known name closest to a mistyped one, or "". A dotted key that matches
+    nothing closely is matched by its last part (`codebook_size` -> `vqvae.codebook_size`)."""
+    known = list(known)
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if not close and "." in "".join(known):
+        leaf = key.rsplit(".", 1)[-1]
+        close = [k for k in known if k.rsplit(".", 1)[-1] == leaf][:1]
+    return f"; did you mean {prefix + close[0]!r}?" if close else ""
 
 
 class UnknownNameError(ArchsweepError, KeyError):

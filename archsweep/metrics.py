@@ -20,6 +20,9 @@ import numpy as np
 from archsweep.spaces import Cell, SearchSpace
 
 STANDARD_SAMPLES = 10_000
+# What `generation_metrics` returns, in the order reports show it.
+GENERATION = ("samples", "validity", "uniqueness", "novelty", "uniqueness_str", "novelty_str", "valid_unique",
+              "valid_unique_novel")
 
 
 def _ratio(num: int, den: int) -> float:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 
+from archsweep.settings import absolute
+
 # Variables every Ray worker needs so it reads the same data and cache as the driver.
 PROPAGATED_ENV = ("ARCHSWEEP_DATA_DIR", "ARCHSWEEP_CACHE_DIR")
 
 
 def worker_env() -> dict[str, str]:
     """The data and cache directories as absolute paths: a Ray worker's working directory is not the driver's."""
-    from archsweep.settings import absolute
-
     return {k: str(absolute(os.environ[k])) for k in PROPAGATED_ENV if os.environ.get(k)}
 
 

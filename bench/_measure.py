@@ -119,7 +119,7 @@ def plain_vqvae_loop(cfg, batch: int, device: str = "cpu", threads: int | None =
     from archsweep.models.vqvae import build_model, start_training
     from archsweep.spaces import get_space
     from archsweep.train import scale
-    from archsweep.train.vqvae import load_cells
+    from archsweep.data import load_cells
 
     old = _threads(device, threads)
     try:

@@ -33,10 +33,17 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores{mem}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
+def command() -> str:
+    """How this process was started, as typed from the repository root (`python -m bench.lm --write`)."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    script = ["-m", spec.name] if spec is not None and spec.name else [os.path.relpath(sys.argv[0], ROOT)]
+    return "python " + " ".join(shlex.quote(a) for a in [*script, *sys.argv[1:]])
+
+
 def header() -> str:
-    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
+    command_line = command()
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return f"- machine: {machine()}\n- date: {now}\n- command: `{command}`\n" + versions()
+    return f"- machine: {machine()}\n- date: {now}\n- command: `{command_line}`\n" + versions()
 
 
 def footer(head: str) -> str:

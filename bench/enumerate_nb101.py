@@ -17,8 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import header, write_block
+from bench._report import header, write_block
 
 from archsweep.spaces import get_space
 from archsweep.spaces.enumeration import Enumeration

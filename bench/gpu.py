@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import flops_per_token, matmul_peak, plain_lm_loop, plain_vqvae_loop
-from _report import header, write_block
+from bench._measure import flops_per_token, matmul_peak, plain_lm_loop, plain_vqvae_loop
+from bench._report import header, write_block
 
 from archsweep.config import load_config
 from archsweep.runtime import init_local_ray, worker_env

@@ -12,7 +12,7 @@ export ARCHSWEEP_DATA_DIR=$PWD/.gpu-data ARCHSWEEP_CACHE_DIR=$PWD/.gpu-cache
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv > "$OUT/gpu.txt" 2>&1
 timeout 120 python3 -c "from archsweep.spaces import get_space
 for s in ('nasbench201', 'nasbench101'): print(s, len(get_space(s).enumerate()), 'cells')" 2>&1 | tee "$OUT/warm.log"
-timeout 450 python3 bench/gpu.py --write --json "$OUT/gpu.json" > "$OUT/gpu.log" 2>&1
+timeout 450 python3 -m bench.gpu --write --json "$OUT/gpu.json" > "$OUT/gpu.log" 2>&1
 echo "bench/gpu.py exit status: $?" | tee -a "$OUT/gpu.log"
 tail -40 "$OUT/gpu.log"
 cp docs/BENCHMARKS.md "$OUT/"

@@ -16,17 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import plain_lm_loop
-from _report import header, write_block
+from bench._measure import plain_lm_loop
+from bench._report import header, write_block
 
+from archsweep.artifacts import load_lm
 from archsweep.config import from_dict, load_config, to_dict
 from archsweep.runtime import init_local_ray, worker_env
 from archsweep.stages import lm as lm_stage
@@ -84,7 +83,7 @@ def generation_rows(args) -> tuple[list[str], list[str], list[str]]:
             training = results["lm"]["training"]
             speed.append(f"| {space} | {results['config']['lm']['epochs']} | {training['heldout_perplexity']:.3f} |")
             cfg = load_config(overrides=[*base, "vqvae.model=vqvae"])
-            lm = lm_stage.load_lm(cfg, out / "lm" / "lm")
+            lm = load_lm(cfg, out / "lm" / "lm")
             scorer = lm_stage.Scorer(cfg, out / "vqvae")
             for t in TEMPERATURES:
                 cfg.sample.temperature = t
@@ -140,7 +139,7 @@ def family_rows(args) -> list[str]:
         parsed = float((samples["codes"][:, 0] >= 0).mean())
         scorer = scorer or lm_stage.Scorer(cfg, vq)
         cfg.sample.constrained = True
-        c = lm_stage.generate(lm_stage.load_lm(cfg, out / "lm"), scorer, cfg)
+        c = lm_stage.generate(load_lm(cfg, out / "lm"), scorer, cfg)
         rows.append(f"| {label} | {m['training']['heldout_perplexity']:.3f} | {pct(parsed)} | {pct(m['validity'])} | "
                     f"{pct(m['valid_unique'])} | {pct(c['validity'])} | {pct(c['valid_unique'])} | "
                     f"{pct(c['valid_unique_novel'])} | {m['train_wall_s']:.0f} s |")

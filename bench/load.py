@@ -18,8 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import header, write_block
+from bench._report import header, write_block
 
 LOAD = Path(__file__).resolve().parents[1] / "sweeps" / "load.yaml"
 

@@ -14,13 +14,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ROOT, header, write_block
+from bench._report import ROOT, header, write_block
 
 from archsweep.runtime import init_local_ray, worker_env
 

@@ -13,20 +13,18 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ROOT, header, write_block
+from bench._report import ROOT, header, write_block
 
 from archsweep.benchmarks import load_benchmark
 from archsweep.config import LMRankerConfig
 from archsweep.search.encodings import CodeEncoder, Encoder
-from archsweep.search.generator import resolve_prior
+from archsweep.layout import resolve_prior
 from archsweep.search.predictor import DNGO
 from archsweep.search.ranker import Prompts, Ranker, training_examples
-from archsweep.search.strategies import Domain
+from archsweep.search.base import Domain
 from archsweep.spaces import get_space
 
 HISTORY = (50, 100, 150)

@@ -12,15 +12,13 @@ continuous VAE's latent means). The VQ-VAE and VAE are the VQ-VAE stages of benc
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from rich.progress import Progress
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import header, write_block
+from bench._report import header, write_block
 from lm import EPOCHS, WORKERS
 
 from archsweep.benchmarks import load_benchmark

@@ -26,14 +26,12 @@ import copy
 import dataclasses
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import CPU_PEAK_N, GPU_PEAK_N, flops_per_token, matmul_peak, plain_lm_loop
-from _report import ROOT, footer, header
+from bench._measure import CPU_PEAK_N, GPU_PEAK_N, flops_per_token, matmul_peak, plain_lm_loop
+from bench._report import ROOT, footer, header
 
 from archsweep.config import from_dict, load_config
 from archsweep.metrics import STANDARD_SAMPLES
@@ -51,18 +49,18 @@ def say(text: str) -> str:
 
 def run_generation(path: Path, storage: str):
     """(sweep, its finished rows): the sweep run to the end, or read back where it already finished."""
-    from archsweep.cli import _SweepMonitor
+    from archsweep.cli import SweepMonitor
     from archsweep.sweep.run import run_sweep, sweep_dir_of
-    from archsweep.sweep.spec import load_sweep, trial_configs
+    from archsweep.sweep.spec import load_sweep
     from archsweep.tracking.store import ResultStore
 
     sweep = load_sweep(path, [f"storage={storage}"])
     sweep_dir = sweep_dir_of(sweep)
-    total = len(trial_configs(sweep))
+    total = sweep.trial_count()
     finished = sweep_dir.is_dir() and sum(r.status == "TERMINATED" for r in ResultStore(sweep_dir).rows()) == total
     if not finished:
         print(f"sweep {sweep.name}: {total} trials -> {sweep_dir}", flush=True)
-        with _SweepMonitor(sweep_dir, total, sweep.tune.metric, sweep.tune.mode):
+        with SweepMonitor(sweep_dir, total, sweep.tune.metric, sweep.tune.mode):
             grid = run_sweep(sweep)
         if grid.errors:
             raise SystemExit(f"{len(grid.errors)} trial(s) of {path} failed; `archsweep report {sweep_dir}` shows "
@@ -73,10 +71,11 @@ def run_generation(path: Path, storage: str):
 def temperature_points(row, temperatures: list[float]) -> list[dict]:
     """The reference trial's LM sampled again at each temperature (its sample count and seed, so T = 1.0 repeats
     the trial's own samples)."""
+    from archsweep.artifacts import load_lm
     from archsweep.stages import lm as lm_stage
 
     cfg = from_dict(row.config)
-    lm = lm_stage.load_lm(cfg, Path(row.paths["lm_dir"]) / "lm")
+    lm = load_lm(cfg, Path(row.paths["lm_dir"]) / "lm")
     scorer = lm_stage.Scorer(cfg, row.paths["vqvae_dir"])
     points = []
     for t in temperatures:
@@ -126,7 +125,7 @@ def generation_section(sweep, rows, spec, figures: Path, footer: str) -> tuple[s
 # --- 2. NAS ----------------------------------------------------------------------------------------------------------
 
 def search_section(entry, spec, generated: dict, storage: str, figures: Path, footer: str) -> str:
-    from archsweep.cli import _SearchMonitor
+    from archsweep.cli import SearchMonitor
     from archsweep.search.report import aggregate, markdown, plot_curves
     from archsweep.search.run import run_searches, search_dir_of
     from archsweep.search.spec import load_search_file
@@ -137,7 +136,7 @@ def search_section(entry, spec, generated: dict, storage: str, figures: Path, fo
         overrides.append(f"search.lm_guided.prior={ref_row.paths['trial_dir']}")
     search = load_search_file(spec.path_of(entry.file), overrides)
     print(f"search {search.name}: {len(search.runs())} searches -> {search_dir_of(search)}", flush=True)
-    with _SearchMonitor(len(search.runs())) as monitor:
+    with SearchMonitor(len(search.runs())) as monitor:
         rows = run_searches(search, progress=monitor)
     budgets = list(search.searches.report_budgets)
     png = plot_curves(rows, figures / f"search-{search.name}.png", footer)

@@ -20,8 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ROOT, footer, header, write_block
+from bench._report import ROOT, footer, header, write_block
 
 from archsweep.runtime import init_local_ray
 from archsweep.search.report import markdown, plot_curves, write_report
@@ -100,7 +99,7 @@ def found_optimum(directory: Path, space: str) -> list[str]:
 
     from archsweep.benchmarks import load_benchmark
     from archsweep.search.loop import SearchState
-    from archsweep.search.report import _label
+    from archsweep.search.report import strategy_label
     from archsweep.tracking.store import ResultStore
 
     benchmark = load_benchmark(space)
@@ -113,7 +112,7 @@ def found_optimum(directory: Path, space: str) -> list[str]:
         dataset = row.config["search"]["dataset"]
         _, optimum = benchmark.best(dataset, "test")
         history = SearchState.load(row.paths["state"]).history
-        hits[dataset][_label(row)].append(any(q.test is not None and abs(q.test - optimum) < 1e-9 for q in history))
+        hits[dataset][strategy_label(row)].append(any(q.test is not None and abs(q.test - optimum) < 1e-9 for q in history))
     return [f"{dataset}: seeds whose queries include the table's best test cell, " + ", ".join(
         f"{label} {sum(h)}/{len(h)}" for label, h in sorted(by_label.items())) for dataset, by_label in hits.items()]
 
@@ -123,7 +122,7 @@ def relevant(cfg) -> dict:
     pipeline's stages, which a search with a prior does not run), so that a default changed since for another
     strategy does not make two identical searches look different."""
     from archsweep.config import to_dict
-    from archsweep.search.strategies import needs_generator, uses_encoder
+    from archsweep.search.registry import needs_generator, uses_encoder
 
     c, strategy = to_dict(cfg), cfg.search.strategy
     s = c["search"]

@@ -9,13 +9,10 @@ Every row is a full `archsweep train vqvae` stage run (Ray Train, 2 workers unle
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import header, write_block
+from bench._report import header, write_block
 
 from archsweep.config import load_config
 from archsweep.runtime import init_local_ray, worker_env

@@ -12,13 +12,11 @@ configuration as given below; every run is `archsweep.train.lm.fit`, the LM stag
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import header, write_block
+from bench._report import header, write_block
 
 from archsweep.config import load_config
 from archsweep.runtime import init_local_ray, worker_env

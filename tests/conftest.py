@@ -84,8 +84,7 @@ def pytest_sessionfinish(session, exitstatus):
     import shlex
     import sys
 
-    sys.path.insert(0, str(MEASURED_DOC.parents[1] / "bench"))
-    from _report import header
+    from bench._report import header
 
     text = MEASURED_DOC.read_text()
     before, rest = text.split(MEASURED_BEGIN, 1)

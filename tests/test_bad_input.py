@@ -115,7 +115,7 @@ def damaged_vqvae_checkpoint(tmp_path, data_dir):
     from archsweep.config import load_config, to_dict
     from archsweep.models.vqvae import build_model
     from archsweep.spaces import get_space
-    from archsweep.stages.vqvae import load_model
+    from archsweep.artifacts import load_model
 
     cfg = load_config(overrides=["vqvae.codebook_size=8", "vqvae.seq_len=2", "vqvae.hidden_dim=16"])
     stage = tmp_path / "run" / "vqvae"
@@ -134,7 +134,7 @@ def damaged_vqvae_checkpoint(tmp_path, data_dir):
 def damaged_lm_weights(tmp_path, data_dir):
     from archsweep.config import load_config
     from archsweep.lm.models import build
-    from archsweep.stages.lm import load_lm
+    from archsweep.artifacts import load_lm
 
     cfg = load_config(overrides=["vqvae.codebook_size=8", "vqvae.seq_len=2", "lm.name=gpt2-tiny"])
     lm_dir = tmp_path / "run" / "lm" / "lm"
@@ -152,7 +152,7 @@ def pickled_code_in_checkpoint(tmp_path, data_dir):
 
     import torch
 
-    from archsweep.stages.vqvae import load_model
+    from archsweep.artifacts import load_model
 
     class Payload:
         def __reduce__(self):
@@ -174,7 +174,7 @@ def online_wandb_without_login(tmp_path, data_dir):
 
 def missing_prior(tmp_path, data_dir):
     from archsweep.config import load_config
-    from archsweep.search.generator import resolve_prior
+    from archsweep.layout import resolve_prior
 
     with pytest.raises(Exception) as info:
         resolve_prior(load_config(overrides=[f"search.lm_guided.prior={tmp_path / 'no-run'}"]).search.lm_guided.prior)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 def test_gpu_bench_dry_run_measures_both_stages_and_the_pipeline(data_dir, tmp_path):
     out = tmp_path / "rows.json"
-    run = subprocess.run([sys.executable, "bench/gpu.py", "--small", "--json", str(out)], cwd=ROOT,
+    run = subprocess.run([sys.executable, "-m", "bench.gpu", "--small", "--json", str(out)], cwd=ROOT,
                          env=os.environ | {"ARCHSWEEP_DATA_DIR": str(data_dir)}, capture_output=True, text=True,
                          timeout=1200)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -87,7 +87,7 @@ def test_accuracy_stats_coverage_of_the_nb101_subset(data_dir, nb101_cells):
 
 
 def test_lm_samples_that_never_parse_are_all_invalid():
-    from archsweep.stages.lm import generated_cells
+    from archsweep.decoding import generated_cells
 
     cells = generated_cells([None, None], vqvae_model=None, space=nb201)
     assert cells == [None, None]

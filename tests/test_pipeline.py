@@ -57,7 +57,8 @@ def test_pipeline_writes_every_artifact_and_one_set_of_metrics(local_ray, data_d
         assert stats["coverage"] == 1.0 or lm["validity"] == 0  # NAS-Bench-201 has every valid cell
 
     # the saved LM samples again without retraining, and the same seed gives the same samples and metrics
-    from archsweep.stages.lm import Scorer, generate, load_lm
+    from archsweep.artifacts import load_lm
+    from archsweep.stages.lm import Scorer, generate
 
     again = generate(load_lm(cfg, tmp_path / "lm" / "lm"), Scorer(cfg, tmp_path / "vqvae", str(data_dir)), cfg)
     assert {k: again[k] for k in results["generation"]} == results["generation"]
@@ -151,7 +152,8 @@ storage: {tmp_path / 'runs'}
     from archsweep.benchmarks import load_benchmark
     from archsweep.search.generator import Generator
     from archsweep.search.loop import lookup, search_loop
-    from archsweep.search.strategies import Domain, make_strategy
+    from archsweep.search.base import Domain
+    from archsweep.search.registry import make_strategy
 
     bench = load_benchmark("nasbench201", data_dir)
     generator = Generator.from_prior(tmp_path / "prior")
@@ -187,16 +189,14 @@ def test_the_search_bench_adopts_what_restricted_calls_finished_with_the_same_se
                                                                                          tmp_path):
     """bench/search.py's full comparison reads back the searches that runs cut to some strategies finished (the
     newest where several did) when their settings match, another strategy's defaults aside, and runs the rest."""
-    import importlib.util
+    import importlib
 
     from archsweep.search.loop import SearchState
     from archsweep.search.run import run_searches, search_dir_of
     from archsweep.search.spec import load_search_file
     from archsweep.tracking.store import ResultStore
 
-    module = importlib.util.spec_from_file_location("bench_search", ROOT / "bench" / "search.py")
-    bench = importlib.util.module_from_spec(module)
-    module.loader.exec_module(bench)
+    bench = importlib.import_module("bench.search")
     path = tmp_path / "s.yaml"
     path.write_text(f"""name: s
 space: nasbench201
@@ -243,7 +243,7 @@ def test_a_space_too_large_to_enumerate_trains_on_a_sampled_set_and_reports_no_a
     from archsweep.stages import pipeline
     from archsweep.tracking.report import rows
     from archsweep.tracking.store import ResultStore, Row
-    from archsweep.train.vqvae import load_cells
+    from archsweep.data import load_cells
 
     cfg = load_config(overrides=[
         "space=darts", "train.dataset_size=600", "vqvae.hidden_dim=32", "vqvae.decoder_hidden=128",

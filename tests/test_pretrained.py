@@ -51,7 +51,8 @@ def check_samples_scored(metrics: dict, lm_dir) -> None:
 
 
 def test_archsweep_run_fine_tunes_lora_adapters_and_saves_them_alone(lora_run, data_dir, pretrained_checkpoint):
-    from archsweep.stages.lm import Scorer, generate, load_lm
+    from archsweep.artifacts import load_lm
+    from archsweep.stages.lm import Scorer, generate
 
     out, overrides = lora_run
     metrics = json.loads((out / "metrics.json").read_text())["lm"]

@@ -93,8 +93,8 @@ def test_a_bad_report_file_is_refused_naming_the_key(tmp_path, text, message):
 
 def test_a_search_prior_that_names_no_generation_sweep_is_refused_before_anything_runs(tmp_path):
     path = write_report(tmp_path, REPORT.replace("prior: gen-tiny", "prior: gen-huge"))
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "reproduce.py"), str(path), "--docs",
-                          str(tmp_path / "docs")], capture_output=True, text=True, cwd=tmp_path)
+    out = subprocess.run([sys.executable, "-m", "bench.reproduce", str(path), "--docs", str(tmp_path / "docs")],
+                         capture_output=True, text=True, cwd=tmp_path, env=os.environ | {"PYTHONPATH": str(ROOT)})
     assert out.returncode != 0 and "gen-huge" in out.stderr and "gen-tiny" in out.stderr
     assert not (tmp_path / "runs").exists() and not (tmp_path / "docs").exists()
 
@@ -105,8 +105,8 @@ def test_reproduce_writes_exactly_what_it_printed_from_the_stored_results(data_d
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     path = write_report(tmp_path)
     docs = tmp_path / "docs"
-    env = os.environ | {"WANDB_MODE": "offline"}
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "reproduce.py"), str(path), "--docs", str(docs)],
+    env = os.environ | {"WANDB_MODE": "offline", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "bench.reproduce", str(path), "--docs", str(docs)],
                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=1500)
     assert out.returncode == 0, out.stderr[-3000:]
     report = (docs / "REPORT.md").read_text()
@@ -117,7 +117,7 @@ def test_reproduce_writes_exactly_what_it_printed_from_the_stored_results(data_d
     for section in sections:
         for part in section.split("\n\n", 1)[1].split("\n### "):
             assert part.strip() in out.stdout
-    for key in ("- machine:", "- date:", "- command: `python bench/reproduce.py", "- versions: archsweep",
+    for key in ("- machine:", "- date:", "- command: `python -m bench.reproduce", "- versions: archsweep",
                 "torch ", "ray ", "deepspeed "):
         assert key in report
 
@@ -129,7 +129,7 @@ def test_reproduce_writes_exactly_what_it_printed_from_the_stored_results(data_d
         assert f"](report/tiny/{name})" in report
     from PIL import Image
 
-    assert "bench/reproduce.py" in Image.open(docs / "report" / "tiny" / "nasbench201-seq_len.png").info["Description"]
+    assert "bench.reproduce" in Image.open(docs / "report" / "tiny" / "nasbench201-seq_len.png").info["Description"]
 
     # every number of the generation table is the stored one
     from archsweep.tracking.store import ResultStore

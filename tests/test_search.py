@@ -11,7 +11,8 @@ import pytest
 
 from archsweep.config import ConfigError, load_config
 from archsweep.search.loop import SearchError, SearchState, lookup, search_loop, summarize
-from archsweep.search.strategies import Domain, make_strategy
+from archsweep.search.base import Domain
+from archsweep.search.registry import make_strategy
 from archsweep.spaces import get_space
 
 NB201 = get_space("nasbench201")
@@ -173,7 +174,7 @@ def test_a_corrupted_state_file_is_named(tmp_path):
 
 
 def test_summary_finds_the_known_optimum_and_reports_best_by_validation(nb201, tmp_path):
-    from archsweep.search.strategies import Query
+    from archsweep.search.base import Query
 
     def query(n, index):
         cell = nb201.cell(index)

@@ -64,7 +64,8 @@ def test_sweep_runs_trials_shares_the_vqvae_and_mirrors_to_wandb(data_dir, tmp_p
     import ray
 
     from archsweep.runtime import init_local_ray
-    from archsweep.sweep.run import SweepError, run_sweep, sweep_dir_of
+    from archsweep.sweep.plan import SweepError
+    from archsweep.sweep.run import run_sweep, sweep_dir_of
     from archsweep.tracking.report import report
     from archsweep.tracking.wandb import offline_runs, read_offline_run, wandb_env
 

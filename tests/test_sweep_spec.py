@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from archsweep.config import ConfigError
-from archsweep.sweep.run import SweepError, param_space, plan_concurrency, scheduler, trial_resources, upstream_key
+from archsweep.sweep.plan import SweepError, plan_concurrency, trial_resources
+from archsweep.sweep.run import param_space, scheduler, upstream_key
 from archsweep.sweep.spec import load_sweep, trial_configs
 
 ROOT = Path(__file__).resolve().parent.parent

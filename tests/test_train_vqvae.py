@@ -70,6 +70,7 @@ def test_changed_keys_are_the_models_and_datas_not_the_run_length():
 
 def test_stage_writes_model_codes_and_metrics(local_ray, tmp_path):
     from archsweep.spaces import get_space
+    from archsweep.artifacts import load_model
     from archsweep.stages import vqvae
 
     cfg = load_config(overrides=[*TINY, "train.epochs=3"])
@@ -86,9 +87,9 @@ def test_stage_writes_model_codes_and_metrics(local_ray, tmp_path):
     assert np.array_equal(codes["hashes"], enum.hashes)
     assert codes["train"].sum() == round(0.9 * 15_625)
 
-    model, loaded_cfg = vqvae.load_model(tmp_path / "model.pt")
+    model, loaded_cfg = load_model(tmp_path / "model.pt")
     assert loaded_cfg == cfg
-    from archsweep.train.vqvae import load_cells
+    from archsweep.data import load_cells
 
     ops, adj, _ = load_cells(cfg)
     assert np.array_equal(model.encode(ops[:100], adj[:100]).numpy(), codes["codes"][:100])

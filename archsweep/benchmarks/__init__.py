@@ -13,8 +13,10 @@ from __future__ import annotations
 import os
 
 from archsweep.benchmarks import nasbench101, nasbench201
+from archsweep.benchmarks.files import require
 from archsweep.benchmarks.table import Budget, Split, TableBenchmark
 from archsweep.errors import ArchsweepError, UnknownNameError
+from archsweep.spaces import SPACES
 
 __all__ = ["BENCHMARKS", "DATASETS", "Budget", "Split", "TableBenchmark", "check_data", "has_table", "load_benchmark",
            "require_table"]
@@ -42,9 +44,6 @@ def check_data(names, data_dir: str | os.PathLike | None = None) -> None:
     """Verify (sha256) every file the named benchmarks' tables are read from, or raise the DataError `load_benchmark`
     would raise later: run in the driver before any work starts, so a missing or damaged table fails in
     seconds instead of after training. Spaces without a table are skipped."""
-    from archsweep.benchmarks.files import require
-    from archsweep.spaces import SPACES
-
     for name in sorted(set(names)):
         if name not in FILES:
             if name in SPACES:
@@ -57,8 +56,6 @@ def check_data(names, data_dir: str | os.PathLike | None = None) -> None:
 def load_benchmark(name: str, data_dir: str | os.PathLike | None = None, **options) -> TableBenchmark:
     """Load a benchmark's table from the data directory (checksums verified). Options: NAS-Bench-101's
     `table="subset"|"full"`."""
-    from archsweep.spaces import SPACES
-
     if name in SPACES:
         require_table(name)
     try:

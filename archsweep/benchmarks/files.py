@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from archsweep.benchmarks.tfrecord import scan
 from archsweep.errors import DataError
-from archsweep.settings import DATA_DIR_ENV
-from archsweep.settings import data_dir as resolve_data_dir
+from archsweep.settings import DATA_DIR_ENV, data_dir as resolve_data_dir
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,6 @@ def verify(data_dir: str | os.PathLike | None = None) -> dict[str, str | None]:
         if f.optional and problem is not None and problem.startswith("missing"):
             continue
         if problem is None and f.sha256 is None:
-            from archsweep.benchmarks.tfrecord import scan
 
             try:
                 scan(root / f.path)

@@ -21,7 +21,9 @@ import numpy as np
 
 from archsweep.benchmarks.files import FULL_NB101, require
 from archsweep.benchmarks.table import TableBenchmark
+from archsweep.benchmarks.tfrecord import read_nasbench101
 from archsweep.errors import DataError, UnknownNameError
+from archsweep.settings import cache_dir as resolve_cache
 from archsweep.spaces import Cell, get_space
 
 NAME = "nasbench101"
@@ -86,8 +88,6 @@ def load_subset(data_dir: str | os.PathLike | None = None) -> TableBenchmark:
 
 def _parse_full(path: Path) -> dict[str, np.ndarray]:
     """Mean over runs of the final evaluation of every (cell, epochs) in the TFRecord, as arrays."""
-    from archsweep.benchmarks.tfrecord import read_nasbench101
-
     runs: dict[tuple[str, int], list[tuple[float, float, float, float]]] = defaultdict(list)
     order: dict[str, None] = {}
     for record in read_nasbench101(path):
@@ -112,8 +112,6 @@ def _parse_full(path: Path) -> dict[str, np.ndarray]:
 
 
 def load_full(data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None) -> TableBenchmark:
-    from archsweep.settings import cache_dir as resolve_cache
-
     path = require(FULL_NB101.path, data_dir)
     stat = path.stat()
     cache = resolve_cache(cache_dir) / f"nasbench101-full-{stat.st_size}-{stat.st_mtime_ns}.npz"

@@ -13,12 +13,12 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from archsweep.lm.models import FAMILIES, T5_PROMPT
+
 def train_tokenizer(vocab_size: int = 400, seed: int = 0):
     """Byte-level BPE over the decimal numbers below 10,000 as they occur in code strings, with <pad>, <s>, </s>."""
     import transformers as tf
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    from archsweep.lm.models import T5_PROMPT
 
     rng = random.Random(seed)
     corpus = [" ".join(str(rng.randrange(10 ** rng.randint(1, 4))) for _ in range(16)) for _ in range(4000)]
@@ -39,8 +39,6 @@ def number_strings(count: int, rng: random.Random) -> list[str]:
 
 def pretrain(model, tokenizer, seq2seq: bool, steps: int, seed: int) -> None:
     import torch
-
-    from archsweep.lm.models import T5_PROMPT
 
     rng = random.Random(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -67,8 +65,6 @@ def save_small_checkpoint(path: str | Path, family: str = "gpt2", width: int = 6
     """A `family` model (decoder-only gpt2/llama, encoder-decoder t5) with its tokenizer, saved in `path`."""
     import torch
     import transformers as tf
-
-    from archsweep.lm.models import FAMILIES
 
     if family not in FAMILIES:
         raise ValueError(f"family {family!r}; allowed: {', '.join(FAMILIES)}")

@@ -13,17 +13,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from archsweep.artifacts import load_model
+from archsweep.decoding import encode_graphs, graph_arrays
 from archsweep.errors import ArchsweepError
 from archsweep.spaces import Cell
 
 ENCODINGS = ("adjacency", "vq", "vae")
-
-
-def graph_arrays(space, cells: Sequence[Cell]) -> tuple[np.ndarray, np.ndarray]:
-    """(ops [N, V] int, adjacency [N, V, V] uint8) of the cells' graph forms."""
-    graphs = [space.to_graph(c) for c in cells]
-    return np.stack([g.ops for g in graphs]), np.stack([g.adjacency for g in graphs])
 
 
 def adjacency_onehot(ops: np.ndarray, adj: np.ndarray, num_ops: int) -> np.ndarray:
@@ -43,8 +40,6 @@ class Encoder:
             raise ArchsweepError(f"unknown encoding {encoding!r}; choose one of {', '.join(ENCODINGS)}")
         self.space, self.encoding, self.batch, self.model = space, encoding, batch, None
         if encoding != "adjacency":
-            from archsweep.stages.vqvae import load_model
-
             if model_path is None or not Path(model_path).is_file():
                 model = "vqvae" if encoding == "vq" else "vae"
                 raise ArchsweepError(f"encoding {encoding!r} needs a trained model: {model_path} is not a file (the "
@@ -64,18 +59,13 @@ class Encoder:
         """The same from graph arrays (as `space.graph_arrays` gives for a whole table)."""
         if self.model is None:
             return adjacency_onehot(ops, adj, len(self.space.op_vocab))
-        import torch
-
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(ops), self.batch):
-                o = torch.from_numpy(np.asarray(ops[i:i + self.batch], dtype=np.int64))
-                a = torch.from_numpy(np.asarray(adj[i:i + self.batch]))
-                z = self.model.encode(o, a)
-                if self.encoding == "vq":
-                    z = self.model.quantizer.lookup(z)
-                out.append(z.reshape(len(o), -1).float().numpy())
-        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+        if not len(ops):
+            return np.zeros((0, 0), np.float32)
+        z = encode_graphs(self.model, ops, adj, self.batch)
+        if self.encoding == "vq":
+            with torch.no_grad():
+                z = self.model.quantizer.lookup(z)
+        return z.reshape(len(ops), -1).float().numpy()
 
 
 class CodeEncoder:
@@ -83,8 +73,6 @@ class CodeEncoder:
     model.pt; `codebook_size` and `seq_len` are that model's K and L."""
 
     def __init__(self, space, model_path: str | Path):
-        from archsweep.stages.vqvae import load_model
-
         if not Path(model_path).is_file():
             raise ArchsweepError(f"no VQ-VAE model at {model_path}")
         self.space = space
@@ -95,8 +83,4 @@ class CodeEncoder:
         self.codebook_size, self.seq_len = cfg.vqvae.codebook_size, cfg.vqvae.seq_len
 
     def __call__(self, cells: Sequence[Cell]) -> np.ndarray:
-        import torch
-
-        ops, adj = graph_arrays(self.space, cells)
-        with torch.no_grad():
-            return self.model.encode(torch.from_numpy(ops.astype(np.int64)), torch.from_numpy(adj)).numpy()
+        return encode_graphs(self.model, *graph_arrays(self.space, cells)).numpy()

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from archsweep.errors import ArchsweepError
-from archsweep.search.strategies import Candidate, Domain, Query, Strategy, make_strategy
+from archsweep.search.base import Candidate, Domain, Query, Strategy
+from archsweep.search.registry import make_strategy
 
 
 class SearchError(ArchsweepError):

@@ -25,7 +25,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from archsweep.errors import ArchsweepError
-from archsweep.search.strategies import Candidate, Domain, Query, _Observing
+from archsweep.lm.models import CodeTokenizer, build
+from archsweep.search.base import Candidate, Domain, Observing, Query
 
 SCORE_BINS = 10
 
@@ -92,8 +93,6 @@ class Ranker:
     def __init__(self, name: str, prompts: Prompts, seed: int, threads: int = 1):
         import torch
 
-        from archsweep.lm.models import build
-
         if name.startswith("pretrained:"):
             raise ArchsweepError(f"search.lm_ranker.name={name}: the ranker's prompt is spelled in extended code "
                                  "tokens, which a pretrained tokenizer has not; name a preset (gpt2-tiny, ...)")
@@ -106,8 +105,6 @@ class Ranker:
         """(logits over the markers at the answer, logits over the score tokens at each context score's place, or
         None for an encoder-decoder)."""
         import torch
-
-        from archsweep.lm.models import CodeTokenizer
 
         offset, p = CodeTokenizer.OFFSET, self.prompts
         markers = torch.tensor(p.markers()) + offset
@@ -169,7 +166,7 @@ class Ranker:
             torch.set_num_threads(old)
 
 
-class LMRanker(_Observing):
+class LMRanker(Observing):
     """See the module docstring. The first `initial` queries are random; a round whose prior samples hold too few
     new cells fills up with random ones (source `fallback`)."""
 

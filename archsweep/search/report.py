@@ -12,9 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from archsweep.search.loop import SearchState, curves
+from archsweep.tracking.reproduce import save
+from archsweep.tracking.store import ResultStore
 
 
-def _label(row) -> str:
+def strategy_label(row) -> str:
     s = row.config["search"]
     return row.trial_id.removesuffix(f"-{s['dataset']}-s{s['seed']}")
 
@@ -29,7 +31,7 @@ def aggregate(rows, budgets: list[int]) -> list[dict]:
     groups = defaultdict(list)
     for row in rows:
         if row.status == "TERMINATED":
-            groups[(_label(row), row.config["search"]["dataset"])].append(row.metrics)
+            groups[(strategy_label(row), row.config["search"]["dataset"])].append(row.metrics)
     out = []
     for (label, dataset), metrics in groups.items():
         line = {"strategy": label, "dataset": dataset, "seeds": len(metrics)}
@@ -51,8 +53,6 @@ def aggregate(rows, budgets: list[int]) -> list[dict]:
 
 
 def write_report(search_dir: str | Path, budgets: list[int]) -> tuple[list[dict], list[Path]]:
-    from archsweep.tracking.store import ResultStore
-
     search_dir = Path(search_dir)
     rows = ResultStore(search_dir).rows()
     table = aggregate(rows, budgets)
@@ -139,7 +139,7 @@ def plot_curves(rows, path: Path, footer: str = "") -> Path | None:
             continue
         c = curves(history)
         values = c["test_of_best"] if not np.isnan(c["test_of_best"]).all() else c["best_val"]
-        series[(row.config["search"]["dataset"], _label(row))].append(values)
+        series[(row.config["search"]["dataset"], strategy_label(row))].append(values)
     if not series:
         return None
     datasets = sorted({d for d, _ in series}, key=str.lower)
@@ -167,7 +167,6 @@ def plot_curves(rows, path: Path, footer: str = "") -> Path | None:
         ax.legend(fontsize="x-small" if below else "small", ncols=2 if below else 1,
                   **({"loc": "upper center", "bbox_to_anchor": (0.5, -0.14)} if below else {}))
     if footer:
-        from archsweep.tracking.reproduce import save
 
         return save(fig, path, footer)
     fig.tight_layout()

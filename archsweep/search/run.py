@@ -20,11 +20,16 @@ from pathlib import Path
 import numpy as np
 import ray
 
+from archsweep.benchmarks import load_benchmark
 from archsweep.config import Config, from_dict, to_dict
 from archsweep.errors import one_line
+from archsweep.search.generator import Generator
 from archsweep.search.loop import SearchError, SearchState, curves, lookup, run_search
+from archsweep.search.registry import needs_generator
 from archsweep.search.spec import SearchFile
-from archsweep.search.strategies import needs_generator
+from archsweep.specfile import preflight, same_spec, to_yaml
+from archsweep.tracking.store import ResultStore, Row
+from archsweep.tracking.wandb import wandb_env
 
 log = logging.getLogger(__name__)
 DRIVER_RESTARTS = 3
@@ -47,8 +52,6 @@ class GeneratorActor:
     """Holds one LM prior; any number of lm_guided drivers call it (its answers depend only on the arguments)."""
 
     def __init__(self, prior: str, device: str = "cpu"):
-        from archsweep.search.generator import Generator
-
         self.generator = Generator.from_prior(prior, device)
 
     def candidates(self, elite, **settings):
@@ -106,21 +109,14 @@ def run_searches(spec: SearchFile, *, search_dir: str | Path | None = None, data
     store's rows. `progress(queries done, queries in all, searches finished)` is called while they run. A search
     that fails is recorded (one-line error, `error.log` beside its state) while the others go on; then a
     SearchError, unless `raise_on_failure` is False (the rows say which failed)."""
-    from archsweep.benchmarks import check_data, load_benchmark
-    from archsweep.sweep.run import _yaml
-    from archsweep.sweep.spec import same_spec
-    from archsweep.tracking.store import ResultStore, Row
-    from archsweep.tracking.wandb import check_login
-
-    check_login(spec.tracking)
-    check_data(spec.spaces(), data_dir)
+    preflight(spec, data_dir)
     search_dir = Path(search_dir) if search_dir else search_dir_of(spec)
     saved = search_dir / "search.yaml"
     if saved.is_file() and not same_spec(saved, spec.to_dict()):
         raise SearchError(f"{search_dir} holds a different search named {spec.name!r}; give this one another name "
                           "(`name=...`) or storage (`storage=...`), or remove that directory")
     search_dir.mkdir(parents=True, exist_ok=True)
-    saved.write_text(_yaml(spec.to_dict()))
+    saved.write_text(to_yaml(spec.to_dict()))
     store = ResultStore(search_dir)
     runs = spec.runs()
     done = {r.trial_id for r in store.rows() if r.status == "TERMINATED"}
@@ -206,8 +202,6 @@ def _log_wandb(spec: SearchFile, rid: str, cfg: Config, state: SearchState, summ
     if not spec.tracking.wandb or spec.tracking.mode == "disabled":
         return
     import wandb
-
-    from archsweep.tracking.wandb import wandb_env
 
     os.environ.update(wandb_env(spec.tracking))
     c = curves(state.history)

@@ -26,12 +26,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from archsweep.benchmarks import DATASETS, require_table
-from archsweep.config import ALL_KEYS, Config, ConfigError, _suggest, absolute_patch, from_dict, to_dict
-from archsweep.errors import ArchsweepError
+from archsweep.config import ALL_KEYS, Config, ConfigError, absolute_patch, from_dict, load_config, suggest_key, to_dict
+from archsweep.errors import ArchsweepError, did_you_mean
+from archsweep.layout import resolve_prior
+from archsweep.search.registry import STRATEGIES, needs_generator, strategy_encoder
 from archsweep.settings import absolute
-from archsweep.sweep.spec import TrackingSettings, _check_settings, _patched, _settings, _with, read_spec_file
-
-STRATEGIES = ("lm_guided", "regularized_evolution", "random", "bo", "rl", "lm_ranker")
+from archsweep.specfile import TrackingSettings, check_tracking, patched, read_settings, read_spec_file, with_key
 
 
 @dataclass
@@ -66,11 +66,11 @@ class SearchFile:
         """(run id, config) of every strategy x dataset x seed, in that order."""
         out = []
         for label, patch in self.searches.strategies.items():
-            config = _patched(to_dict(self.base), _strategy_patch(label, patch))
+            config = patched(to_dict(self.base), _strategy_patch(label, patch))
             for dataset in self.searches.datasets or [self.base.search.dataset or DATASETS[self.base.space][0]]:
                 for k in range(self.searches.seeds):
                     seed = self.base.search.seed + k
-                    cfg = from_dict(_patched(config, {"search.dataset": dataset, "search.seed": seed}))
+                    cfg = from_dict(patched(config, {"search.dataset": dataset, "search.seed": seed}))
                     out.append((f"{label}-{dataset}-s{seed}", cfg))
         return out
 
@@ -87,8 +87,6 @@ def load_search_file(path: str | os.PathLike, overrides: list[str] | tuple[str, 
     """Read and check a search YAML; `overrides` (`key=value`) apply to the base configuration, or to
     `searches.*`, `tracking.*`, `name` and `storage`. `check_prior=False`: lm_guided's prior is not there yet
     (the reproduction report trains it first)."""
-    from archsweep.config import load_config
-
     path = Path(path)
     source = str(path)
     raw, sections, base_overrides, name = read_spec_file(path, overrides, SECTIONS, ("searches", "tracking"),
@@ -99,10 +97,8 @@ def load_search_file(path: str | os.PathLike, overrides: list[str] | tuple[str, 
     except ArchsweepError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     searches = _searches(sections.get("searches"), source)
-    tracking = _settings(TrackingSettings, sections.get("tracking"), "tracking", source)
-    from archsweep.sweep.spec import TuneSettings
-
-    _check_settings(TuneSettings(), tracking, source)
+    tracking = read_settings(TrackingSettings, sections.get("tracking"), "tracking", source)
+    check_tracking(tracking, source)
     searches.strategies = {label: absolute_patch(patch or {}) for label, patch in searches.strategies.items()}
     spec = SearchFile(name, base, searches, tracking, str(absolute(sections.get("storage") or "runs/searches")),
                       source)
@@ -111,13 +107,13 @@ def load_search_file(path: str | os.PathLike, overrides: list[str] | tuple[str, 
         config = to_dict(base)
         for key, value in _strategy_patch(label, patch).items():
             if key not in ALL_KEYS:
-                raise ConfigError(f"{where}: unknown config key {key!r}{_suggest(key)}")
-            config = to_dict(_with(config, key, value, f"{where}: {key}={value!r}"))
+                raise ConfigError(f"{where}: unknown config key {key!r}{suggest_key(key)}")
+            config = to_dict(with_key(config, key, value, f"{where}: {key}={value!r}"))
         if "search.strategy" not in _strategy_patch(label, patch):
             raise ConfigError(f"{where}: {label!r} is not a strategy ({', '.join(STRATEGIES)}); name one with "
                               "search.strategy in its patch")
         for dataset in searches.datasets:
-            _with(config, "search.dataset", dataset, f"{source}: searches.datasets")
+            with_key(config, "search.dataset", dataset, f"{source}: searches.datasets")
         if check_prior:
             _check_models(from_dict(config), where)
     return spec
@@ -131,10 +127,7 @@ def _searches(data, source: str) -> SearchSettings:
     known = set(SearchSettings.__dataclass_fields__)
     for key in data:
         if key not in known:
-            import difflib
-
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean 'searches.{close[0]}'?" if close else ""
+            hint = did_you_mean(key, known, "searches.")
             raise ConfigError(f"{source}: unknown key 'searches.{key}'{hint} (allowed: {', '.join(sorted(known))})")
     s = SearchSettings(**data)
     if not isinstance(s.strategies, dict) or not s.strategies or \
@@ -158,10 +151,6 @@ def _searches(data, source: str) -> SearchSettings:
 def _check_models(cfg: Config, where: str) -> None:
     """The trained models a strategy needs are there: the LM prior (lm_guided, lm_ranker, bo from the prior), the
     encoder (bo, rl and lm_guided's surrogate in a learned representation; lm_ranker's VQ-VAE)."""
-    from archsweep.errors import ArchsweepError
-    from archsweep.search.generator import resolve_prior
-    from archsweep.search.strategies import needs_generator, strategy_encoder
-
     s = cfg.search
     try:
         if needs_generator(cfg):

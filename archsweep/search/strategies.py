@@ -1,132 +1,24 @@
-"""NAS strategies behind one interface: `propose` a batch of cells, `observe` their benchmark results.
-
-A strategy's state is only what it has observed; the random generator comes from the driver, one per round. So a
-restarted driver rebuilds a strategy exactly by letting it observe the persisted history again. Every strategy
-proposes only cells the search may query: valid, in the benchmark table, never queried before, once per batch.
+"""The NAS strategies behind one interface (`archsweep.search.base.Strategy`): `propose` a batch of cells, `observe`
+their benchmark results. Random search, regularized evolution, LM-guided search (with its surrogate and explorer),
+Bayesian optimisation (DNGO) and REINFORCE; lm_ranker lives in `ranker.py`, the choice by config in `registry.py`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import asdict, dataclass
-from typing import Protocol
 
 import numpy as np
 
+from archsweep.search.base import Candidate, Domain, Observing, Query
+from archsweep.search.predictor import DNGO, expected_improvement
 from archsweep.spaces import Cell
 
-# Draws per wanted cell before a strategy gives up (a table nearly exhausted, or a tiny subset table).
-MAX_DRAWS = 5_000
 # Tournaments (of 50 mutations each) per child before regularized evolution takes a random cell instead: on a subset
 # table the winner's whole one-step neighbourhood can be missing or queried, and the winner keeps winning.
 MAX_TOURNAMENTS = 5
 
 
-@dataclass(frozen=True)
-class Candidate:
-    cell: Cell
-    key: str  # the benchmark table's key of the cell
-    source: str  # random | mutation | lm | bo | rl | lm_ranker | fallback (random: its own ran out)
-
-
-@dataclass
-class Query:
-    """One charged benchmark query, as the search history records it."""
-
-    n: int  # 1-based position in the search
-    round: int
-    key: str
-    adjacency: list
-    ops: list
-    val: float
-    test: float | None  # None where the table has no test split (NAS-Bench-101 subset)
-    seconds: float | None  # the table's training time of the cell, where it has one
-    source: str
-
-    @property
-    def cell(self) -> Cell:
-        return Cell(self.adjacency, self.ops)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-class Domain:
-    """The cells a search may query: valid and in the benchmark table; `key` is None for any other cell."""
-
-    def __init__(self, benchmark):
-        self.benchmark = benchmark
-        self.space = benchmark.space
-        self._table: list[tuple[Cell, str]] | None = None
-
-    def key(self, cell: Cell) -> str | None:
-        index = self.benchmark.find(cell)
-        return None if index is None else self.benchmark.keys[index]
-
-    def __len__(self) -> int:
-        return len(self.benchmark)
-
-    def table(self) -> list[tuple[Cell, str]]:
-        """Every cell of the table with its key, once per key (built on first use, then kept)."""
-        if self._table is None:
-            seen, self._table = set(), []
-            for i, key in enumerate(self.benchmark.keys):
-                if key not in seen:
-                    seen.add(key)
-                    self._table.append((self.space.prune(self.benchmark.cell(i)), key))
-        return self._table
-
-
-class Strategy(Protocol):
-    name: str
-
-    def propose(self, n: int, rng: np.random.Generator) -> list[Candidate]: ...
-    def observe(self, queries: Sequence[Query]) -> None: ...
-
-
-class _Observing:
-    def __init__(self, domain: Domain):
-        self.domain = domain
-        self.space = domain.space
-        self.history: list[Query] = []
-        self.queried: set[str] = set()
-
-    def observe(self, queries: Sequence[Query]) -> None:
-        for q in queries:
-            self.history.append(q)
-            self.queried.add(q.key)
-
-    def _accept(self, cell: Cell, taken: set[str], source: str) -> Candidate | None:
-        key = self.domain.key(cell)
-        if key is None or key in taken:
-            return None
-        taken.add(key)
-        return Candidate(self.space.prune(cell), key, source)
-
-    def _random(self, n: int, rng: np.random.Generator, taken: set[str], source: str = "random") -> list[Candidate]:
-        out = []
-        for _ in range(n * MAX_DRAWS):
-            if len(out) == n or len(taken) >= len(self.domain):
-                break
-            if (c := self._accept(self.space.random_cell(rng), taken, source)) is not None:
-                out.append(c)
-        return out
-
-    def _from_table(self, n: int, rng: np.random.Generator, taken: set[str], source: str) -> list[Candidate]:
-        """n cells drawn uniformly from the table's cells not in `taken`: cheap on a subset table, where the space's
-        own sampler would mostly draw cells the table lacks (NAS-Bench-101's 30k table: 1 draw in ~44 is in it)."""
-        table, out = self.domain.table(), []
-        for i in rng.permutation(len(table)):
-            if len(out) == n:
-                break
-            cell, key = table[i]
-            if key not in taken:
-                taken.add(key)
-                out.append(Candidate(cell, key, source))
-        return out
-
-
-class RandomSearch(_Observing):
+class RandomSearch(Observing):
     """Uniform over the space's valid cells (the benchmark authors' sampler), skipping cells already queried and,
     on a subset table, cells the table lacks."""
 
@@ -136,7 +28,7 @@ class RandomSearch(_Observing):
         return self._random(n, rng, set(self.queried))
 
 
-class RegularizedEvolution(_Observing):
+class RegularizedEvolution(Observing):
     """Regularized evolution (Real et al., 2019): a population of the last `population` queried cells (the oldest
     dies), each child a one-op-or-one-edge mutation of the best of `tournament` members sampled at random. The
     first `population` cells are random. With a batch of n, n children come from n independent tournaments. A
@@ -185,8 +77,6 @@ class Surrogate:
 
     def rank(self, history: Sequence[Query], pool: list[Candidate], seed: int) -> list[Candidate]:
         """`pool`, highest expected improvement first."""
-        from archsweep.search.predictor import DNGO, expected_improvement
-
         if not pool:
             return []
         y = np.array([q.val for q in history])
@@ -195,7 +85,7 @@ class Surrogate:
         return [pool[i] for i in np.argsort(-expected_improvement(mean, std, float(y.max())), kind="stable")]
 
 
-class LMGuided(_Observing):
+class LMGuided(Observing):
     """Sample the VQ-VAE + LM generator, adapted each round to the `top_k` best cells found so far (the prior,
     fine-tuned on their code sequences, so its samples concentrate around high-accuracy cells); keep the sampled
     cells the search may query, most often sampled first. When a round's samples hold too few new cells, sample
@@ -260,7 +150,7 @@ class LMGuided(_Observing):
         return out
 
 
-class BayesianOptimisation(_Observing):
+class BayesianOptimisation(Observing):
     """Bayesian optimisation in a representation, as arch2vec searches its latent space: after `initial` random
     queries, each round fits DNGO (`Surrogate`) to every queried cell's encoding and validation accuracy and
     queries the `n` cells of a candidate pool (random cells of the table, all of it, or samples of the LM prior) with
@@ -296,7 +186,7 @@ class BayesianOptimisation(_Observing):
         return out + self._random(n - len(out), rng, taken, "fallback")
 
 
-class Reinforce(_Observing):
+class Reinforce(Observing):
     """REINFORCE in a representation, as arch2vec's RL search: a Gaussian policy N(mu, diag(sigma^2)) over the
     standardised encodings. Each proposal is the not-yet-queried cell nearest to a sample of the policy among a
     fresh pool (random cells of the table, uniform over its distinct cells); the queried cell's encoding is the
@@ -353,94 +243,3 @@ class Reinforce(_Observing):
             used[i] = True
             out.append(pool[i])
         return out
-
-
-def uses_encoder(cfg) -> bool:
-    """Whether the strategy needs an encoder: a representation (bo, rl, lm_guided with its surrogate or explorer)
-    or the VQ-VAE's code sequences (lm_ranker)."""
-    s = cfg.search
-    return s.strategy in ("bo", "rl", "lm_ranker") or (
-        s.strategy == "lm_guided" and (s.lm_guided.surrogate or s.lm_guided.explore > 0))
-
-
-def strategy_encoder(cfg, vqvae_dir=None):
-    """What `make_strategy` takes as `encoder` for this strategy (None where it needs none); `vqvae_dir` as in
-    `representation_encoder`."""
-    from pathlib import Path
-
-    from archsweep.search.encodings import CodeEncoder
-    from archsweep.search.generator import resolve_prior
-    from archsweep.spaces import get_space
-
-    if not uses_encoder(cfg):
-        return None
-    if cfg.search.strategy != "lm_ranker":
-        return representation_encoder(cfg, vqvae_dir)
-    stage = Path(vqvae_dir) if vqvae_dir is not None else resolve_prior(cfg.search.lm_guided.prior)[1]
-    return CodeEncoder(get_space(cfg.space), stage / "model.pt")
-
-
-def representation_encoder(cfg, vqvae_dir=None):
-    """The `search.encoding` encoder of bo, rl and lm_guided's surrogate. `vqvae_dir`: the run's own VQ-VAE stage
-    (a pipeline's search stage), used when `search.encoder` is empty; otherwise the prior's (vq) or
-    `search.encoder`'s."""
-    from pathlib import Path
-
-    from archsweep.errors import ArchsweepError
-    from archsweep.search.encodings import Encoder
-    from archsweep.spaces import get_space
-
-    s, space = cfg.search, get_space(cfg.space)
-    if s.encoding == "adjacency":
-        return Encoder(space, "adjacency")
-    if s.encoder:
-        root = Path(s.encoder)
-        model = next((p for p in (root, root / "model.pt", root / "vqvae" / "model.pt") if p.is_file()), root)
-    elif vqvae_dir is not None:
-        model = Path(vqvae_dir) / "model.pt"
-    elif s.encoding == "vq" and s.lm_guided.prior:
-        from archsweep.search.generator import resolve_prior
-
-        model = resolve_prior(s.lm_guided.prior)[1] / "model.pt"
-    else:
-        raise ArchsweepError(f"search.encoding={s.encoding} needs a trained model: set search.encoder to a finished "
-                             f"run directory trained with vqvae.model={'vqvae' if s.encoding == 'vq' else 'vae'}"
-                             + (" (or search.lm_guided.prior to an LM prior run, whose VQ-VAE encodes)"
-                                if s.encoding == "vq" else ""))
-    return Encoder(space, s.encoding, model)
-
-
-def needs_generator(cfg) -> bool:
-    """Whether the search samples the LM prior (lm_guided, lm_ranker, bo with its pool drawn from the prior)."""
-    s = cfg.search
-    return s.strategy in ("lm_guided", "lm_ranker") or (s.strategy == "bo" and s.bo.pool == "lm")
-
-
-def make_strategy(cfg, domain: Domain, generator=None, encoder=None) -> Strategy:
-    """The strategy `cfg.search.strategy` names; `generator` samples candidate cells of the LM prior (lm_guided;
-    lm_ranker; bo with search.bo.pool=lm); `encoder` (`strategy_encoder`: bo, rl, lm_guided's surrogate,
-    lm_ranker) maps cells to the representation or code sequences they work with."""
-    s = cfg.search
-    if s.strategy == "random":
-        return RandomSearch(domain)
-    if s.strategy == "regularized_evolution":
-        return RegularizedEvolution(domain, s.evolution.population, s.evolution.tournament)
-    if needs_generator(cfg) and generator is None:
-        raise ValueError(f"{s.strategy} needs a generator (the trained VQ-VAE + LM prior)")
-    if s.strategy == "lm_guided" and not uses_encoder(cfg):
-        return LMGuided(domain, generator, s.lm_guided)
-    encoder = encoder or strategy_encoder(cfg)
-    if s.strategy == "lm_ranker":
-        from archsweep.search.ranker import LMRanker
-
-        return LMRanker(domain, generator, encoder, encoder.codebook_size, encoder.seq_len, s.lm_ranker, s.lm_guided,
-                        s.seed)
-    if s.strategy == "lm_guided":
-        explorer = BayesianOptimisation(domain, encoder, s.bo, generator) if s.lm_guided.explore else None
-        surrogate = None
-        if s.lm_guided.surrogate:  # with an explorer, its surrogate: each cell is encoded once for both
-            surrogate = explorer.surrogate if explorer else Surrogate(encoder, s.bo.fit_steps)
-        return LMGuided(domain, generator, s.lm_guided, surrogate, s.bo.initial, explorer)
-    if s.strategy == "bo":
-        return BayesianOptimisation(domain, encoder, s.bo, generator)
-    return Reinforce(domain, encoder, s.rl, s.seed)

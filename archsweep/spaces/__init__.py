@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from archsweep.errors import ArchsweepError, UnknownNameError
+from archsweep.settings import cache_dir as resolve_cache
 from archsweep.spaces import darts, nasbench101, nasbench201
 from archsweep.spaces.cell import Cell, GraphArrays
 from archsweep.spaces.enumeration import Enumeration, cached
@@ -129,23 +130,19 @@ class _ModuleSpace:
     def enumerate(self, cache_dir: str | os.PathLike | None = None, progress=None) -> Enumeration:
         """All of the benchmark's cells, built once (`progress(done, total)` while building) and then loaded
         from the cache directory."""
-        from archsweep.settings import cache_dir as resolve
-
         if self._build is None:
             raise ArchsweepError(f"the {self.name} space has {self.num_cells:.3g} cells, too many to enumerate; its "
                                  f"models train on a sampled set (space.dataset(size, seed); train.dataset_size)")
-        path = resolve(cache_dir) / f"{self.name}-cells.npz"
+        path = resolve_cache(cache_dir) / f"{self.name}-cells.npz"
         return cached(path, lambda: self._build(progress=progress), expected_size=self.num_cells)
 
     def dataset(self, size: int, seed: int, cache_dir: str | os.PathLike | None = None, progress=None) -> Enumeration:
         """`size` cells sampled uniformly (distinct up to isomorphism) with `seed`, built once and then loaded
         from the cache directory: the training set of a space too large to enumerate. An enumerable space's
         dataset is its enumeration."""
-        from archsweep.settings import cache_dir as resolve
-
         if self._sample is None:
             return self.enumerate(cache_dir, progress)
-        path = resolve(cache_dir) / f"{self.name}-sample-{size}-seed{seed}.npz"
+        path = resolve_cache(cache_dir) / f"{self.name}-sample-{size}-seed{seed}.npz"
         return cached(path, lambda: self._sample(size, seed, progress=progress), expected_size=size)
 
 

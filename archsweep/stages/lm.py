@@ -19,13 +19,21 @@ import numpy as np
 import torch
 
 from archsweep import metrics as M
+from archsweep.artifacts import load_model, save_lm
+from archsweep.benchmarks import has_table, load_benchmark
 from archsweep.config import Config, to_dict
+from archsweep.data import training_reference
+from archsweep.decoding import generated_cells
+from archsweep.layout import LMStage, VQVAEStage
+from archsweep.lm.models import add_lora, build
+from archsweep.lm.sampling import sample
+from archsweep.spaces import get_space, training_cells
+from archsweep.spaces.enumeration import GraphIndex
+from archsweep.train.lm import fit, full_state_dict, load_codes
+from archsweep.train.scale import sample_batch
 
 
 def _load_trained(cfg: Config, result, codebook_size: int):
-    from archsweep.lm.models import add_lora, build
-    from archsweep.train.lm import full_state_dict
-
     lm = build(cfg.lm.name, codebook_size, cfg.vqvae.seq_len)
     if cfg.lm.lora.rank:
         add_lora(lm, cfg.lm.lora.rank, cfg.lm.lora.alpha, cfg.lm.lora.dropout, cfg.lm.lora.target_modules)
@@ -37,71 +45,13 @@ def _load_trained(cfg: Config, result, codebook_size: int):
     return lm
 
 
-def load_lm(cfg: Config, lm_dir: str | Path):
-    """The trained LM a finished stage saved (`<stage>/lm`), to sample again without retraining."""
-    from archsweep.lm.models import PRETRAINED, build, load_lora
-
-    if cfg.lm.lora.rank:  # the adapters alone were saved: the base model comes from where it came from in training
-        lm = build(cfg.lm.name, cfg.vqvae.codebook_size, cfg.vqvae.seq_len)
-        try:
-            load_lora(lm, lm_dir)
-        except Exception as exc:
-            from archsweep.checkpoint import unreadable
-
-            raise unreadable(lm_dir, exc, f"Delete {Path(lm_dir).parent} and run the LM stage again.") from None
-        return lm
-    if cfg.lm.name.startswith(PRETRAINED):
-        lm = build(PRETRAINED + str(lm_dir), cfg.vqvae.codebook_size, cfg.vqvae.seq_len)
-        lm.name = cfg.lm.name
-        return lm
-    lm = build(cfg.lm.name, cfg.vqvae.codebook_size, cfg.vqvae.seq_len)
-    try:
-        lm.model = type(lm.model).from_pretrained(lm_dir)
-    except Exception as exc:  # a missing or cut-off weights file
-        from archsweep.checkpoint import unreadable
-
-        raise unreadable(lm_dir, exc, f"Delete {Path(lm_dir).parent} and run the LM stage again.") from None
-    return lm
-
-
-def generated_cells(codes: list[tuple[int, ...] | None], vqvae_model, space, index=None):
-    """Decode parsed code sequences through the VQ-VAE; None (unparseable) stays None. Each distinct sequence is
-    decoded once and its samples share one Cell. A space that checks and hashes many graphs at once
-    (`graph_hashes`, DARTS) does so for all of them; otherwise, with `index` (a `GraphIndex` of the space's
-    enumeration), the decoded graphs that are enumerated cells are found all at once. Either way the space remembers
-    the valid ones with their hashes, so scoring checks and hashes only the others, one by one."""
-    from archsweep.stages.vqvae import decode_arrays
-
-    parsed = [c for c in codes if c is not None]
-    if not parsed:  # nothing parsed: every sample is invalid
-        return [None] * len(codes)
-    distinct, inverse = np.unique(np.asarray(parsed, dtype=np.int64), axis=0, return_inverse=True)
-    ops, adj = decode_arrays(vqvae_model, torch.from_numpy(distinct))
-    cells = [space.from_graph(a, o) for o, a in zip(ops, adj)]
-    if hasattr(space, "graph_hashes"):
-        for cell, h in zip(cells, space.graph_hashes(ops, adj)):
-            if h is not None:
-                space.remember(cell, h)
-    elif index is not None:
-        for cell, k in zip(cells, index.find(ops, adj).tolist()):
-            if k >= 0:
-                space.remember(cell, index.hash_of(k))
-    decoded = iter(inverse.reshape(-1).tolist())
-    return [None if c is None else cells[next(decoded)] for c in codes]
-
-
 class Scorer:
     """Decodes sampled code sequences through a VQ-VAE stage's decoder and scores them with the metrics module.
     The training reference (for novelty) and the benchmark table are loaded once, for many sample sets."""
 
     def __init__(self, cfg: Config, vqvae_dir: str | Path, data_dir: str | None = None):
-        from archsweep.benchmarks import has_table, load_benchmark
-        from archsweep.spaces import get_space, training_cells
-        from archsweep.spaces.enumeration import GraphIndex
-        from archsweep.stages.vqvae import load_model, training_reference
-
         self.space = get_space(cfg.space)
-        self.model, _ = load_model(Path(vqvae_dir) / "model.pt")
+        self.model, _ = load_model(VQVAEStage(Path(vqvae_dir)).model)
         self.train_hashes, self.train_strings = training_reference(cfg)
         self.benchmark = load_benchmark(cfg.space, data_dir) if has_table(cfg.space) else None
         self.index = None
@@ -120,9 +70,6 @@ class Scorer:
 
 def generate(lm, scorer: Scorer, cfg: Config, samples_path: str | Path | None = None) -> dict:
     """Sample `cfg.sample` from the LM, decode and score; end-to-end architectures/s included."""
-    from archsweep.lm.sampling import sample
-    from archsweep.train.scale import sample_batch
-
     s = cfg.sample
     gpu = cfg.lm.use_gpu and torch.cuda.is_available()  # a GPU this process may use (Ray sets what it sees)
     lm.model.to("cuda" if gpu else "cpu")
@@ -140,25 +87,22 @@ def generate(lm, scorer: Scorer, cfg: Config, samples_path: str | Path | None = 
 
 def run(cfg: Config, vqvae_dir: str | Path, out_dir: str | Path, env: dict[str, str] | None = None,
         data_dir: str | None = None, log_level: str = "WARNING", callbacks: list | None = None) -> dict:
-    from archsweep.train.lm import fit, load_codes
-
-    vqvae_dir, out_dir = Path(vqvae_dir), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    codes_path = vqvae_dir / "codes.npz"
+    """Train (or resume) the LM on the VQ-VAE stage's codes, save it, sample and score; writes `out_dir`."""
+    stage = LMStage(Path(out_dir))
+    stage.dir.mkdir(parents=True, exist_ok=True)
+    codes_path = VQVAEStage(Path(vqvae_dir)).codes
     _, _, codebook_size = load_codes(codes_path)
     start = time.perf_counter()
-    result = fit(cfg, codes_path, out_dir, env, log_level, callbacks)
+    result = fit(cfg, codes_path, stage.dir, env, log_level, callbacks)
     if result.error is not None:
         raise result.error
     train_seconds = time.perf_counter() - start
     lm = _load_trained(cfg, result, codebook_size)
-    lm.model.save_pretrained(out_dir / "lm")
-    if lm.pretrained:
-        lm.tokenizer.save_pretrained(out_dir / "lm")
+    save_lm(lm, stage.model)
 
     results = {"config": to_dict(cfg), "training": {k: v for k, v in (result.metrics or {}).items()
                                                     if isinstance(v, (int, float))},
                "train_wall_s": train_seconds, "node": (result.metrics or {}).get("node"),
-               **generate(lm, Scorer(cfg, vqvae_dir, data_dir), cfg, out_dir / "samples.npz")}
-    (out_dir / "metrics.json").write_text(json.dumps(results, indent=2))
+               **generate(lm, Scorer(cfg, vqvae_dir, data_dir), cfg, stage.samples)}
+    stage.metrics.write_text(json.dumps(results, indent=2))
     return results

@@ -1,38 +1,56 @@
-"""One configuration end to end: VQ-VAE -> codes -> LM -> samples -> metrics, each stage in its own directory.
+"""One configuration end to end: VQ-VAE -> codes -> LM -> samples -> metrics (-> search), each stage in its own
+directory. The one composition of the stages: `archsweep run` calls it, and so does every sweep trial, with what
+differs between them passed in (where the VQ-VAE stage comes from, callbacks on the LM's epochs).
 
-`out_dir/vqvae/`, `out_dir/lm/` (and with `search.enabled`, `out_dir/search/`) hold each stage's artifacts; `out_dir/metrics.json` joins their metrics, with
-the headline generation metrics under `generation` (for the continuous VAE baseline: its prior samples). A
-stage whose directory already holds a finished run is not trained again, so rerunning an interrupted pipeline
-continues where it stopped.
+The run directory's layout is `archsweep.layout.RunDir`; `metrics.json` joins the stages' metrics, with the headline
+generation metrics under `generation` (for the continuous VAE baseline: its prior samples, as it has no LM). With
+`search.enabled` a search runs last: lm_guided and lm_ranker with this run's own prior; a VAE run, which has no
+prior, runs the strategies that need none (config validation refuses the others). A stage whose directory already
+holds a finished run is not trained again, so rerunning an interrupted pipeline continues where it stopped.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from archsweep.config import Config, to_dict
+from archsweep.metrics import GENERATION
+from archsweep.layout import RunDir
+from archsweep.stages import lm, search, vqvae
 
-M_GENERATION = ("samples", "validity", "uniqueness", "novelty", "uniqueness_str", "novelty_str", "valid_unique",
-                "valid_unique_novel")
+# (config) -> (the VQ-VAE stage's metrics, its directory, whether an earlier run had trained it)
+VQVAEProvider = Callable[[Config], tuple[dict, Path, bool]]
 
 
 def run(cfg: Config, out_dir: str | Path, env: dict[str, str] | None = None, data_dir: str | None = None,
-        log_level: str = "WARNING") -> dict:
-    from archsweep.stages import lm, vqvae
-
+        log_level: str = "WARNING", *, vqvae_stage: VQVAEProvider | None = None,
+        lm_callbacks: list | None = None) -> dict:
+    """Run (or continue) every stage into `out_dir`; returns what `metrics.json` holds. `vqvae_stage`: where the
+    VQ-VAE stage comes from (default: trained in `out_dir/vqvae`; a sweep shares one between trials).
+    `lm_callbacks`: Ray Train callbacks of the LM stage (a sweep trial forwards its epochs to Tune)."""
+    start = time.perf_counter()
     out_dir = Path(out_dir)
-    vq = vqvae.run(cfg, out_dir / "vqvae", env, log_level)
-    results = {"config": to_dict(cfg), "vqvae": {k: v for k, v in vq.items() if k != "config"}}
+    if vqvae_stage is None:
+        own = RunDir(out_dir).vqvae.dir
+        vq, reused = vqvae.run(cfg, own, env, log_level), False
+        run_dir = RunDir(out_dir)
+    else:
+        vq, shared, reused = vqvae_stage(cfg)
+        run_dir = RunDir(out_dir, Path(shared))
+    run_dir.root.mkdir(parents=True, exist_ok=True)
+    results = {"config": to_dict(cfg), "vqvae": {k: v for k, v in vq.items() if k != "config"},
+               "vqvae_reused": reused, "vqvae_dir": str(run_dir.vqvae.dir)}
     if cfg.vqvae.model == "vae":  # the continuous baseline generates by sampling its own prior: no LM
         results["generation"] = vq["prior_samples"]
     else:
-        prior = lm.run(cfg, out_dir / "vqvae", out_dir / "lm", env, data_dir, log_level)
+        prior = lm.run(cfg, run_dir.vqvae.dir, run_dir.lm.dir, env, data_dir, log_level, lm_callbacks)
         results["lm"] = {k: v for k, v in prior.items() if k != "config"}
-        results["generation"] = {k: v for k, v in results["lm"].items() if k in M_GENERATION}
-        if cfg.search.enabled:
-            from archsweep.stages import search
-
-            results["search"] = search.run(cfg, out_dir / "vqvae", out_dir / "lm" / "lm", out_dir / "search", data_dir)
-    (out_dir / "metrics.json").write_text(json.dumps(results, indent=2))
+        results["generation"] = {k: prior[k] for k in GENERATION}
+    if cfg.search.enabled:
+        results["search"] = search.run(cfg, run_dir.vqvae.dir, run_dir.lm.model, run_dir.search, data_dir)
+    results["pipeline_wall_s"] = time.perf_counter() - start  # the run's own work, for a sweep's overhead per trial
+    run_dir.metrics.write_text(json.dumps(results, indent=2))
     return results

@@ -11,7 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from archsweep.benchmarks import load_benchmark
 from archsweep.config import Config
+from archsweep.search.generator import Generator
+from archsweep.search.loop import lookup, run_search
+from archsweep.search.registry import needs_generator, strategy_encoder
 
 BUDGETS = (50, 100, 200)
 
@@ -20,11 +24,6 @@ def run(cfg: Config, vqvae_dir: str | Path, lm_dir: str | Path, out_dir: str | P
         ) -> dict:
     """Run (or continue) the search `cfg.search` describes; lm_guided samples the LM in `lm_dir` (a saved
     `transformers` model) decoded by the VQ-VAE in `vqvae_dir`."""
-    from archsweep.benchmarks import load_benchmark
-    from archsweep.search.generator import Generator
-    from archsweep.search.loop import lookup, run_search
-    from archsweep.search.strategies import needs_generator, strategy_encoder
-
     out_dir = Path(out_dir)
     s = cfg.search
     benchmark = load_benchmark(cfg.space, data_dir)

@@ -1,7 +1,7 @@
 """The VQ-VAE stage: train (Ray Train), then encode every cell of the space and measure the model.
 
 Artifacts in the output directory:
-- `model.pt`: the trained model (weights + config), loadable with `load_model`
+- `model.pt`: the trained model (weights + config), loadable with `archsweep.artifacts.load_model`
 - `codes.npz`: every cell's code sequence (VQ-VAE) or latent means (VAE), its canonical hash and its split;
   the LM stage reads this
 - `metrics.json`: training curves' last values, throughput, held-out reconstruction accuracy, codebook usage and
@@ -19,78 +19,35 @@ import numpy as np
 import torch
 
 from archsweep import metrics as M
-from archsweep.config import Config, from_dict, to_dict
+from archsweep.artifacts import new_model, save_model
+from archsweep.checkpoint import torch_load
+from archsweep.config import Config, to_dict
+from archsweep.data import load_cells, reference
+from archsweep.decoding import decode_cells, encode_graphs, generated_cells
+from archsweep.layout import VQVAEStage
+from archsweep.spaces import get_space, training_cells
+from archsweep.spaces.enumeration import GraphIndex
+from archsweep.train import history as train_history
+from archsweep.train.vqvae import fit
 
 log = logging.getLogger(__name__)
-
-
-def load_model(path: str | Path):
-    """(model in eval mode, its Config) from a `model.pt` written by this stage."""
-    from archsweep.checkpoint import torch_load
-    from archsweep.models.vqvae import build_model
-    from archsweep.spaces import get_space
-
-    path = Path(path)
-    state = torch_load(path, fix=f"Delete {path.parent} and run the VQ-VAE stage again.")
-    cfg = from_dict(state["config"])
-    space = get_space(cfg.space)
-    model = build_model(cfg.vqvae, len(space.op_vocab), space.max_vertices)
-    model.load_state_dict(state["model"])
-    return model.eval(), cfg
-
-
-def decode_arrays(model, latents: torch.Tensor, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """The graph form (ops [N, V], adjacency [N, V, V]) the model decodes code sequences [N, L] or VAE latents
-    [N, L, D] to."""
-    ops, adj = zip(*(model.decode(chunk) for chunk in latents.split(batch)))
-    return torch.cat(ops).numpy(), torch.cat(adj).numpy()
-
-
-def decode_cells(space, model, latents: torch.Tensor, batch: int = 4096):
-    """Cells (as decoded, possibly invalid) of code sequences [N, L] or VAE latents [N, L, D]."""
-    ops, adj = decode_arrays(model, latents, batch)
-    return [space.from_graph(a, o) for o, a in zip(ops, adj)]
-
-
-def training_reference(cfg: Config) -> tuple[set[str], set[str]]:
-    """(canonical hashes, exact strings) of the training split: what novelty is measured against."""
-    from archsweep.spaces import get_space, training_cells
-    from archsweep.train.vqvae import load_cells
-
-    return _reference(get_space(cfg.space), training_cells(cfg), *load_cells(cfg))
-
-
-def _reference(space, enum, ops: torch.Tensor, adj: torch.Tensor, train: np.ndarray) -> tuple[set[str], set[str]]:
-    index = np.flatnonzero(train)
-    return ({enum.hash(int(i)) for i in index},
-            {space.from_graph(adj[i].numpy(), ops[i].numpy()).to_string() for i in index})
-
-
-def _encode_all(model, ops: torch.Tensor, adj: torch.Tensor, batch: int = 8192) -> torch.Tensor:
-    return torch.cat([model.encode(o, a) for o, a in zip(ops.split(batch), adj.split(batch))])
 
 
 @torch.no_grad()
 def evaluate(model, cfg: Config, samples: int = M.STANDARD_SAMPLES, seed: int = 0) -> tuple[dict, dict]:
     """(metrics, codes artifact arrays) of a trained model over its whole space."""
-    from archsweep.spaces import get_space, training_cells
-    from archsweep.train.vqvae import load_cells
-
     space = get_space(cfg.space)
     enum = training_cells(cfg)
     ops, adj, train = load_cells(cfg)
-    latents = _encode_all(model, ops, adj)
+    latents = encode_graphs(model, ops, adj)
     held = np.flatnonzero(~train)
     decoded = decode_cells(space, model, latents[torch.from_numpy(held)])
     out = {"cells": len(ops), "held_out": len(held),
            "reconstruction_accuracy": M.reconstruction_accuracy([enum.cell(int(i)) for i in held], decoded, space)}
-    train_hashes, train_strings = _reference(space, enum, ops, adj, train)
+    train_hashes, train_strings = reference(space, enum, ops, adj, train)
     rng = torch.Generator().manual_seed(seed)
     if cfg.vqvae.model == "vqvae":
         out |= M.codebook_stats(latents.numpy(), cfg.vqvae.codebook_size)
-        from archsweep.spaces.enumeration import GraphIndex
-        from archsweep.stages.lm import generated_cells
-
         random_codes = torch.randint(0, cfg.vqvae.codebook_size, (samples, cfg.vqvae.seq_len), generator=rng)
         index = GraphIndex(ops.numpy(), adj.numpy(), enum.hash)
         generated = generated_cells([tuple(c) for c in random_codes.tolist()], model, space, index)
@@ -112,12 +69,8 @@ def evaluate(model, cfg: Config, samples: int = M.STANDARD_SAMPLES, seed: int = 
 
 def run(cfg: Config, out_dir: str | Path, env: dict[str, str] | None = None, log_level: str = "WARNING") -> dict:
     """Train (or resume) and evaluate; writes model.pt, codes.npz and metrics.json into `out_dir`."""
-    from archsweep.models.vqvae import build_model
-    from archsweep.spaces import get_space, training_cells
-    from archsweep.train import history as train_history
-    from archsweep.train.vqvae import fit
-
     out_dir = Path(out_dir)
+    stage = VQVAEStage(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     training_cells(cfg)  # built (or loaded) here once, not by every worker at once
@@ -125,18 +78,15 @@ def run(cfg: Config, out_dir: str | Path, env: dict[str, str] | None = None, log
     if result.error is not None:
         raise result.error
     train_seconds = time.perf_counter() - start
-    from archsweep.checkpoint import torch_load
-
     with result.checkpoint.as_directory() as directory:
         state = torch_load(Path(directory) / "state.pt", fix=f"Delete {out_dir} and run the stage again.")
-    space = get_space(cfg.space)
-    model = build_model(cfg.vqvae, len(space.op_vocab), space.max_vertices)
+    model = new_model(cfg)
     model.load_state_dict(state["model"])
     model.eval()
-    torch.save({"config": to_dict(cfg), "model": model.state_dict()}, out_dir / "model.pt")
+    save_model(model, cfg, stage.model)
 
     measured, arrays = evaluate(model, cfg)
-    np.savez(out_dir / "codes.npz", space=np.array(cfg.space), **arrays)
+    np.savez(stage.codes, space=np.array(cfg.space), **arrays)
     history = train_history(result)
     results = {
         "config": to_dict(cfg),
@@ -145,6 +95,6 @@ def run(cfg: Config, out_dir: str | Path, env: dict[str, str] | None = None, log
         "train_wall_s": train_seconds,
         **measured,
     }
-    (out_dir / "metrics.json").write_text(json.dumps(results, indent=2))
+    stage.metrics.write_text(json.dumps(results, indent=2))
     log.info("VQ-VAE stage done: %s", out_dir)
     return results

@@ -9,6 +9,9 @@ import os
 from pathlib import Path
 
 from archsweep.errors import ArchsweepError
+from archsweep.runtime import refresh_ray_auth
+from archsweep.sweep.spec import SECTIONS, load_sweep, read_spec_file
+from archsweep.tracking.wandb import PASSED_ON
 
 
 class ClusterConfigError(ArchsweepError):
@@ -98,8 +101,6 @@ def _client(address: str):
     request itself, so it never passes through archsweep's arguments, configs or logs."""
     from ray.job_submission import JobSubmissionClient
 
-    from archsweep.runtime import refresh_ray_auth
-
     refresh_ray_auth()  # the token set in the environment now, not the one Ray saw when it was imported
     try:
         return JobSubmissionClient(address)
@@ -159,8 +160,6 @@ def submit_sweep(sweep_file: str | os.PathLike, address: str, overrides: tuple[s
     import shutil
     import tempfile
 
-    from archsweep.sweep.spec import SECTIONS, load_sweep, read_spec_file
-
     sweep = load_sweep(sweep_file, overrides)  # fail here, not on the cluster
     if data_dir and not data_dir.startswith(("/", "~")):
         raise ClusterConfigError(f"--cluster-data-dir {data_dir!r} is relative; give the data directory as the "
@@ -178,7 +177,6 @@ def submit_sweep(sweep_file: str | os.PathLike, address: str, overrides: tuple[s
         say(f"on the cluster: {check_archsweep_on_cluster(client, address)}")
     except (ConnectionError, RuntimeError) as exc:
         raise _job_server_error(address, exc) from None
-    from archsweep.tracking.wandb import PASSED_ON  # the W&B settings set here; never the API key
 
     env = {k: os.environ[k] for k in PASSED_ON if os.environ.get(k)}
     if data_dir:

@@ -14,16 +14,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
-import time
 from dataclasses import asdict
 from pathlib import Path
 
+import ray
+from filelock import FileLock
+
 from archsweep.config import Config, from_dict, to_dict
-from archsweep.errors import ArchsweepError, one_line
-from archsweep.sweep.spec import Sweep, _set, load_sweep, same_spec, trial_configs
+from archsweep.errors import one_line
+from archsweep.layout import RunDir, VQVAEStage
+from archsweep.metrics import GENERATION
+from archsweep.runtime import worker_env
+from archsweep.specfile import preflight, same_spec, set_key, to_yaml
+from archsweep.stages import pipeline, vqvae
+from archsweep.sweep.plan import SweepError, plan_concurrency
+from archsweep.sweep.spec import Sweep, load_sweep, trial_configs
+from archsweep.tracking.store import ResultStore, Row
+from archsweep.tracking.wandb import wandb_callback, wandb_env
+from archsweep.train import fatal_error
+
+# Ray Tune is imported where it is used: it reads some of the settings `run_sweep` makes (TUNE_*) when imported.
 
 EXPERIMENT = "trials"
 # The trial's own process only waits on its Ray Train workers, so it holds no CPU (a bundle of nothing at all is
@@ -33,12 +45,6 @@ TRIAL_RESOURCES = {"cpu": 0, "memory": 64 * 2**20}
 EXECUTION_ONLY = {"cpus_per_worker", "gpus_per_worker", "checkpoint_every", "checkpoint_interval_s", "max_failures"}
 # The result a trial reports when it fails with an archsweep error: its one-line message (see `_store_callback`).
 FATAL = "archsweep/error"
-GENERATION = ("validity", "uniqueness", "novelty", "uniqueness_str", "novelty_str", "valid_unique",
-              "valid_unique_novel")
-
-
-class SweepError(ArchsweepError):
-    pass
 
 
 def upstream_key(cfg: Config) -> str:
@@ -53,14 +59,10 @@ def shared_vqvae(cfg: Config, artifacts: Path, env: dict, log_level: str) -> tup
     """(VQ-VAE stage metrics, its directory, whether it was reused). A file lock makes concurrent trials with
     the same upstream configuration wait for one training instead of racing (the storage must be shared by
     all nodes, as Tune requires anyway)."""
-    from filelock import FileLock
-
-    from archsweep.stages import vqvae
-
     stage_dir = artifacts / f"vqvae-{upstream_key(cfg)}"
     artifacts.mkdir(parents=True, exist_ok=True)
     with FileLock(str(stage_dir) + ".lock"):
-        done = stage_dir / "metrics.json"
+        done = VQVAEStage(stage_dir).metrics
         if done.exists():
             return json.loads(done.read_text()), stage_dir, True
         return vqvae.run(cfg, stage_dir, env, log_level), stage_dir, False
@@ -81,7 +83,7 @@ def _stage_report(stage: str):
 
 def final_metrics(results: dict) -> dict:
     """The flat row a trial reports last (and the store and W&B summary keep)."""
-    out = {k: results["generation"][k] for k in GENERATION}
+    out = {k: results["generation"][k] for k in GENERATION if k != "samples"}
     vq = results["vqvae"]
     for key in ("reconstruction_accuracy", "codebook_usage", "perplexity", "train_wall_s"):
         if vq.get(key) is not None:
@@ -111,8 +113,6 @@ def run_trial(config: dict, sweep_dir: str, env: dict, log_level: str = "WARNING
     """One Tune trial: the pipeline for `config`, its VQ-VAE shared, its LM stage in the trial directory."""
     import ray.tune
 
-    from archsweep.tracking.store import ResultStore
-
     os.environ.update(env)
     cfg = from_dict(config.get("trial", config))
     context = ray.tune.get_context()
@@ -123,8 +123,6 @@ def run_trial(config: dict, sweep_dir: str, env: dict, log_level: str = "WARNING
     try:
         _run_pipeline(cfg, context, Path(sweep_dir), env, log_level)
     except Exception as exc:
-        from archsweep.train import fatal_error
-
         if (fatal := fatal_error(exc)) is not None:  # no retry can fix it: the store callback stops Tune retrying
             ray.tune.report({FATAL: one_line(str(fatal))})
         raise
@@ -133,33 +131,16 @@ def run_trial(config: dict, sweep_dir: str, env: dict, log_level: str = "WARNING
 def _run_pipeline(cfg: Config, context, sweep_dir: Path, env: dict, log_level: str) -> None:
     import ray.tune
 
-    from archsweep.stages import lm as lm_stage
-    from archsweep.tracking.store import ResultStore, Row
-
     # The trial's directory in the sweep's storage, not Tune's working copy in this node's Ray session directory:
     # the LM stage's checkpoints must outlive this node, and the store must point where the results stay.
-    start = time.perf_counter()
     trial_dir = sweep_dir / EXPERIMENT / Path(context.get_trial_dir()).name
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    vq, vq_dir, reused = shared_vqvae(cfg, sweep_dir / "artifacts", env, log_level)
-    results = {"config": to_dict(cfg), "vqvae": {k: v for k, v in vq.items() if k != "config"},
-               "vqvae_reused": reused, "vqvae_dir": str(vq_dir)}
-    if cfg.vqvae.model == "vae":
-        results["generation"] = vq["prior_samples"]
-    else:
-        prior = lm_stage.run(cfg, vq_dir, trial_dir / "lm", env, log_level=log_level,
-                             callbacks=[_stage_report("lm")])
-        results["lm"] = {k: v for k, v in prior.items() if k != "config"}
-        results["generation"] = {k: prior[k] for k in ("samples", *GENERATION)}
-    if cfg.search.enabled:  # a vqvae.model=vae trial may run a baseline strategy (lm_guided needs the LM)
-        from archsweep.stages import search
-
-        results["search"] = search.run(cfg, vq_dir, trial_dir / "lm" / "lm", trial_dir / "search")
-    results["pipeline_wall_s"] = time.perf_counter() - start  # the trial's own work, for its overhead
-    (trial_dir / "metrics.json").write_text(json.dumps(results, indent=2))
+    results = pipeline.run(cfg, trial_dir, env, log_level=log_level,
+                           vqvae_stage=lambda c: shared_vqvae(c, sweep_dir / "artifacts", env, log_level),
+                           lm_callbacks=[_stage_report("lm")])
     final = final_metrics(results)
-    paths = {"trial_dir": str(trial_dir), "vqvae_dir": str(vq_dir)} | (
-        {"lm_dir": str(trial_dir / "lm"), "lm_node": results["lm"].get("node")} if "lm" in results else {})
+    run_dir = RunDir(trial_dir, Path(results["vqvae_dir"]))
+    paths = {"trial_dir": str(trial_dir), "vqvae_dir": results["vqvae_dir"]} | (
+        {"lm_dir": str(run_dir.lm.dir), "lm_node": results["lm"].get("node")} if "lm" in results else {})
     # The trial records itself: a finished trial is in the store even if the sweep's driver dies right after.
     ResultStore(sweep_dir).put(Row(context.get_trial_id(), "TERMINATED", to_dict(cfg), final, paths))
     ray.tune.report(final)
@@ -179,43 +160,8 @@ def param_space(sweep: Sweep) -> dict:
             kind = "choice"
         value = {"grid": tune.grid_search, "choice": tune.choice}[kind](args) if kind in ("grid", "choice") else \
             {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint}[kind](*args)
-        space = _set(space, key, value)
+        space = set_key(space, key, value)
     return space
-
-
-def trial_resources(cfg: Config) -> dict[str, float]:
-    """What one trial holds at its peak: its stages run one after another, so the larger of the two."""
-    stages = [(cfg.train.num_workers, cfg.train.cpus_per_worker, cfg.train.use_gpu, cfg.train.gpus_per_worker)]
-    if cfg.vqvae.model == "vqvae":
-        stages.append((cfg.lm.num_workers, cfg.lm.cpus_per_worker, cfg.lm.use_gpu, cfg.lm.gpus_per_worker))
-    return {"CPU": max(n * c for n, c, _, _ in stages),
-            "GPU": max((n * g if gpu else 0.0) for n, _, gpu, g in stages),
-            "worker_CPU": max(c for _, c, _, _ in stages),
-            "worker_GPU": max((g if gpu else 0.0) for _, _, gpu, g in stages)}
-
-
-def plan_concurrency(sweep: Sweep, cluster: dict[str, float], nodes: list[dict[str, float]]) -> int:
-    """How many trials can run at once on this cluster; a clear error when a trial can never run on it
-    (Ray Train would otherwise wait for resources for ever and the sweep would hang)."""
-    worst = {"CPU": 0.0, "GPU": 0.0, "worker_CPU": 0.0, "worker_GPU": 0.0}
-    for config in trial_configs(sweep):
-        for key, value in trial_resources(from_dict(config)).items():
-            worst[key] = max(worst[key], value)
-    have_cpu, have_gpu = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
-    if worst["CPU"] > have_cpu or worst["GPU"] > have_gpu:
-        raise SweepError(
-            f"a trial of sweep {sweep.name!r} needs {worst['CPU']:g} CPUs and {worst['GPU']:g} GPUs at "
-            f"once (num_workers x cpus_per_worker / gpus_per_worker of train.* or lm.*), but the cluster has "
-            f"{have_cpu:g} CPUs and {have_gpu:g} GPUs. Lower train/lm.num_workers or *_per_worker, or use a "
-            "bigger cluster.")
-    if not any(n.get("CPU", 0) >= worst["worker_CPU"] and n.get("GPU", 0) >= worst["worker_GPU"] for n in nodes):
-        raise SweepError(f"no node of the cluster fits one Ray Train worker of sweep {sweep.name!r} "
-                         f"({worst['worker_CPU']:g} CPUs, {worst['worker_GPU']:g} GPUs)")
-    fits = math.floor((have_cpu + 1e-9) / worst["CPU"])
-    if worst["GPU"]:
-        fits = min(fits, math.floor((have_gpu + 1e-9) / worst["GPU"]))
-    wanted = sweep.tune.max_concurrent_trials
-    return max(1, min(fits, wanted) if wanted else fits)
 
 
 def _trial_dirname(trial) -> str:
@@ -240,8 +186,6 @@ def scheduler(sweep: Sweep):
 
 def cluster_concurrency(sweep: Sweep) -> int:
     """`plan_concurrency` on the Ray this process is connected to."""
-    import ray
-
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     return plan_concurrency(sweep, ray.cluster_resources(), nodes)
 
@@ -277,12 +221,7 @@ def run_sweep(sweep: Sweep, *, sweep_dir: str | Path | None = None, resume: bool
     """Run (or, with `resume`, continue) the sweep on the Ray this process is connected to; returns the
     ResultGrid. Finished trials of a resumed sweep are not run again; running a sweep whose directory already
     holds the same sweep continues it."""
-    from archsweep.benchmarks import check_data
-    from archsweep.runtime import worker_env
-    from archsweep.tracking.wandb import check_login, wandb_callback, wandb_env
-
-    check_login(sweep.tracking)
-    check_data(sweep.spaces())  # the tables every trial reads: a DataError now, not after each trial has trained
+    preflight(sweep)
     concurrency = cluster_concurrency(sweep)  # a trial that can never run is refused before anything is written
     sweep_dir = Path(sweep_dir) if sweep_dir else sweep_dir_of(sweep)
     spec = sweep_dir / "sweep.yaml"
@@ -293,7 +232,7 @@ def run_sweep(sweep: Sweep, *, sweep_dir: str | Path | None = None, resume: bool
         resume = (sweep_dir / EXPERIMENT).is_dir()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
-        spec.write_text(_yaml(sweep.to_dict()))
+        spec.write_text(to_yaml(sweep.to_dict()))
     env = worker_env() | wandb_env(sweep.tracking)
     os.environ.update(env)
     # Tune's per-trial CSV and TensorBoard files duplicate what the store and W&B hold (result.json is kept)
@@ -321,12 +260,6 @@ def resume_sweep(sweep_dir: str | Path, callbacks: list = (), log_level: str = "
     return run_sweep(sweep, sweep_dir=sweep_dir, resume=True, callbacks=callbacks, log_level=log_level)
 
 
-def _yaml(data: dict) -> str:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_yaml(OmegaConf.create(data))
-
-
 def _config_of(trial) -> dict:
     return trial.config.get("trial", trial.config)
 
@@ -340,8 +273,6 @@ def _store_callback(sweep_dir: Path, max_failures: int):
     a trial that reported `FATAL` just before failing gets no retry (its limit is set to 0 before Tune decides,
     and set back when the trial starts again, e.g. when the sweep is resumed after the data is mended)."""
     from ray import tune
-
-    from archsweep.tracking.store import ResultStore, Row
 
     store = ResultStore(sweep_dir)
 

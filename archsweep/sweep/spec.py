@@ -16,14 +16,16 @@ range (every grid/choice value is validated as if it were the base value), unkno
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from archsweep.config import (ALL_KEYS, Config, ConfigError, _suggest, absolute_path, absolute_patch, check_plain,
-                              from_dict, read_yaml, to_dict)
+from archsweep.config import (ALL_KEYS, Config, ConfigError, absolute_path, absolute_patch, load_config, suggest_key,
+                              to_dict)
 from archsweep.settings import absolute
+from archsweep.specfile import TrackingSettings, check_tracking, patched, read_settings, read_spec_file, with_key
 
 SPEC_KINDS = {  # name -> number of arguments (None: a non-empty list of values)
     "grid": None,
@@ -34,7 +36,6 @@ SPEC_KINDS = {  # name -> number of arguments (None: a non-empty list of values)
 }
 SEARCHES = ("grid", "random")
 SCHEDULERS = ("fifo", "asha")
-WANDB_MODES = ("offline", "online", "disabled")
 # What the LM stage reports every epoch (archsweep/train/lm.py), which ASHA can stop trials on.
 ASHA_METRICS = ("lm/heldout_loss", "lm/heldout_perplexity", "lm/loss")
 
@@ -55,15 +56,6 @@ class TuneSettings:
 
 
 @dataclass
-class TrackingSettings:
-    wandb: bool = True
-    mode: str = "offline"  # offline: runs written under each trial dir; `archsweep sync` uploads them later
-    project: str = "archsweep"
-    entity: str | None = None
-    group: str | None = None  # default: the sweep name
-
-
-@dataclass
 class Sweep:
     name: str
     base: Config
@@ -73,6 +65,10 @@ class Sweep:
     storage: str = "runs/sweeps"
     extra_trials: list[dict] = field(default_factory=list)  # {dotted key: value} patches of the base
     source: str = ""
+
+    def trial_count(self) -> int:
+        """Trials in all: every grid combination and extra trial, `tune.num_samples` times."""
+        return len(trial_configs(self)) * self.tune.num_samples
 
     def spaces(self) -> set[str]:
         """The search spaces its trials run on (whose benchmark tables they read)."""
@@ -86,30 +82,10 @@ class Sweep:
 SECTIONS = {"name", "sweep", "extra_trials", "tune", "tracking", "storage"}
 
 
-def _settings(cls, data: Any, section: str, source: str):
-    if data is None:
-        return cls()
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: '{section}' must be a mapping of settings")
-    known = set(cls.__dataclass_fields__)
-    for key, value in data.items():
-        if key not in known:
-            import difflib
-
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean '{section}.{close[0]}'?" if close else ""
-            raise ConfigError(f"{source}: unknown key '{section}.{key}'{hint} (allowed: {', '.join(sorted(known))})")
-        expected = cls.__dataclass_fields__[key].type
-        kinds = {"int": int, "str": str, "bool": bool, "str | None": (str, type(None))}[expected]
-        if not isinstance(value, kinds) or (expected == "int" and isinstance(value, bool)):
-            raise ConfigError(f"{source}: '{section}.{key}' must be of type {expected}; got {value!r}")
-    return cls(**data)
-
-
 def _check_axis(key: str, spec: Any, base: dict, source: str) -> dict[str, list]:
     where = f"{source}: sweep axis {key!r}"
     if key not in ALL_KEYS:
-        raise ConfigError(f"{source}: unknown sweep key {key!r}{_suggest(key)}")
+        raise ConfigError(f"{source}: unknown sweep key {key!r}{suggest_key(key)}")
     if not isinstance(spec, dict) or len(spec) != 1:
         raise ConfigError(f"{where} must be one search spec, e.g. {{grid: [16, 64]}}; allowed kinds: "
                           f"{', '.join(SPEC_KINDS)}")
@@ -121,7 +97,7 @@ def _check_axis(key: str, spec: Any, base: dict, source: str) -> dict[str, list]
     if SPEC_KINDS[kind] is None:
         args = [absolute_path(key, value) for value in args]
         for value in args:  # each value must make a valid configuration on its own
-            _with(base, key, value, f"{where}: value {value!r}")
+            with_key(base, key, value, f"{where}: value {value!r}")
         return {kind: list(args)}
     if len(args) != 2 or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
         raise ConfigError(f"{where}: {kind} takes [low, high] numbers; got {args!r}")
@@ -133,72 +109,13 @@ def _check_axis(key: str, spec: Any, base: dict, source: str) -> dict[str, list]
     if kind == "loguniform" and low <= 0:
         raise ConfigError(f"{where}: loguniform needs low > 0; got {low}")
     for value in (low, high - 1 if kind == "randint" else high):
-        _with(base, key, value, f"{where}: bound {value!r}")
+        with_key(base, key, value, f"{where}: bound {value!r}")
     return {kind: [low, high]}
-
-
-def _set(config: dict, key: str, value: Any) -> dict:
-    """A copy of the nested config dict with the dotted `key` set (e.g. "search.lm_guided.prior")."""
-    *parents, leaf = key.split(".")
-    out = dict(config)
-    node = out
-    for part in parents:
-        node[part] = dict(node[part])
-        node = node[part]
-    node[leaf] = value
-    return out
-
-
-def _with(base: dict, key: str, value: Any, where: str) -> Config:
-    data = _set(base, key, value)
-    try:
-        return from_dict(data)
-    except ConfigError as exc:
-        message = str(exc).removeprefix("config: ")
-        raise ConfigError(f"{where}: {message}") from None
-
-
-def read_spec_file(path: Path, overrides, sections: set[str], settings: tuple[str, ...], kind: str
-                   ) -> tuple[dict, dict, list[str], str]:
-    """What a sweep or search file holds: (base configuration mapping, its own sections, the overrides that go to
-    the base configuration, its name). `section.key=value` overrides (nested keys too) go into their section."""
-    from omegaconf import OmegaConf
-
-    source = str(path)
-    raw = read_yaml(path, kind)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a {kind} file is a mapping (config keys plus "
-                          f"{', '.join(repr(s) for s in settings)})")
-    found = {k: raw.pop(k) for k in list(raw) if k in sections}
-    base_overrides = []
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"override {item!r} must look like key=value (e.g. lm.epochs=4)")
-        check_plain(value, f"override {item!r}", key.strip())
-        head, _, leaf = key.strip().partition(".")
-        if head in settings and leaf:
-            *parents, last = leaf.split(".")
-            node = found[head] = dict(found.get(head) or {})
-            for part in parents:  # e.g. searches.strategies.random={}
-                node[part] = dict(node.get(part) or {})
-                node = node[part]
-            node[last] = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={value}"]))["v"]
-        elif key.strip() in ("name", "storage"):
-            found[key.strip()] = value
-        else:
-            base_overrides.append(item)
-    name = found.get("name") or path.stem
-    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
-        raise ConfigError(f"{source}: 'name' must be letters, digits, '-' or '_'; got {name!r}")
-    return raw, found, base_overrides, name
 
 
 def load_sweep(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
     """Read and check a sweep YAML; `overrides` (`key=value`) apply to the base configuration, or to
     `tune.*`, `tracking.*`, `name` and `storage`."""
-    from archsweep.config import load_config
-
     path = Path(path)
     source = str(path)
     raw, sections, base_overrides, name = read_spec_file(path, overrides, SECTIONS, ("tune", "tracking"), "sweep")
@@ -220,11 +137,11 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] =
         config = to_dict(base)
         for key, value in patch.items():
             if key not in ALL_KEYS:
-                raise ConfigError(f"{source}: extra_trials[{i}]: unknown config key {key!r}{_suggest(key)}")
-            config = to_dict(_with(config, key, value, f"{source}: extra_trials[{i}]: {key}={value!r}"))
-    tune = _settings(TuneSettings, sections.get("tune"), "tune", source)
-    tracking = _settings(TrackingSettings, sections.get("tracking"), "tracking", source)
-    _check_settings(tune, tracking, source)
+                raise ConfigError(f"{source}: extra_trials[{i}]: unknown config key {key!r}{suggest_key(key)}")
+            config = to_dict(with_key(config, key, value, f"{source}: extra_trials[{i}]: {key}={value!r}"))
+    tune = read_settings(TuneSettings, sections.get("tune"), "tune", source)
+    tracking = read_settings(TrackingSettings, sections.get("tracking"), "tracking", source)
+    check_settings(tune, tracking, source)
     sweep = Sweep(name=name, base=base, axes=axes, tune=tune, tracking=tracking,
                   storage=str(absolute(sections.get("storage") or "runs/sweeps")), extra_trials=extra, source=source)
     models = {c["vqvae"]["model"] for c in trial_configs(sweep)} | set(axes.get("vqvae.model", {}).get("choice", []))
@@ -234,17 +151,7 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] =
     return sweep
 
 
-def same_spec(saved: Path, spec: dict) -> bool:
-    """Whether the sweep/search file saved in a directory is the one `spec` describes: the same configuration,
-    axes and settings (where it is stored is the directory itself, so `storage` is not compared)."""
-    from omegaconf import OmegaConf
-
-    old = OmegaConf.to_container(OmegaConf.load(saved), resolve=False)
-    return isinstance(old, dict) and {k: v for k, v in old.items() if k != "storage"} == \
-        {k: v for k, v in spec.items() if k != "storage"}
-
-
-def _check_settings(tune: TuneSettings, tracking: TrackingSettings, source: str) -> None:
+def check_settings(tune: TuneSettings, tracking: TrackingSettings, source: str) -> None:
     if tune.search not in SEARCHES:
         raise ConfigError(f"{source}: 'tune.search' is {tune.search!r}; allowed: {', '.join(SEARCHES)}")
     if tune.scheduler not in SCHEDULERS:
@@ -263,21 +170,12 @@ def _check_settings(tune: TuneSettings, tracking: TrackingSettings, source: str)
                           "allowed: >= 0 (0: as many as fit)")
     if tune.max_failures < -1:
         raise ConfigError(f"{source}: 'tune.max_failures' is {tune.max_failures}; allowed: >= -1 (-1: unlimited)")
-    if tracking.mode not in WANDB_MODES:
-        raise ConfigError(f"{source}: 'tracking.mode' is {tracking.mode!r}; allowed: {', '.join(WANDB_MODES)}")
-
-
-def _patched(config: dict, patch: dict) -> dict:
-    for key, value in patch.items():
-        config = _set(config, key, value)
-    return config
+    check_tracking(tracking, source)
 
 
 def trial_configs(sweep: Sweep) -> list[dict]:
     """Every grid combination, then the extra trials, as plain config dicts (sampled axes left at the base)."""
-    import itertools
-
     grid = {k: v["grid"] for k, v in sweep.axes.items() if "grid" in v}
     base = to_dict(sweep.base)
-    out = [_patched(base, dict(zip(grid, values))) for values in itertools.product(*grid.values())]
-    return out + [_patched(base, patch) for patch in sweep.extra_trials]
+    out = [patched(base, dict(zip(grid, values))) for values in itertools.product(*grid.values())]
+    return out + [patched(base, patch) for patch in sweep.extra_trials]

@@ -11,6 +11,8 @@ import csv
 import json
 from pathlib import Path
 
+from archsweep.benchmarks import DATASETS, has_table
+from archsweep.errors import ArchsweepError
 from archsweep.tracking.store import ResultStore
 
 HEADLINE = ("validity", "uniqueness", "novelty", "valid_unique", "valid_unique_novel")
@@ -38,8 +40,6 @@ def rows(sweep_dir: str | Path, sort_by: str | None = "valid_unique", descending
     """One flat dict per trial: trial id, status, the swept keys' values, `accuracy` (the generated cells' mean
     validation accuracy on the benchmark's first dataset; "n/a" for a space without an accuracy table), then every
     metric it reported."""
-    from archsweep.benchmarks import DATASETS, has_table
-
     sweep_dir = Path(sweep_dir)
     keys = swept_keys(sweep_dir)
     out = []
@@ -126,7 +126,6 @@ def report(sweep_dir: str | Path, sort_by: str = "valid_unique", descending: boo
     """(rows, files written): the table, and CSV/JSON/PNG under `<sweep_dir>/report/`."""
     sweep_dir = Path(sweep_dir)
     if not (sweep_dir / "results.db").is_file():
-        from archsweep.errors import ArchsweepError
 
         raise ArchsweepError(f"{sweep_dir} has no results.db: not a sweep directory, or no trial has started yet")
     table = rows(sweep_dir, sort_by, descending)

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from archsweep.config import ConfigError
+from archsweep.config import ConfigError, load_config, read_yaml
 
 METRICS = ("validity", "uniqueness", "novelty", "valid_unique", "valid_unique_novel")
 ABLATIONS = {"vqvae.codebook_size": "codebook size K", "vqvae.seq_len": "sequence length L"}
@@ -55,8 +55,6 @@ def load_report_file(path: str | Path) -> ReportFile:
     from omegaconf import OmegaConf
     from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-    from archsweep.config import read_yaml
-
     path = Path(path)
     raw = read_yaml(path, "report")
     if not isinstance(raw, dict):
@@ -90,7 +88,6 @@ def load_report_file(path: str | Path) -> ReportFile:
     for key in ("vqvae_epochs", "lm_epochs"):
         if getattr(p, key) < 1:
             raise ConfigError(f"{path}: 'performance.{key}' must be >= 1")
-    from archsweep.config import load_config
 
     try:  # the space and LM registries, so that a typo fails now and not after the sweeps
         load_config(overrides=[f"space={p.vqvae_space}", f"lm.name={p.lm_name}"])

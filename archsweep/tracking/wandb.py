@@ -11,6 +11,8 @@ import json
 import struct
 from pathlib import Path
 
+from archsweep.errors import ArchsweepError
+
 # W&B settings every process of a sweep needs (PLATFORM.md: workers do not inherit the driver's WANDB_*).
 PASSED_ON = ("WANDB_MODE", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_BASE_URL", "WANDB_SILENT",
              "WANDB_DISABLE_GIT", "WANDB_DISABLE_CODE")
@@ -29,8 +31,6 @@ def check_login(tracking) -> None:
     """Online tracking needs a W&B login; without one, say so before any trial runs (W&B would fail in the
     middle of the sweep instead)."""
     import os
-
-    from archsweep.errors import ArchsweepError
 
     if not tracking.wandb or tracking.mode != "online":
         return

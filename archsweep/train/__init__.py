@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+
+from archsweep.errors import ArchsweepError
 
 log = logging.getLogger(__name__)
 
@@ -17,28 +20,20 @@ RUN_CONFIG = "config.json"  # the config a checkpoint was trained with (the LM's
 
 def read_history(directory: str | Path) -> list[dict]:
     """The epoch reports saved with a checkpoint directory ([] for one written before histories were kept)."""
-    import json
-
     path = Path(directory) / HISTORY
     return json.loads(path.read_text()) if path.is_file() else []
 
 
 def write_history(directory: str | Path, history: list[dict]) -> None:
-    import json
-
     (Path(directory) / HISTORY).write_text(json.dumps(history))
 
 
 def write_run_config(directory: str | Path, config: dict) -> None:
     """The run's config beside a checkpoint, readable before the checkpoint itself is loaded."""
-    import json
-
     (Path(directory) / RUN_CONFIG).write_text(json.dumps(config))
 
 
 def read_run_config(directory: str | Path) -> dict | None:
-    import json
-
     path = Path(directory) / RUN_CONFIG
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -75,8 +70,6 @@ def changed_keys(saved: dict, current: dict, keys: tuple[str, ...]) -> list[str]
 def refuse_other_run(saved: dict | None, current: dict, keys: tuple[str, ...], run_dir: str | Path) -> None:
     """Raise when an output directory's checkpoint was trained under another configuration: resuming it would
     silently continue (or, finished, return) a different model."""
-    from archsweep.errors import ArchsweepError
-
     changed = changed_keys(saved or {}, current, keys)
     if changed:
         old, new = _leaves(saved), _leaves(current)
@@ -88,8 +81,6 @@ def refuse_other_run(saved: dict | None, current: dict, keys: tuple[str, ...], r
 def fatal_error(error: BaseException) -> BaseException | None:
     """The archsweep error behind a failed Ray Train run (bad data, bad config, an unreadable checkpoint), which no
     restart can fix; None for faults (a dead worker, a lost node), which a restart from the last checkpoint can."""
-    from archsweep.errors import ArchsweepError
-
     if isinstance(error, ArchsweepError):
         return error
     for failure in (getattr(error, "worker_failures", None) or {}).values():

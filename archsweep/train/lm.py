@@ -17,9 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from archsweep.checkpoint import unreadable
 from archsweep.config import Config, from_dict, to_dict
-from archsweep.train import (LM_RUN_KEYS, read_history, read_run_config, refuse_other_run, scale, write_history,
-                             write_run_config)
+from archsweep.errors import ArchsweepError
+from archsweep.lm.models import add_lora, build
+from archsweep.lm.sampling import IGNORE, collate
+from archsweep.train import (LM_RUN_KEYS, read_history, read_run_config, refuse_other_run, run_trainer, scale,
+                             write_history, write_run_config)
 
 RUN_NAME = "lm"
 TAG = "state"  # not "latest": DeepSpeed writes a file of that name beside the tag directory
@@ -29,8 +33,6 @@ def load_codes(path: str | Path) -> tuple[list[tuple[int, ...]], list[tuple[int,
     """(training sequences, held-out sequences, codebook size) from a VQ-VAE stage's codes.npz."""
     with np.load(path) as z:
         if "codes" not in z.files:
-            from archsweep.errors import ArchsweepError
-
             raise ArchsweepError(f"{path} holds continuous latents (a vqvae.model=vae stage); the LM prior is "
                                  "trained on the discrete codes of a vqvae.model=vqvae stage")
         codes, train, size = z["codes"], z["train"], int(z["codebook_size"])
@@ -116,8 +118,6 @@ def _compiling() -> bool:
 
 
 def check_build_locks() -> None:
-    from archsweep.errors import ArchsweepError
-
     root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions")
     stale = stale_build_locks(root, time.time(), _compiling) if root.is_dir() else []
     if stale:
@@ -131,9 +131,6 @@ def train_loop(loop_config: dict) -> None:
     import ray
     import ray.train
     import torch.distributed as dist
-
-    from archsweep.lm.models import add_lora, build
-    from archsweep.lm.sampling import IGNORE, collate
 
     # --- set up: every sequence becomes a row of one tensor, on the device, once ---------------------------
     entered = time.perf_counter()
@@ -183,8 +180,6 @@ def train_loop(loop_config: dict) -> None:
             try:
                 _, client_state = engine.load_checkpoint(directory, tag=TAG)
             except Exception as exc:
-                from archsweep.checkpoint import unreadable
-
                 raise unreadable(checkpoint.path, exc, "Delete the stage's run directory "
                                  f"({Path(checkpoint.path).parent}) to train it from scratch.") from None
             history = read_history(directory)
@@ -253,8 +248,6 @@ def train_loop(loop_config: dict) -> None:
 def fit(cfg: Config, codes_path: str | Path, out_dir: str | Path, env: dict[str, str] | None = None,
         log_level: str = "WARNING", callbacks: list | None = None):
     """Run `train_loop` on `cfg.lm.num_workers` Ray Train workers; rerunning on `out_dir` resumes."""
-    from archsweep.train import run_trainer
-
     _, _, codebook_size = load_codes(codes_path)
     loop_config = {"config": to_dict(cfg), "env": env or {}, "codes": str(Path(codes_path).resolve()),
                    "codebook_size": codebook_size}
@@ -267,8 +260,6 @@ def fit(cfg: Config, codes_path: str | Path, out_dir: str | Path, env: dict[str,
 def full_state_dict(checkpoint_dir: str | Path) -> dict[str, torch.Tensor]:
     """Ordinary (fp32, unsharded) weights from a DeepSpeed checkpoint of any ZeRO stage."""
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-    from archsweep.checkpoint import unreadable
 
     try:
         return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag=TAG)

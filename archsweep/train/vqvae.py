@@ -15,33 +15,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from archsweep.checkpoint import torch_load
 from archsweep.config import Config, from_dict, to_dict
-from archsweep.train import VQVAE_RUN_KEYS, read_history, refuse_other_run, scale, write_history
+from archsweep.data import load_cells
+from archsweep.metrics import codebook_stats_from_counts
+from archsweep.models.vqvae import build_model, decode_graph, start_training
+from archsweep.spaces import get_space
+from archsweep.train import VQVAE_RUN_KEYS, read_history, refuse_other_run, run_trainer, scale, write_history
 
 RUN_NAME = "vqvae"
-
-
-def load_cells(cfg: Config) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """The run's cells (`archsweep.spaces.training_cells`) in graph form, and the seeded train mask
-    (`train_fraction` of them)."""
-    from archsweep.spaces import get_space, training_cells
-
-    ops, adj = get_space(cfg.space).graph_arrays(training_cells(cfg))
-    order = np.random.default_rng(cfg.seed).permutation(len(ops))
-    train = np.zeros(len(ops), dtype=bool)
-    train[order[: int(round(cfg.train.train_fraction * len(ops)))]] = True
-    return torch.from_numpy(ops), torch.from_numpy(adj), train
 
 
 def train_loop(loop_config: dict) -> None:
     import ray.train
     import ray.train.torch
     import torch.distributed as dist
-
-    from archsweep.checkpoint import torch_load
-    from archsweep.metrics import codebook_stats_from_counts
-    from archsweep.models.vqvae import build_model, decode_graph, start_training
-    from archsweep.spaces import get_space
 
     # --- set up: the whole space's cells are two tensors, on the device, once ---------------------------------
     entered = time.perf_counter()
@@ -164,8 +152,6 @@ def train_loop(loop_config: dict) -> None:
 def fit(cfg: Config, out_dir: Path, env: dict[str, str] | None = None, log_level: str = "WARNING",
         callbacks: list | None = None):
     """Run `train_loop` on `cfg.train.num_workers` Ray Train workers; rerunning on `out_dir` resumes."""
-    from archsweep.train import run_trainer
-
     t = cfg.train
     return run_trainer(train_loop, {"config": to_dict(cfg), "env": env or {}}, name=RUN_NAME, out_dir=out_dir,
                        num_workers=t.num_workers, cpus_per_worker=t.cpus_per_worker, use_gpu=t.use_gpu,
