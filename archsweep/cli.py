@@ -256,7 +256,7 @@ def train_vqvae(overrides, config_path, out_dir, num_cpus):
     _console(stderr=True).print(f"training {cfg.vqvae.model} on {cfg.space} with {cfg.train.num_workers} Ray Train "
                                 f"worker(s) for {cfg.train.epochs} epochs; rerun the same command to resume")
     results = vqvae.run(cfg, out_dir, env=worker_env(), log_level=log_level)
-    _console().print(_results_table(results, f"VQ-VAE stage: {out_dir}"))
+    _console().print(results_table(results, f"VQ-VAE stage: {out_dir}"))
 
 
 @train.command("lm")
@@ -284,7 +284,7 @@ def train_lm(overrides, config_path, vqvae_dir, out_dir, num_cpus):
 
     check_data([cfg.space])  # the samples are scored against the table: checked before the LM trains
     results = lm.run(cfg, vqvae_dir, out_dir, env=worker_env(), log_level=_start_local_ray(num_cpus))
-    _console().print(_results_table(results, f"LM stage: {out_dir}"))
+    _console().print(results_table(results, f"LM stage: {out_dir}"))
 
 
 @cli.command("run")
@@ -306,9 +306,11 @@ def run_pipeline(overrides, config_path, out_dir, num_cpus):
     check_data([cfg.space])  # the samples are scored against the table: checked before anything trains
     results = pipeline.run(cfg, out_dir, env=worker_env(), log_level=_start_local_ray(num_cpus))
     console = _console()
-    console.print(_results_table(results["vqvae"], f"VQ-VAE stage: {out_dir}/vqvae"))
+    console.print(results_table(results["vqvae"], f"VQ-VAE stage: {out_dir}/vqvae"))
     if "lm" in results:
-        console.print(_results_table(results["lm"], f"LM stage: {out_dir}/lm"))
+        console.print(results_table(results["lm"], f"LM stage: {out_dir}/lm"))
+    if "search" in results:
+        console.print(results_table(results["search"], f"search: {out_dir}/search"))
 
 
 # --- sweeps ---------------------------------------------------------------------------------------------------
@@ -788,7 +790,7 @@ def status_command(job_id, address):
     click.echo(job_status(address, job_id))
 
 
-def _results_table(results: dict, title: str):
+def results_table(results: dict, title: str):
     from rich.table import Table
 
     from archsweep.benchmarks import has_table

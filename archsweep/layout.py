@@ -23,18 +23,10 @@ METRICS = "metrics.json"
 
 
 @dataclass(frozen=True)
-class VQVAEStage:
-    """A VQ-VAE stage's directory: `model.pt` (weights + config), `codes.npz` (every cell's codes), metrics."""
+class Stage:
+    """A stage's directory; `metrics.json` is written last, so a stage that has it has finished."""
 
     dir: Path
-
-    @property
-    def model(self) -> Path:
-        return self.dir / "model.pt"
-
-    @property
-    def codes(self) -> Path:
-        return self.dir / "codes.npz"
 
     @property
     def metrics(self) -> Path:
@@ -44,11 +36,20 @@ class VQVAEStage:
         return self.metrics.is_file()
 
 
-@dataclass(frozen=True)
-class LMStage:
-    """An LM stage's directory: the model in `transformers` format under `lm/`, its samples, metrics."""
+class VQVAEStage(Stage):
+    """A VQ-VAE stage: `model.pt` (weights + config), `codes.npz` (every cell's codes or latents)."""
 
-    dir: Path
+    @property
+    def model(self) -> Path:
+        return self.dir / "model.pt"
+
+    @property
+    def codes(self) -> Path:
+        return self.dir / "codes.npz"
+
+
+class LMStage(Stage):
+    """An LM stage: the model in `transformers` format under `lm/`, its samples."""
 
     @property
     def model(self) -> Path:
@@ -58,12 +59,8 @@ class LMStage:
     def samples(self) -> Path:
         return self.dir / "samples.npz"
 
-    @property
-    def metrics(self) -> Path:
-        return self.dir / METRICS
-
     def finished(self) -> bool:
-        return self.model.is_dir() and self.metrics.is_file()
+        return self.model.is_dir() and super().finished()
 
 
 @dataclass(frozen=True)

@@ -116,10 +116,10 @@ def plain_lm_loop(cfg, train_seqs: list, codebook_size: int, batch: int, device:
 def plain_vqvae_loop(cfg, batch: int, device: str = "cpu", threads: int | None = None) -> tuple[float, float]:
     """`train.vqvae.train_loop` on one worker without Ray: (wall seconds including building the cells' tensors,
     graphs/s while training)."""
+    from archsweep.data import load_cells
     from archsweep.models.vqvae import build_model, start_training
     from archsweep.spaces import get_space
     from archsweep.train import scale
-    from archsweep.data import load_cells
 
     old = _threads(device, threads)
     try:

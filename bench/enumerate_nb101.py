@@ -1,6 +1,6 @@
 """Measure the NAS-Bench-101 enumeration (from scratch, all cores), loading its cache, and `archsweep --help`.
 
-    python bench/enumerate_nb101.py [--repeats 3] [--write]
+    python -m bench.enumerate_nb101 [--repeats 3] [--write]
 
 Each enumeration runs in a fresh cache directory, so nothing is reused; `--write` records the result in
 docs/BENCHMARKS.md.
@@ -17,10 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._report import header, write_block
-
 from archsweep.spaces import get_space
 from archsweep.spaces.enumeration import Enumeration
+from bench._report import header, write_block
 
 
 def main() -> None:

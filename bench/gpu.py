@@ -1,7 +1,7 @@
 """Measure the training stages at the device's scale, each against its plain PyTorch loop in the same run, and the
 default pipelines' time to quality.
 
-    python bench/gpu.py [--small] [--write] [--out DIR]
+    python -m bench.gpu [--small] [--write] [--out DIR]
 
 On the GPU when there is one (otherwise the CPU, one thread per Ray Train worker as Ray gives it):
 1. the device's peak: a measured square matmul (bf16 8192^3 on a GPU, fp32 2048^3 on one CPU thread);
@@ -26,12 +26,12 @@ from pathlib import Path
 
 import torch
 
-from bench._measure import flops_per_token, matmul_peak, plain_lm_loop, plain_vqvae_loop
-from bench._report import header, write_block
-
 from archsweep.config import load_config
+from archsweep.layout import RunDir
 from archsweep.runtime import init_local_ray, worker_env
 from archsweep.train import history, scale
+from bench._measure import flops_per_token, matmul_peak, plain_lm_loop, plain_vqvae_loop
+from bench._report import header, write_block
 
 
 def device_overrides(gpu: bool) -> list[str]:
@@ -50,7 +50,7 @@ def stage_rows(args, gpu: bool, device: str, peak: float, out: Path) -> tuple[li
                                  *device_overrides(gpu)])
     rows = []
 
-    vq = vqvae.run(cfg, out / "vqvae", env=worker_env())
+    vq = vqvae.run(cfg, RunDir(out).vqvae.dir, env=worker_env())
     stage_gps = float(vq["graphs_per_s"])
     batch = int(vq["training"]["batch_size"])
     _, plain_gps = plain_vqvae_loop(cfg, batch, device, threads=cfg.train.cpus_per_worker)
@@ -58,7 +58,7 @@ def stage_rows(args, gpu: bool, device: str, peak: float, out: Path) -> tuple[li
                 f"{stage_gps:,.0f} graphs/s | {plain_gps / stage_gps:.2f}x | |")
     print(rows[-1], flush=True)
 
-    codes = out / "vqvae" / "codes.npz"
+    codes = RunDir(out).vqvae.codes
     train_seqs, _, size = load_codes(codes)
     batch = scale.global_batch(cfg.lm.batch_size, scale.LM_REFERENCE_BATCH, len(train_seqs), 1, gpu)
     fpt = flops_per_token(cfg, train_seqs, size)

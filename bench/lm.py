@@ -3,8 +3,8 @@
 scratch and from a pretrained checkpoint, with and without LoRA), the overhead of Ray Train + DeepSpeed against a
 plain single-process PyTorch loop, and sampling throughput.
 
-    python bench/lm.py [--spaces nasbench201 nasbench101 | --spaces darts] [--out runs/bench-lm] [--fresh] [--write]
-    python bench/lm.py --families-only [--write]     # the family table alone (block lm-families)
+    python -m bench.lm [--spaces nasbench201 nasbench101 | --spaces darts] [--out runs/bench-lm] [--fresh] [--write]
+    python -m bench.lm --families-only [--write]     # the family table alone (block lm-families)
 
 Each generation row is a full `archsweep run` pipeline (VQ-VAE stage, then the LM stage: DeepSpeed ZeRO-2 on 2
 Ray Train workers) with the default configuration, except the epochs set per space below. Pipelines finished
@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._measure import plain_lm_loop
-from bench._report import header, write_block
-
 from archsweep.artifacts import load_lm
 from archsweep.config import from_dict, load_config, to_dict
+from archsweep.layout import LMStage, RunDir, VQVAEStage
 from archsweep.runtime import init_local_ray, worker_env
 from archsweep.stages import lm as lm_stage
 from archsweep.stages import pipeline
+from bench._measure import plain_lm_loop
+from bench._report import header, write_block
 
 EPOCHS = {  # training length per space (VQ-VAE as bench/vqvae.py); everything else is the default configuration
     "nasbench201": ["train.epochs=10"],
@@ -53,7 +53,7 @@ def pipeline_run(overrides: list[str], out: Path, fresh: bool) -> dict:
     """The pipeline in `out`: read back if it finished with this configuration, otherwise run (continuing an
     interrupted one: finished stages are not trained again)."""
     cfg = load_config(overrides=overrides)
-    done = out / "metrics.json"
+    done = RunDir(out).metrics
     if done.exists() and not fresh and same_config(json.loads(done.read_text())["config"], cfg):
         return json.loads(done.read_text())
     if fresh or done.exists():
@@ -83,8 +83,8 @@ def generation_rows(args) -> tuple[list[str], list[str], list[str]]:
             training = results["lm"]["training"]
             speed.append(f"| {space} | {results['config']['lm']['epochs']} | {training['heldout_perplexity']:.3f} |")
             cfg = load_config(overrides=[*base, "vqvae.model=vqvae"])
-            lm = load_lm(cfg, out / "lm" / "lm")
-            scorer = lm_stage.Scorer(cfg, out / "vqvae")
+            lm = load_lm(cfg, RunDir(out).lm.model)
+            scorer = lm_stage.Scorer(cfg, RunDir(out).vqvae.dir)
             for t in TEMPERATURES:
                 cfg.sample.temperature = t
                 m = lm_stage.generate(lm, scorer, cfg)
@@ -111,8 +111,8 @@ def family_rows(args) -> list[str]:
     from archsweep.lm.checkpoints import save_small_checkpoint
 
     space = "nasbench201"
-    vq = args.out / space / "vqvae" / "vqvae"
-    if not (vq / "metrics.json").exists():  # the stage the generation row's pipeline then continues from
+    vq = RunDir(args.out / space / "vqvae").vqvae.dir
+    if not VQVAEStage(vq).finished():  # the stage the generation row's pipeline then continues from
         from archsweep.stages import vqvae
 
         vqvae.run(load_config(overrides=[f"space={space}", *EPOCHS[space], *WORKERS]), vq, worker_env())
@@ -129,17 +129,17 @@ def family_rows(args) -> list[str]:
         cfg = load_config(overrides=[f"space={space}", *EPOCHS[space], f"lm.name={name}",
                                      f"lm.epochs={FAMILY_EPOCHS}", *extra])
         out = args.out / "families" / (label.replace(" ", "").replace(",", "-").replace("(", "").replace(")", ""))
-        done = out / "metrics.json"
+        done = LMStage(out).metrics
         if done.exists() and not args.fresh and same_config(json.loads(done.read_text())["config"], cfg):
             m = json.loads(done.read_text())
         else:
             shutil.rmtree(out, ignore_errors=True)
             m = lm_stage.run(cfg, vq, out, env=worker_env())
-        samples = np.load(out / "samples.npz")
+        samples = np.load(LMStage(out).samples)
         parsed = float((samples["codes"][:, 0] >= 0).mean())
         scorer = scorer or lm_stage.Scorer(cfg, vq)
         cfg.sample.constrained = True
-        c = lm_stage.generate(load_lm(cfg, out / "lm"), scorer, cfg)
+        c = lm_stage.generate(load_lm(cfg, LMStage(out).model), scorer, cfg)
         rows.append(f"| {label} | {m['training']['heldout_perplexity']:.3f} | {pct(parsed)} | {pct(m['validity'])} | "
                     f"{pct(m['valid_unique'])} | {pct(c['validity'])} | {pct(c['valid_unique'])} | "
                     f"{pct(c['valid_unique_novel'])} | {m['train_wall_s']:.0f} s |")
@@ -169,7 +169,7 @@ def overhead_row(args) -> str:
     from archsweep.train.lm import fit, load_codes
 
     space = "nasbench201"
-    codes = args.out / space / "vqvae" / "vqvae" / "codes.npz"
+    codes = RunDir(args.out / space / "vqvae").vqvae.codes
     cfg = load_config(overrides=[f"space={space}", *EPOCHS[space], "lm.num_workers=1",
                                  f"lm.epochs={args.overhead_epochs}"])
     train_seqs, _, codebook_size = load_codes(codes)

@@ -2,7 +2,7 @@
 Ray, W&B offline on (one run per trial), its resident memory sampled every second against the trials finished,
 then `archsweep report` over the result.
 
-    python bench/load.py [--trials 200] [--no-wandb] [--write]
+    python -m bench.load [--trials 200] [--no-wandb] [--write]
 
 The sweep is sweeps/load.yaml (also the load test's): each trial a regularized-evolution search (20 queries, its
 own seed) on one shared VAE stage, so the figures are the sweep machinery's, not training's.

@@ -2,7 +2,7 @@
 samples) as a 1-trial sweep (Ray Tune, result store, W&B offline) against the same pipeline called directly in
 this process, side by side in one run, repeated, and where the difference goes.
 
-    python bench/overhead.py [--repeats 2] [--wandb/--no-wandb] [--write]
+    python -m bench.overhead [--repeats 2] [--wandb/--no-wandb] [--write]
 
 A trial's fixed cost is split on the same run: the trial function's run time (Tune's `time_total_s`) less the
 pipeline timed inside it (`pipeline_wall_s`: its process, imports, the result store, reports to Tune), and the
@@ -18,9 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._report import ROOT, header, write_block
-
 from archsweep.runtime import init_local_ray, worker_env
+from bench._report import ROOT, header, write_block
 
 QUICK = ["name=overhead", "train.epochs=1", "lm.epochs=1", "sample.samples=1000", "lm.name=gpt2-tiny"]
 

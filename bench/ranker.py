@@ -3,7 +3,7 @@ of a search (here: n random cells of NAS-Bench-201), then asked to pick the best
 other cells, with and without the loss on the context cells' score tokens. Chance is 1 in 4. For reference, the
 predictor bo uses (DNGO) on the same cells' VQ code vectors, picking the best of 4 held-out cells by its mean.
 
-    python bench/ranker.py [--seeds 3] [--write]
+    python -m bench.ranker [--seeds 3] [--write]
 
 Uses the VQ-VAE of bench/lm.py's NAS-Bench-201 prior (runs/bench-lm/nasbench201/vqvae); run that first.
 """
@@ -16,16 +16,15 @@ import time
 
 import numpy as np
 
-from bench._report import ROOT, header, write_block
-
 from archsweep.benchmarks import load_benchmark
 from archsweep.config import LMRankerConfig
+from archsweep.layout import VQVAEStage, resolve_prior
+from archsweep.search.base import Domain
 from archsweep.search.encodings import CodeEncoder, Encoder
-from archsweep.layout import resolve_prior
 from archsweep.search.predictor import DNGO
 from archsweep.search.ranker import Prompts, Ranker, training_examples
-from archsweep.search.base import Domain
 from archsweep.spaces import get_space
+from bench._report import ROOT, header, write_block
 
 HISTORY = (50, 100, 150)
 HELD_OUT = 1000
@@ -58,8 +57,8 @@ def main() -> None:
     benchmark = load_benchmark("nasbench201")
     table = Domain(benchmark).table()
     stage = resolve_prior(str(ROOT / "runs/bench-lm/nasbench201/vqvae"))[1]
-    encoder = CodeEncoder(get_space("nasbench201"), stage / "model.pt")
-    vq = Encoder(get_space("nasbench201"), "vq", stage / "model.pt")
+    encoder = CodeEncoder(get_space("nasbench201"), VQVAEStage(stage).model)
+    vq = Encoder(get_space("nasbench201"), "vq", VQVAEStage(stage).model)
     prompts = Prompts(encoder.codebook_size, encoder.seq_len, s.context, s.candidates_per_prompt)
     results: dict[tuple[int, float | str], list[float]] = {}
     start = time.perf_counter()

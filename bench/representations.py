@@ -2,7 +2,7 @@
 archsweep.search.predictor) trained on 100 / 500 / 1,000 labelled cells drawn at random, Kendall tau and Spearman
 rho against the validation accuracy of every other cell of the table, mean ± std over seeds.
 
-    python bench/representations.py [--spaces nasbench201 nasbench101] [--seeds 10] [--write]
+    python -m bench.representations [--spaces nasbench201 nasbench101] [--seeds 10] [--write]
 
 Encodings: `adjacency` (adjacency + one-hot operations, no model), `vq` (the VQ-VAE's code vectors), `vae` (the
 continuous VAE's latent means). The VQ-VAE and VAE are the VQ-VAE stages of bench/lm.py's generation rows
@@ -16,17 +16,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-from rich.progress import Progress
-
-from bench._report import header, write_block
 from lm import EPOCHS, WORKERS
+from rich.progress import Progress
 
 from archsweep.benchmarks import load_benchmark
 from archsweep.config import load_config
+from archsweep.layout import RunDir, VQVAEStage
 from archsweep.runtime import init_local_ray, worker_env
 from archsweep.search.encodings import ENCODINGS, Encoder
 from archsweep.search.predictor import DNGO, rank_correlations
 from archsweep.stages import vqvae as vqvae_stage
+from bench._report import header, write_block
 
 LABELS = (100, 500, 1000)
 MODEL = {"vq": "vqvae", "vae": "vae"}
@@ -36,8 +36,8 @@ def model_path(space: str, encoding: str, out: Path) -> Path | None:
     """The model.pt of bench/lm.py's VQ-VAE stage for this space and encoding, trained now if missing."""
     if encoding == "adjacency":
         return None
-    stage_dir = out / space / MODEL[encoding] / "vqvae"
-    path = stage_dir / "model.pt"
+    stage_dir = RunDir(out / space / MODEL[encoding]).vqvae.dir
+    path = VQVAEStage(stage_dir).model
     if not path.is_file():
         init_local_ray()
         cfg = load_config(overrides=[f"space={space}", *EPOCHS[space], *WORKERS, f"vqvae.model={MODEL[encoding]}"])

@@ -2,7 +2,7 @@
 sweeps/reproduce-cpu.yaml), from the sweep and search files it lists, with the machine, date, versions and command
 in the report and on every figure.
 
-    python bench/reproduce.py [sweeps/reproduce-cpu.yaml] [--fresh] [--address ADDR] [--docs DIR]
+    python -m bench.reproduce [sweeps/reproduce-cpu.yaml] [--fresh] [--address ADDR] [--docs DIR]
 
 1. Generation: each generation sweep runs (as `archsweep sweep`); the table reads its trials at the sweep's base
    codebook size K, sequence length L and LM; the K and L ablations read the trials varying one of them; the
@@ -30,14 +30,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._measure import CPU_PEAK_N, GPU_PEAK_N, flops_per_token, matmul_peak, plain_lm_loop
-from bench._report import ROOT, footer, header
-
 from archsweep.config import from_dict, load_config
+from archsweep.layout import LMStage, VQVAEStage
 from archsweep.metrics import STANDARD_SAMPLES
 from archsweep.settings import CACHE_DIR_ENV
 from archsweep.tracking import reproduce as R
-
+from bench._measure import CPU_PEAK_N, GPU_PEAK_N, flops_per_token, matmul_peak, plain_lm_loop
+from bench._report import ROOT, footer, header
 
 
 def say(text: str) -> str:
@@ -75,7 +74,7 @@ def temperature_points(row, temperatures: list[float]) -> list[dict]:
     from archsweep.stages import lm as lm_stage
 
     cfg = from_dict(row.config)
-    lm = load_lm(cfg, Path(row.paths["lm_dir"]) / "lm")
+    lm = load_lm(cfg, LMStage(Path(row.paths["lm_dir"])).model)
     scorer = lm_stage.Scorer(cfg, row.paths["vqvae_dir"])
     points = []
     for t in temperatures:
@@ -162,7 +161,7 @@ def lm_rows(spec, ref_row, peaks: dict) -> list[list[str]]:
 
     cfg = from_dict(ref_row.config)
     cfg.lm.name, cfg.lm.epochs, cfg.lm.num_workers = spec.performance.lm_name, spec.performance.lm_epochs, 1
-    codes = Path(ref_row.paths["vqvae_dir"]) / "codes.npz"
+    codes = VQVAEStage(Path(ref_row.paths["vqvae_dir"])).codes
     train_seqs, _, size = load_codes(codes)
     fpt = flops_per_token(cfg, train_seqs, size)
     batch = scale.global_batch(cfg.lm.batch_size, scale.LM_REFERENCE_BATCH, len(train_seqs), 1, False)

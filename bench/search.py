@@ -2,7 +2,7 @@
 with and without a surrogate, bo in each representation, rl, lm_ranker), the same harness, budgets and seeds, on
 NAS-Bench-201 (CIFAR-10, CIFAR-100, ImageNet16-120) and on NAS-Bench-101's 30k subset table.
 
-    python bench/search.py [--files sweeps/search-nasbench201.yaml ...] [--seeds 20] [--write]
+    python -m bench.search [--files sweeps/search-nasbench201.yaml ...] [--seeds 20] [--write]
 
 The generator-based strategies and bo/rl over learned representations use the models `bench/lm.py` trained
 (runs/bench-lm/<space>/vqvae, and .../vae for bo_vae); run that first. Each file runs
@@ -20,12 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-from bench._report import ROOT, footer, header, write_block
-
 from archsweep.runtime import init_local_ray
 from archsweep.search.report import markdown, plot_curves, write_report
 from archsweep.search.run import run_searches, search_dir_of
 from archsweep.search.spec import load_search_file
+from bench._report import ROOT, footer, header, write_block
 
 FILES = ("sweeps/search-nasbench201.yaml", "sweeps/search-nasbench101.yaml")
 LABELS = {"nasbench201": "NAS-Bench-201 (15,625 cells): test accuracy of the best-by-validation cell",

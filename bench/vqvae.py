@@ -1,7 +1,7 @@
 """Measure the VQ-VAE stage: held-out reconstruction, codebook use and decoding validity of the default VQ-VAE
 beside the continuous VAE baseline, on both spaces; and Ray Train throughput on 1 vs 2 workers.
 
-    python bench/vqvae.py [--spaces nasbench201 nasbench101] [--epochs-201 10] [--epochs-101 6] [--write]
+    python -m bench.vqvae [--spaces nasbench201 nasbench101] [--epochs-201 10] [--epochs-101 6] [--write]
 
 Every row is a full `archsweep train vqvae` stage run (Ray Train, 2 workers unless stated) in a fresh directory.
 """
@@ -12,11 +12,10 @@ import argparse
 import tempfile
 import time
 
-from bench._report import header, write_block
-
 from archsweep.config import load_config
 from archsweep.runtime import init_local_ray, worker_env
 from archsweep.stages import vqvae
+from bench._report import header, write_block
 
 
 def stage(overrides: list[str]) -> tuple[dict, float]:

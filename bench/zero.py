@@ -3,7 +3,7 @@ the parameters and of the optimizer state, read from the tensors DeepSpeed parti
 archsweep/train/lm.py), and each worker's peak resident memory. With --large, the ~1B LLaMA-shaped preset under
 ZeRO-3 with CPU offload, a few steps.
 
-    python bench/zero.py [--model gpt2-124m] [--workers 2] [--steps 3] [--large] [--write]
+    python -m bench.zero [--model gpt2-124m] [--workers 2] [--steps 3] [--large] [--write]
 
 The LM trains on NAS-Bench-201 codes of a real VQ-VAE stage (one epoch, made once under --out), the rest of the
 configuration as given below; every run is `archsweep.train.lm.fit`, the LM stage's own training.
@@ -16,10 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._report import header, write_block
-
 from archsweep.config import load_config
+from archsweep.layout import RunDir
 from archsweep.runtime import init_local_ray, worker_env
+from bench._report import header, write_block
 
 BASE = ["space=nasbench201", "train.epochs=1", "train.num_workers=2", "lm.epochs=1", "lm.checkpoint_interval_s=0"]
 
@@ -27,10 +27,10 @@ BASE = ["space=nasbench201", "train.epochs=1", "train.num_workers=2", "lm.epochs
 def codes(out: Path) -> Path:
     from archsweep.stages import vqvae
 
-    stage = out / "vqvae"
-    if not (stage / "metrics.json").exists():
-        vqvae.run(load_config(overrides=BASE), stage, worker_env())
-    return stage / "codes.npz"
+    stage = RunDir(out).vqvae
+    if not stage.finished():
+        vqvae.run(load_config(overrides=BASE), stage.dir, worker_env())
+    return stage.codes
 
 
 def train(codes_path: Path, overrides: list[str]) -> dict:

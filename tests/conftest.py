@@ -4,6 +4,7 @@ without them a local run skips those tests with the fix, and CI (CI=true) fails 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from pathlib import Path
 
@@ -52,6 +53,34 @@ def data_copy(data_dir, tmp_path) -> Path:
             (copy / f.path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(data_dir / f.path, copy / f.path)
     return copy
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray of 2 CPUs, shared by the tests of one module; yields the environment its workers get."""
+    import ray
+
+    from archsweep.runtime import init_local_ray, worker_env
+
+    init_local_ray(num_cpus=2)
+    yield worker_env()
+    ray.shutdown()
+
+
+@pytest.fixture
+def wandb_offline(monkeypatch):
+    """W&B offline and with no API key: it must work without a network or a login, and never prompt."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+
+
+@pytest.fixture
+def wandb_secret_key(monkeypatch) -> str:
+    """W&B offline with a made-up API key set, which nothing may write anywhere; returns the key."""
+    key = secrets.token_hex(20)
+    monkeypatch.setenv("WANDB_API_KEY", key)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    return key
 
 
 @pytest.fixture(scope="session")

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-ARCHSWEEP = shutil.which("archsweep", path=os.path.dirname(sys.executable)) or "archsweep"
+from tests.helpers import archsweep
 
 
 def run(*args, env=None, data_dir=None):
-    full_env = {**os.environ, **(env or {})}
-    if data_dir is not None:
-        full_env["ARCHSWEEP_DATA_DIR"] = str(data_dir)
-    return subprocess.run([ARCHSWEEP, *args], capture_output=True, text=True, env=full_env, timeout=300)
+    return archsweep(*args, env={**(env or {}), **({"ARCHSWEEP_DATA_DIR": str(data_dir)} if data_dir else {})})
 
 
 def test_help_lists_the_commands():

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from archsweep.sweep.spec import load_sweep
+from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.reliability]
 
@@ -44,12 +45,6 @@ def tiny_sweep(tmp_path: Path, *overrides: str, lms: str = "gpt2-tiny, llama-tin
     path = tmp_path / "faults.yaml"
     path.write_text(TINY % lms)
     return path, load_sweep(path, [f"storage={tmp_path / 'sweeps'}", *overrides])
-
-
-@pytest.fixture
-def wandb_offline(monkeypatch):
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.setenv("WANDB_MODE", "offline")
 
 
 def latest_checkpoint(run_dir: Path) -> dict | None:
@@ -191,11 +186,7 @@ def test_killed_sweep_driver_resumes_without_rerunning_and_wandb_steps_go_on(dat
         running = [t for t in (sweep_dir / "trials").glob("trial_*") if not (t / "metrics.json").exists()]
         return finished and any(_steps(_runs_by_id(t).get(t.name.removeprefix("trial_"), [])) for t in running)
 
-    deadline = time.time() + 600
-    while not ready():
-        assert driver.poll() is None, "the sweep ended before it could be interrupted"
-        assert time.time() < deadline, "the sweep did not get far enough in time"
-        time.sleep(0.2)
+    wait_for(ready, 600, "a finished trial and another one training", alive=lambda: driver.poll() is None)
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
     finished = {i: r for i, r in _finished(sweep_dir).items() if r.status == "TERMINATED"}

@@ -10,21 +10,11 @@ import pytest
 
 from archsweep.config import load_config
 from archsweep.search.loop import SearchState
+from tests.helpers import archsweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.ray
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    from archsweep.runtime import init_local_ray, worker_env
-
-    init_local_ray(num_cpus=2)
-    yield worker_env()
-    ray.shutdown()
 
 
 def test_pipeline_writes_every_artifact_and_one_set_of_metrics(local_ray, data_dir, tmp_path):
@@ -150,9 +140,9 @@ storage: {tmp_path / 'runs'}
     # explorer refits its model from the history each round: cut after a round that used them (and mid-write of
     # the next), each continues into the same queries as an uninterrupted search
     from archsweep.benchmarks import load_benchmark
+    from archsweep.search.base import Domain
     from archsweep.search.generator import Generator
     from archsweep.search.loop import lookup, search_loop
-    from archsweep.search.base import Domain
     from archsweep.search.registry import make_strategy
 
     bench = load_benchmark("nasbench201", data_dir)
@@ -238,12 +228,12 @@ storage: {tmp_path / 'runs'}
 def test_a_space_too_large_to_enumerate_trains_on_a_sampled_set_and_reports_no_accuracy(local_ray, tmp_path):
     from rich.console import Console
 
-    from archsweep.cli import _results_table
+    from archsweep.cli import results_table
+    from archsweep.data import load_cells
     from archsweep.spaces import training_cells
     from archsweep.stages import pipeline
     from archsweep.tracking.report import rows
     from archsweep.tracking.store import ResultStore, Row
-    from archsweep.data import load_cells
 
     cfg = load_config(overrides=[
         "space=darts", "train.dataset_size=600", "vqvae.hidden_dim=32", "vqvae.decoder_hidden=128",
@@ -262,9 +252,46 @@ def test_a_space_too_large_to_enumerate_trains_on_a_sampled_set_and_reports_no_a
         assert 0 <= lm[key] <= 1
     assert not [k for k in lm if k.startswith("accuracy_")]  # no table: no accuracy, not a zero one
     console = Console(record=True, width=200)
-    console.print(_results_table(lm | {"config": results["config"]}, "LM stage"))
+    console.print(results_table(lm | {"config": results["config"]}, "LM stage"))
     assert "n/a (darts has no accuracy table)" in console.export_text()
 
     store = ResultStore(tmp_path / "sweep")
     store.put(Row("t_00000", "TERMINATED", results["config"], {"validity": lm["validity"]}))
     assert rows(tmp_path / "sweep")[0]["accuracy"] == "n/a"
+
+
+VAE_RUN = """
+space: nasbench201
+seed: 0
+vqvae: {model: vae, hidden_dim: 32, decoder_hidden: 128, gin_layers: 2, code_dim: 8, seq_len: 2}
+train: {epochs: 1, batch_size: 512, num_workers: 1}
+search: {enabled: true, strategy: rl, encoding: vae, budget: 16, batch_size: 4, rl: {pool_size: 200}}
+"""
+
+
+def test_archsweep_run_and_a_one_trial_sweep_run_the_same_vae_pipeline_and_search(data_dir, tmp_path):
+    """The VAE baseline with a search: `archsweep run` and a sweep trial of the same config go through the one
+    pipeline, so both train the VAE, run the search in its own latent space (rl, search.encoding=vae) and record
+    the same queries."""
+    (tmp_path / "vae.yaml").write_text(VAE_RUN)
+    (tmp_path / "sweep.yaml").write_text(VAE_RUN + "sweep: {seed: {grid: [0]}}\ntracking: {wandb: false}\n")
+    env = {"ARCHSWEEP_DATA_DIR": str(data_dir)}
+    run = archsweep("run", "-c", "vae.yaml", "-o", "run", "--num-cpus", "2", cwd=tmp_path, env=env, timeout=900)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "search" in run.stdout  # the CLI shows the search's summary too
+    sweep = archsweep("sweep", "sweep.yaml", "storage=sweeps", "--num-cpus", "2", cwd=tmp_path, env=env, timeout=900)
+    assert sweep.returncode == 0, sweep.stdout + sweep.stderr
+
+    alone = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    trial_dir, = (tmp_path / "sweeps" / "sweep" / "trials").glob("trial_*")
+    trial = json.loads((trial_dir / "metrics.json").read_text())
+    assert "lm" not in alone and "lm" not in trial  # the VAE generates from its own prior
+    assert alone["generation"] == trial["generation"] == alone["vqvae"]["prior_samples"]
+    assert alone["search"]["strategy"] == trial["search"]["strategy"] == "rl"
+    assert alone["search"]["queries"] == trial["search"]["queries"] == 16
+    keys = [[q.key for q in SearchState.load(d / "search" / "state.jsonl").history] for d in (tmp_path / "run",
+                                                                                               trial_dir)]
+    assert keys[0] == keys[1] and len(set(keys[0])) == 16
+    timings = ("_s", "seconds")  # wall times differ from run to run; everything else is the same search
+    assert {k: v for k, v in alone["search"].items() if not k.endswith(timings)} == \
+        {k: v for k, v in trial["search"].items() if not k.endswith(timings)}

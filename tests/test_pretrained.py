@@ -21,17 +21,6 @@ TINY = ["space=nasbench201", "vqvae.hidden_dim=32", "vqvae.decoder_hidden=128", 
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    from archsweep.runtime import init_local_ray
-
-    init_local_ray(num_cpus=2)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def lora_run(local_ray, data_dir, pretrained_checkpoint, tmp_path_factory):
     """`archsweep run` with the gpt2 checkpoint and LoRA, ZeRO-3 on 2 workers: the VQ-VAE stage the others share."""
     out = tmp_path_factory.mktemp("lora-run")

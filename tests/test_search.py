@@ -3,17 +3,17 @@ the summary's known facts, search files, and the Ray driver actor killed mid-run
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from archsweep.config import ConfigError, load_config
-from archsweep.search.loop import SearchError, SearchState, lookup, search_loop, summarize
 from archsweep.search.base import Domain
+from archsweep.search.loop import SearchError, SearchState, lookup, search_loop, summarize
 from archsweep.search.registry import make_strategy
 from archsweep.spaces import get_space
+from tests.helpers import wait_for
 
 NB201 = get_space("nasbench201")
 NB101 = get_space("nasbench101")
@@ -247,17 +247,6 @@ def test_search_file_checks(tmp_path):
 # --- on Ray: the driver actor ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    from archsweep.runtime import init_local_ray
-
-    init_local_ray(num_cpus=2)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.ray
 def test_killed_driver_and_evaluator_actors_restart_and_the_search_loses_and_repeats_nothing(local_ray, nb201,
                                                                                             tmp_path, measured):
@@ -273,16 +262,10 @@ def test_killed_driver_and_evaluator_actors_restart_and_the_search_loses_and_rep
     driver = start_driver(cfg, path, bench_ref, evaluators)
     first_pid = ray.get(driver.pid.remote())
     ref = driver.run.remote([100, 400])
-    deadline = time.time() + 60
-    while time.time() < deadline:  # wait until it is well into the search, then kill it
-        if path.is_file() and len(SearchState.load(path).history) >= 30:
-            break
-        time.sleep(0.05)
+    queries = lambda: len(SearchState.load(path).history)  # noqa: E731
+    wait_for(lambda: queries() >= 30, 60, "30 queries", interval=0.05)  # well into the search: kill its driver
     ray.kill(driver, no_restart=False)
-    while time.time() < deadline:  # and an evaluator later on: restarted, its pending query retried
-        if len(SearchState.load(path).history) >= 60:
-            break
-        time.sleep(0.05)
+    wait_for(lambda: queries() >= 60, 60, "60 queries", interval=0.05)  # then an evaluator: its query retried
     ray.kill(evaluators[0], no_restart=False)
     summary = ray.get(ref, timeout=120)
     assert ray.get(driver.pid.remote()) != first_pid  # it really died and was restarted
@@ -317,9 +300,7 @@ def test_killed_driver_of_a_representation_search_continues_the_same_search(loca
     driver = start_driver(cfg, path, bench_ref, evaluators)
     first_pid = ray.get(driver.pid.remote())
     ref = driver.run.remote([60])
-    deadline = time.time() + 120
-    while time.time() < deadline and not (path.is_file() and len(SearchState.load(path).history) >= 25):
-        time.sleep(0.05)
+    wait_for(lambda: len(SearchState.load(path).history) >= 25, 120, "25 queries", interval=0.05)
     ray.kill(driver, no_restart=False)
     summary = ray.get(ref, timeout=300)
     assert ray.get(driver.pid.remote()) != first_pid

@@ -8,13 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from archsweep.cli import cli
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.ray
 
@@ -45,19 +45,6 @@ def ray_start(args: list[str], temp_dir: Path, env: dict) -> subprocess.Popen:
                              f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
                              f"--runtime-env-agent-port={free_port()}", *args],
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def wait_for(check, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except Exception:
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
 def start_cluster(token: str, path: str, workers: int):

@@ -38,17 +38,6 @@ def tiny_sweep(tmp_path: Path, *overrides: str):
     return load_sweep(path, [f"storage={tmp_path / 'sweeps'}", *overrides])
 
 
-@pytest.fixture
-def wandb_offline(monkeypatch):
-    """No network: W&B must work offline, never prompt. A (made-up) API key is set, and must be written nowhere."""
-    import secrets
-
-    key = secrets.token_hex(20)
-    monkeypatch.setenv("WANDB_API_KEY", key)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    return key
-
-
 def files_holding(root: Path, secret: str) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and not p.is_symlink() and secret.encode() in p.read_bytes()]
 
@@ -60,7 +49,7 @@ def _finished(sweep_dir: Path):
 
 
 @pytest.mark.e2e  # a whole sweep: minutes; the long suite
-def test_sweep_runs_trials_shares_the_vqvae_and_mirrors_to_wandb(data_dir, tmp_path, wandb_offline):
+def test_sweep_runs_trials_shares_the_vqvae_and_mirrors_to_wandb(data_dir, tmp_path, wandb_secret_key):
     import ray
 
     from archsweep.runtime import init_local_ray
@@ -84,7 +73,7 @@ def test_sweep_runs_trials_shares_the_vqvae_and_mirrors_to_wandb(data_dir, tmp_p
         ray.shutdown()
     assert not grid.errors
     # neither the W&B key nor the local Ray's token is in any config, result row, W&B run file or Ray log
-    for secret in (wandb_offline, os.environ.get("RAY_AUTH_TOKEN")):
+    for secret in (wandb_secret_key, os.environ.get("RAY_AUTH_TOKEN")):
         assert not secret or not (files_holding(sweep_dir, secret) or files_holding(session, secret))
 
     # the store: one finished row per trial, with its config, metrics and artifact paths
@@ -138,7 +127,7 @@ def test_sweep_runs_trials_shares_the_vqvae_and_mirrors_to_wandb(data_dir, tmp_p
 
 
 @pytest.mark.e2e  # a whole sweep: minutes; the long suite
-def test_sweep_on_two_nodes_puts_trials_on_both(data_dir, tmp_path, wandb_offline):
+def test_sweep_on_two_nodes_puts_trials_on_both(data_dir, tmp_path, wandb_secret_key):
     """Two 1-CPU nodes, two 1-worker trials at once: each trial's Ray Train worker needs a whole node."""
     import ray
     from ray.cluster_utils import Cluster

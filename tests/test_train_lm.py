@@ -15,17 +15,6 @@ pytestmark = pytest.mark.ray
 K, L = 16, 4
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    from archsweep.runtime import init_local_ray, worker_env
-
-    init_local_ray(num_cpus=2)
-    yield worker_env()
-    ray.shutdown()
-
-
 @pytest.fixture
 def codes_file(tmp_path):
     """A codes artifact as the VQ-VAE stage writes it: 32 distinct sequences repeated, 10 % held out."""

@@ -16,21 +16,9 @@ TINY = ["space=nasbench201", "vqvae.hidden_dim=32", "vqvae.decoder_hidden=128", 
         "vqvae.seq_len=4", "vqvae.codebook_size=16", "train.batch_size=256", "train.num_workers=2"]
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    from archsweep.runtime import init_local_ray, worker_env
-
-    init_local_ray(num_cpus=2)
-    yield worker_env()
-    ray.shutdown()
-
-
 def test_two_workers_train_checkpoint_and_resume(local_ray, tmp_path):
-    from archsweep.train.vqvae import fit
-
     from archsweep.train import history
+    from archsweep.train.vqvae import fit
 
     # a checkpoint every epoch, however short (the default waits 30 s between them)
     every_epoch = "train.checkpoint_interval_s=0"
@@ -69,8 +57,8 @@ def test_changed_keys_are_the_models_and_datas_not_the_run_length():
 
 
 def test_stage_writes_model_codes_and_metrics(local_ray, tmp_path):
-    from archsweep.spaces import get_space
     from archsweep.artifacts import load_model
+    from archsweep.spaces import get_space
     from archsweep.stages import vqvae
 
     cfg = load_config(overrides=[*TINY, "train.epochs=3"])

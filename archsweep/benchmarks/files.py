@@ -18,7 +18,8 @@ from pathlib import Path
 
 from archsweep.benchmarks.tfrecord import scan
 from archsweep.errors import DataError
-from archsweep.settings import DATA_DIR_ENV, data_dir as resolve_data_dir
+from archsweep.settings import DATA_DIR_ENV
+from archsweep.settings import data_dir as resolve_data_dir
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from archsweep.lm.models import FAMILIES, T5_PROMPT
 
+
 def train_tokenizer(vocab_size: int = 400, seed: int = 0):
     """Byte-level BPE over the decimal numbers below 10,000 as they occur in code strings, with <pad>, <s>, </s>."""
     import transformers as tf

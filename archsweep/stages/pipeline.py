@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from archsweep.config import Config, to_dict
-from archsweep.metrics import GENERATION
 from archsweep.layout import RunDir
+from archsweep.metrics import GENERATION
 from archsweep.stages import lm, search, vqvae
 
 # (config) -> (the VQ-VAE stage's metrics, its directory, whether an earlier run had trained it)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from archsweep.benchmarks import load_benchmark
 from archsweep.config import Config
+from archsweep.layout import METRICS
 from archsweep.search.generator import Generator
 from archsweep.search.loop import lookup, run_search
 from archsweep.search.registry import needs_generator, strategy_encoder
@@ -35,5 +36,5 @@ def run(cfg: Config, vqvae_dir: str | Path, lm_dir: str | Path, out_dir: str | P
                          lambda candidates: lookup(benchmark, [c.key for c in candidates], dataset), budgets, generator,
                          encoder)
     results = {"strategy": s.strategy, "dataset": dataset, **summary}
-    (out_dir / "metrics.json").write_text(json.dumps(results, indent=2))
+    (out_dir / METRICS).write_text(json.dumps(results, indent=2))
     return results

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from archsweep.config import ConfigError, load_config, read_yaml
+from archsweep.layout import VQVAEStage
 
 METRICS = ("validity", "uniqueness", "novelty", "valid_unique", "valid_unique_novel")
 ABLATIONS = {"vqvae.codebook_size": "codebook size K", "vqvae.seq_len": "sequence length L"}
@@ -132,7 +133,7 @@ def generation_table(rows, ref: dict) -> list[dict]:
         lines.append({"generator": "continuous VAE, Gaussian prior", "reconstruction": r.metrics[
             "vqvae/reconstruction_accuracy"], **{m: r.metrics[m] for m in METRICS}, "trial": r.trial_id})
     if vq:
-        stage = json.loads((Path(vq[0].paths["vqvae_dir"]) / "metrics.json").read_text())
+        stage = json.loads(VQVAEStage(Path(vq[0].paths["vqvae_dir"])).metrics.read_text())
         lines.append({"generator": "VQ-VAE, uniform prior over codes", "reconstruction": stage[
             "reconstruction_accuracy"], **{m: stage["random_codes"][m] for m in METRICS}, "trial": vq[0].trial_id})
     for r in sorted(vq, key=lambda r: r.config["lm"]["name"]):

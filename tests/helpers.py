@@ -1,0 +1,36 @@
+"""Helpers the tests import (`from tests.helpers import ...`); fixtures live in conftest.py."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+
+def wait_for(check, timeout: float, what: str, *, alive=None, interval: float = 0.2):
+    """`check()`'s first true value, polled every `interval` s (an exception counts as not yet). TimeoutError after
+    `timeout` s; AssertionError as soon as `alive()` is false (the process being watched has ended)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = check()
+        except Exception:
+            value = None
+        if value:
+            return value
+        if alive is not None and not alive():
+            raise AssertionError(f"it ended before {what}")
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+ARCHSWEEP = shutil.which("archsweep", path=os.path.dirname(sys.executable)) or "archsweep"
+
+
+def archsweep(*args: str, cwd=None, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The installed `archsweep` command, run as a user runs it."""
+    return subprocess.run([ARCHSWEEP, *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
