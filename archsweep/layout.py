@@ -117,3 +117,14 @@ def find_model(path: str | Path) -> Path:
     root = Path(path)
     candidates = (root, VQVAEStage(root).model, RunDir.finished(root).vqvae.model)
     return next((p for p in candidates if p.is_file()), root)
+
+
+def saved_config(model_path: str | Path) -> Config | None:
+    """The config a VQ-VAE stage saved beside its model.pt (in its metrics.json), or None where there is none."""
+    metrics = VQVAEStage(Path(model_path).parent).metrics
+    if not metrics.is_file():
+        return None
+    try:
+        return from_dict(json.loads(metrics.read_text())["config"])
+    except (ValueError, KeyError, TypeError, ArchsweepError):
+        return None

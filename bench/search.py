@@ -121,7 +121,7 @@ def relevant(cfg) -> dict:
     pipeline's stages, which a search with a prior does not run), so that a default changed since for another
     strategy does not make two identical searches look different."""
     from archsweep.config import to_dict
-    from archsweep.search.registry import needs_generator, uses_encoder
+    from archsweep.search.requirements import needs_generator, uses_encoder
 
     c, strategy = to_dict(cfg), cfg.search.strategy
     s = c["search"]

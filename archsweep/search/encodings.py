@@ -18,6 +18,7 @@ import torch
 from archsweep.artifacts import load_model
 from archsweep.decoding import encode_graphs, graph_arrays
 from archsweep.errors import ArchsweepError
+from archsweep.search.requirements import check_model_config, require_model_file
 from archsweep.spaces import Cell
 
 ENCODINGS = ("adjacency", "vq", "vae")
@@ -40,16 +41,9 @@ class Encoder:
             raise ArchsweepError(f"unknown encoding {encoding!r}; choose one of {', '.join(ENCODINGS)}")
         self.space, self.encoding, self.batch, self.model = space, encoding, batch, None
         if encoding != "adjacency":
-            if model_path is None or not Path(model_path).is_file():
-                model = "vqvae" if encoding == "vq" else "vae"
-                raise ArchsweepError(f"encoding {encoding!r} needs a trained model: {model_path} is not a file (the "
-                                     f"model.pt of a VQ-VAE stage run with vqvae.model={model})")
+            require_model_file(model_path, encoding)
             self.model, cfg = load_model(model_path)
-            if cfg.vqvae.model != {"vq": "vqvae", "vae": "vae"}[encoding]:
-                raise ArchsweepError(f"{model_path} is a vqvae.model={cfg.vqvae.model} stage; encoding "
-                                     f"{encoding!r} needs vqvae.model={'vqvae' if encoding == 'vq' else 'vae'}")
-            if cfg.space != space.name:
-                raise ArchsweepError(f"{model_path} was trained on {cfg.space}, not {space.name}")
+            check_model_config(model_path, encoding, space.name, cfg)
 
     def __call__(self, cells: Sequence[Cell]) -> np.ndarray:
         ops, adj = graph_arrays(self.space, cells)
@@ -73,13 +67,10 @@ class CodeEncoder:
     model.pt; `codebook_size` and `seq_len` are that model's K and L."""
 
     def __init__(self, space, model_path: str | Path):
-        if not Path(model_path).is_file():
-            raise ArchsweepError(f"no VQ-VAE model at {model_path}")
+        require_model_file(model_path, "codes")
         self.space = space
         self.model, cfg = load_model(model_path)
-        if cfg.vqvae.model != "vqvae":
-            raise ArchsweepError(f"{model_path} is a vqvae.model={cfg.vqvae.model} stage; code sequences come from a "
-                                 "vqvae.model=vqvae stage")
+        check_model_config(model_path, "codes", space.name, cfg)
         self.codebook_size, self.seq_len = cfg.vqvae.codebook_size, cfg.vqvae.seq_len
 
     def __call__(self, cells: Sequence[Cell]) -> np.ndarray:

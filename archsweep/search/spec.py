@@ -29,7 +29,7 @@ from archsweep.benchmarks import DATASETS, require_table
 from archsweep.config import ALL_KEYS, Config, ConfigError, absolute_patch, from_dict, load_config, suggest_key, to_dict
 from archsweep.errors import ArchsweepError, did_you_mean
 from archsweep.layout import resolve_prior
-from archsweep.search.registry import STRATEGIES, needs_generator, strategy_encoder
+from archsweep.search.requirements import STRATEGIES, check_encoder_model, needs_generator
 from archsweep.settings import absolute
 from archsweep.specfile import TrackingSettings, check_tracking, patched, read_settings, read_spec_file, with_key
 
@@ -158,6 +158,6 @@ def _check_models(cfg: Config, where: str) -> None:
                 raise ArchsweepError(f"{s.strategy} needs 'search.lm_guided.prior', the directory of a finished "
                                      "`archsweep run` or sweep trial (its VQ-VAE and LM)")
             resolve_prior(s.lm_guided.prior)
-        strategy_encoder(cfg)
+        check_encoder_model(cfg)
     except ArchsweepError as exc:
         raise ConfigError(f"{where}: {exc}") from None

@@ -16,7 +16,8 @@ from archsweep.config import Config
 from archsweep.layout import METRICS
 from archsweep.search.generator import Generator
 from archsweep.search.loop import lookup, run_search
-from archsweep.search.registry import needs_generator, strategy_encoder
+from archsweep.search.registry import strategy_encoder
+from archsweep.search.requirements import needs_generator
 
 BUDGETS = (50, 100, 200)
 
