@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from archsweep.errors import ArchsweepError
-from archsweep.search.base import Candidate, Domain, Query, Strategy
-from archsweep.search.registry import make_strategy
+from archsweep.search.base import Candidate, Query, Strategy
 
 
 class SearchError(ArchsweepError):
@@ -132,17 +131,6 @@ def search_loop(state: SearchState, strategy: Strategy, evaluate: Callable[[list
     if not state.finished:
         state.close(exhausted)
     return state
-
-
-def run_search(cfg, benchmark, state_path: str | Path, evaluate: Callable[[list[Candidate]], list[dict]],
-               budgets: Sequence[int], generator=None, encoder=None) -> dict:
-    """Run (or continue) the search `cfg.search` describes, its state in `state_path`; its summary."""
-    s = cfg.search
-    state = SearchState.load(state_path)
-    search_loop(state, make_strategy(cfg, Domain(benchmark), generator, encoder), evaluate, budget=s.budget,
-                batch_size=s.batch_size, seed=s.seed)
-    return summarize(state.history, benchmark, s.dataset or benchmark.datasets[0], budgets) | {
-        "wall_s": state.wall_s, "strategy_s": state.strategy_s}
 
 
 # --- what a search found, as NAS papers report it ------------------------------------------------------------

@@ -1,11 +1,15 @@
-"""From a config to a strategy: the strategy `search.strategy` names, with the encoder of cells it needs built
-(what it needs is read from the config in `requirements.py`)."""
+"""From a config to a running search: the strategy `search.strategy` names, with the encoder of cells it needs
+built (what it needs is read from the config in `requirements.py`), run by the search loop."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
 from archsweep.config import Config
-from archsweep.search.base import Domain, Strategy
+from archsweep.search.base import Candidate, Domain, Strategy
 from archsweep.search.encodings import CodeEncoder, Encoder
+from archsweep.search.loop import SearchState, search_loop, summarize
 from archsweep.search.ranker import LMRanker
 from archsweep.search.requirements import encoder_source, needs_generator, uses_encoder
 from archsweep.search.strategies import (BayesianOptimisation, LMGuided, RandomSearch, RegularizedEvolution, Reinforce,
@@ -50,3 +54,14 @@ def make_strategy(cfg: Config, domain: Domain, generator=None, encoder=None) -> 
     if s.strategy == "bo":
         return BayesianOptimisation(domain, encoder, s.bo, generator)
     return Reinforce(domain, encoder, s.rl, s.seed)
+
+
+def run_search(cfg, benchmark, state_path: str | Path, evaluate: Callable[[list[Candidate]], list[dict]],
+               budgets: Sequence[int], generator=None, encoder=None) -> dict:
+    """Run (or continue) the search `cfg.search` describes, its state in `state_path`; its summary."""
+    s = cfg.search
+    state = SearchState.load(state_path)
+    search_loop(state, make_strategy(cfg, Domain(benchmark), generator, encoder), evaluate, budget=s.budget,
+                batch_size=s.batch_size, seed=s.seed)
+    return summarize(state.history, benchmark, s.dataset or benchmark.datasets[0], budgets) | {
+        "wall_s": state.wall_s, "strategy_s": state.strategy_s}

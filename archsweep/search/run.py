@@ -24,7 +24,8 @@ from archsweep.benchmarks import load_benchmark
 from archsweep.config import Config, from_dict, to_dict
 from archsweep.errors import one_line
 from archsweep.search.generator import Generator
-from archsweep.search.loop import SearchError, SearchState, curves, lookup, run_search
+from archsweep.search.loop import SearchError, SearchState, curves, lookup
+from archsweep.search.registry import run_search
 from archsweep.search.requirements import needs_generator
 from archsweep.search.spec import SearchFile
 from archsweep.specfile import preflight, same_spec, to_yaml

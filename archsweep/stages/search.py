@@ -15,8 +15,8 @@ from archsweep.benchmarks import load_benchmark
 from archsweep.config import Config
 from archsweep.layout import METRICS
 from archsweep.search.generator import Generator
-from archsweep.search.loop import lookup, run_search
-from archsweep.search.registry import strategy_encoder
+from archsweep.search.loop import lookup
+from archsweep.search.registry import run_search, strategy_encoder
 from archsweep.search.requirements import needs_generator
 
 BUDGETS = (50, 100, 200)
