@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from lm import EPOCHS, WORKERS
 from rich.progress import Progress
 
 from archsweep.benchmarks import load_benchmark
@@ -27,6 +26,7 @@ from archsweep.search.encodings import ENCODINGS, Encoder
 from archsweep.search.predictor import DNGO, rank_correlations
 from archsweep.stages import vqvae as vqvae_stage
 from bench._report import header, write_block
+from bench.lm import EPOCHS, WORKERS
 
 LABELS = (100, 500, 1000)
 MODEL = {"vq": "vqvae", "vae": "vae"}

@@ -236,7 +236,7 @@ def vqvae_row(spec) -> list[str]:
 def overhead_row(path: Path) -> list[str]:
     """One small trial as a 1-trial sweep (Tune, result store, W&B offline) against the same pipeline called
     directly in this process."""
-    from overhead import measure
+    from bench.overhead import measure
 
     sweep, t = measure(path, ["name=overhead", "train.epochs=1", "lm.epochs=1", "sample.samples=1000"])
     swept, direct = t["sweep"], t["direct"]
