@@ -262,7 +262,9 @@ def test_killed_driver_and_evaluator_actors_restart_and_the_search_loses_and_rep
     driver = start_driver(cfg, path, bench_ref, evaluators)
     first_pid = ray.get(driver.pid.remote())
     ref = driver.run.remote([100, 400])
-    queries = lambda: len(SearchState.load(path).history)  # noqa: E731
+    def queries() -> int:
+        return len(SearchState.load(path).history)
+
     wait_for(lambda: queries() >= 30, 60, "30 queries", interval=0.05)  # well into the search: kill its driver
     ray.kill(driver, no_restart=False)
     wait_for(lambda: queries() >= 60, 60, "60 queries", interval=0.05)  # then an evaluator: its query retried
