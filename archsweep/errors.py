@@ -15,8 +15,8 @@ def one_line(error: str) -> str:
 
 
 def did_you_mean(key: str, known: Iterable[str], prefix: str = "") -> str:
-    """"; did you mean 'prefix.close'?" for the known name closest to a mistyped one, or "". A dotted key that matches
-    nothing closely is matched by its last part (`codebook_size` -> `vqvae.codebook_size`)."""
+    """The hint `; did you mean 'prefix.close'?` for the known name closest to a mistyped one, or "". A dotted key
+    that matches nothing closely is matched by its last part (`codebook_size` -> `vqvae.codebook_size`)."""
     known = list(known)
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     if not close and "." in "".join(known):
