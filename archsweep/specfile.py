@@ -119,8 +119,6 @@ def same_spec(saved: Path, spec: dict) -> bool:
         {k: v for k, v in spec.items() if k != "storage"}
 
 
-
-
 def to_yaml(data: dict) -> str:
     """The YAML a run directory keeps of its sweep or search file (what `same_spec` compares against)."""
     return OmegaConf.to_yaml(OmegaConf.create(data))

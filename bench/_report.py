@@ -41,9 +41,8 @@ def command() -> str:
 
 
 def header() -> str:
-    command_line = command()
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return f"- machine: {machine()}\n- date: {now}\n- command: `{command_line}`\n" + versions()
+    return f"- machine: {machine()}\n- date: {now}\n- command: `{command()}`\n" + versions()
 
 
 def footer(head: str) -> str:

@@ -34,9 +34,8 @@ def run(cfg: Config, out_dir: str | Path, env: dict[str, str] | None = None, dat
     start = time.perf_counter()
     out_dir = Path(out_dir)
     if vqvae_stage is None:
-        own = RunDir(out_dir).vqvae.dir
-        vq, reused = vqvae.run(cfg, own, env, log_level), False
         run_dir = RunDir(out_dir)
+        vq, reused = vqvae.run(cfg, run_dir.vqvae.dir, env, log_level), False
     else:
         vq, shared, reused = vqvae_stage(cfg)
         run_dir = RunDir(out_dir, Path(shared))

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from archsweep.errors import ArchsweepError
 from archsweep.runtime import refresh_ray_auth
-from archsweep.sweep.spec import SECTIONS, load_sweep, read_spec_file
-from archsweep.tracking.wandb import PASSED_ON
+from archsweep.specfile import read_spec_file
+from archsweep.sweep.spec import SECTIONS, load_sweep
+from archsweep.tracking.wandb import PASSED_ON  # the W&B settings a job is given; never the API key
 
 
 class ClusterConfigError(ArchsweepError):
