@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from archsweep import __version__
+from archsweep import version
 
 
 def _console(stderr: bool = False):
@@ -44,6 +44,12 @@ def _absolute(ctx, param, value):
     return str(absolute(value))
 
 
+def _print_version(ctx, param, value):
+    if value and not ctx.resilient_parsing:  # the commit is looked up only when asked for
+        click.echo(f"archsweep, version {version()}")
+        ctx.exit()
+
+
 class _Group(click.Group):
     """Turns archsweep's own errors into one clear line and exit status 2, without a traceback."""
 
@@ -58,7 +64,8 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="archsweep")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version (and the git commit of a checkout) and exit.")
 @click.option("--data-dir", type=click.Path(file_okay=False), envvar="ARCHSWEEP_DATA_DIR", callback=_absolute,
               help="Benchmark data directory [env: ARCHSWEEP_DATA_DIR; default: the per-user data dir].")
 @click.option("--cache-dir", type=click.Path(file_okay=False), envvar="ARCHSWEEP_CACHE_DIR", callback=_absolute,
@@ -328,10 +335,11 @@ class SweepMonitor:
     running, finished and failed, the best metric so far and the elapsed time; elsewhere (CI, `tee`) one plain
     line per event."""
 
-    def __init__(self, sweep_dir: Path, total: int, metric: str, mode: str):
+    def __init__(self, sweep_dir: Path, total: int, metric: str, mode: str, waiting=None):
         import threading
 
         self.sweep_dir, self.total, self.metric, self.mode = Path(sweep_dir), total, metric, mode
+        self.waiting, self.waited = waiting, {}  # waiting(): node type -> nodes the autoscaler is bringing up
         self.console = _console(stderr=True)
         self.live = None
         self.start = time.monotonic()
@@ -371,7 +379,25 @@ class SweepMonitor:
                      f"of {self.total}", f"elapsed {_clock(time.monotonic() - self.start)}")
         grid.add_row(f"best {self.metric}", f"{best[0]:.4f}" if best else "-",
                      f"(trial {best[1]})" if best else "", "", "", "")
+        if self.waited:
+            grid.add_row(f"[yellow]{self._waiting_line(counts)}", "", "", "", "", "")
         return grid
+
+    def _waiting_line(self, counts: dict[str, int]) -> str:
+        nodes = ", ".join(f"{n} x {name}" for name, n in sorted(self.waited.items()))
+        return f"{counts['pending']} pending, {counts['running']} running: waiting for nodes ({nodes})"
+
+    def _poll_waiting(self, rows) -> None:
+        """What the autoscaler is bringing up; a line when that changes (plain output)."""
+        try:
+            now = self.waiting() if self.waiting else {}
+        except Exception:  # the status is only informative; the next poll tries again
+            return
+        changed, self.waited = now != self.waited, now
+        if changed and self.live is None:
+            stamp = _clock(time.monotonic() - self.start)
+            self.console.print(f"[{stamp}] {self._waiting_line(self._counts(rows))}" if now else
+                               f"[{stamp}] the nodes asked for are up", highlight=False, soft_wrap=True)
 
     def _events(self, rows) -> None:
         """Plain lines for what changed since the last poll."""
@@ -404,6 +430,7 @@ class SweepMonitor:
         while True:
             rows = self._rows()
             if rows is not None:
+                self._poll_waiting(rows)
                 if self.live is not None:
                     self.live.update(self._panel(rows))
                 else:
@@ -429,6 +456,29 @@ class SweepMonitor:
             rows = self._rows()
             if rows:
                 self._events(rows)
+
+
+def _capacity(address: str | None, cluster_file: str | None):
+    """What the joined cluster can become (its autoscaler's node types, or `cluster_file`'s), said on the console;
+    None for the embedded local Ray, which is planned from its nodes."""
+    if not address:
+        if cluster_file:
+            raise click.UsageError("--cluster goes with --check, or with --address (the cluster it describes)")
+        return None
+    from archsweep.capacity import running_capacity
+
+    capacity = running_capacity(cluster_file)
+    _console().print(capacity.describe(), highlight=False, soft_wrap=True)
+    return capacity
+
+
+def _waiting(address: str | None):
+    """For the progress display: what the autoscaler is bringing up (None on the embedded local Ray)."""
+    if not address:
+        return None
+    from archsweep.capacity import waiting_for
+
+    return waiting_for
 
 
 def _start_sweep_ray(sweep, address: str | None, num_cpus: int | None) -> str:
@@ -507,7 +557,7 @@ def _exit_on_failures(failed: int) -> None:
         raise click.exceptions.Exit(1)
 
 
-def _run_sweep(sweep_file, overrides=(), address=None, num_cpus=None) -> int:
+def _run_sweep(sweep_file, overrides=(), address=None, num_cpus=None, cluster_file=None) -> int:
     """Run a sweep and print its report; returns how many of its trials failed."""
     from archsweep.sweep.run import run_sweep, sweep_dir_of
     from archsweep.sweep.spec import load_sweep
@@ -515,25 +565,32 @@ def _run_sweep(sweep_file, overrides=(), address=None, num_cpus=None) -> int:
     sweep = load_sweep(sweep_file, overrides)
     total = sweep.trial_count()
     log_level = _start_sweep_ray(sweep, address, num_cpus)
+    capacity = _capacity(address, cluster_file)
     sweep_dir = sweep_dir_of(sweep)
     _console().print(f"sweep {sweep.name!r}: {total} trial(s) into {sweep_dir}; `archsweep resume {sweep_dir}` "
                      "continues it if interrupted")
-    with SweepMonitor(sweep_dir, total, sweep.tune.metric, sweep.tune.mode):
-        run_sweep(sweep, log_level=log_level)
+    with SweepMonitor(sweep_dir, total, sweep.tune.metric, sweep.tune.mode, _waiting(address)):
+        run_sweep(sweep, log_level=log_level, capacity=capacity)
     return _print_report(sweep_dir, sweep.tune.metric, sweep.tune.mode == "min")
+
+
+_JOIN = click.option("--address", envvar="RAY_ADDRESS", default=None, show_envvar=True,
+                     help="Run on this Ray cluster, its head's host:port (`auto` inside a Ray Job), instead of a "
+                          "local Ray started here.")
+_CLUSTER_FILE = click.option("--cluster", "clusters", multiple=True, type=click.Path(dir_okay=False),
+                             callback=lambda ctx, param, value: tuple(_absolute(ctx, param, v) for v in value),
+                             help="A cluster YAML (cluster/*.yaml): with --check, one every trial must fit, scaled all "
+                                  "the way up (may be given more than once); with --address, the cluster's node types, "
+                                  "where it does not publish them itself.")
 
 
 @cli.command("sweep")
 @click.argument("sweep_file", type=click.Path(dir_okay=False), callback=_absolute)
 @_OVERRIDES
-@click.option("--address", default=None, help="Run on this Ray cluster (e.g. `auto` inside a Ray Job) instead "
-              "of a local Ray started here.")
+@_JOIN
 @click.option("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all).")
 @click.option("--check", is_flag=True, help="Check the sweep file and count its trials; run nothing.")
-@click.option("--cluster", "clusters", multiple=True, type=click.Path(dir_okay=False),
-              callback=lambda ctx, param, value: tuple(_absolute(ctx, param, v) for v in value),
-              help="With --check: a cluster YAML (cluster/*.yaml) every trial must fit, scaled all the way up; "
-                   "may be given more than once.")
+@_CLUSTER_FILE
 def sweep_command(sweep_file, overrides, address, num_cpus, check, clusters):
     """Run a sweep (see sweeps/*.yaml): Ray Tune trials of the pipeline, logged to the result store and W&B,
     then print the report. Exit status 1 if any trial failed.
@@ -542,7 +599,7 @@ def sweep_command(sweep_file, overrides, address, num_cpus, check, clusters):
     `storage`. Relative paths (the file, `storage`, `search.lm_guided.prior`) are taken from the current
     directory."""
     if check:
-        from archsweep.sweep.cluster import cluster_capacity
+        from archsweep.capacity import from_cluster_file
         from archsweep.sweep.plan import plan_concurrency
         from archsweep.sweep.spec import load_sweep
 
@@ -551,21 +608,24 @@ def sweep_command(sweep_file, overrides, address, num_cpus, check, clusters):
         _console().print(f"sweep {sweep.name!r}: {total} trial(s); axes: {', '.join(sweep.axes) or 'none'}",
                          soft_wrap=True)
         for path in clusters:
-            totals, nodes = cluster_capacity(path)
-            at_once = plan_concurrency(sweep, totals, nodes)
+            capacity = from_cluster_file(path)
+            at_once = plan_concurrency(sweep, capacity)
+            totals = capacity.totals()
             _console().print(f"fits {path} ({totals.get('CPU', 0):g} CPUs, {totals.get('GPU', 0):g} GPUs on "
-                             f"{len(nodes)} nodes at most): {at_once} trial(s) at once", soft_wrap=True)
+                             f"{len(capacity.nodes())} nodes at most): {at_once} trial(s) at once", soft_wrap=True)
         return
-    if clusters:
-        raise click.UsageError("--cluster goes with --check")
-    _exit_on_failures(_run_sweep(sweep_file, overrides, address, num_cpus))
+    if len(clusters) > 1:
+        raise click.UsageError("--cluster is given once when running (the cluster at --address)")
+    _exit_on_failures(_run_sweep(sweep_file, overrides, address, num_cpus, clusters[0] if clusters else None))
 
 
 @cli.command("resume")
 @click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False), callback=_absolute)
-@click.option("--address", default=None, help="Ray cluster address (default: a local Ray started here).")
+@_JOIN
 @click.option("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all).")
-def resume_command(sweep_dir, address, num_cpus):
+@click.option("--cluster", type=click.Path(dir_okay=False), callback=_absolute, default=None,
+              help="The cluster's YAML, where it does not publish its node types itself.")
+def resume_command(sweep_dir, address, num_cpus, cluster):
     """Continue an interrupted sweep; finished trials are not run again, failed ones are. Exit status 1 if any
     trial failed."""
     from archsweep.sweep.run import resume_sweep
@@ -573,8 +633,9 @@ def resume_command(sweep_dir, address, num_cpus):
 
     sweep = load_sweep(Path(sweep_dir) / "sweep.yaml")
     log_level = _start_sweep_ray(sweep, address, num_cpus)
-    with SweepMonitor(Path(sweep_dir), sweep.trial_count(), sweep.tune.metric, sweep.tune.mode):
-        resume_sweep(sweep_dir, log_level=log_level)
+    capacity = _capacity(address, cluster)
+    with SweepMonitor(Path(sweep_dir), sweep.trial_count(), sweep.tune.metric, sweep.tune.mode, _waiting(address)):
+        resume_sweep(sweep_dir, log_level=log_level, capacity=capacity)
     _exit_on_failures(_print_report(sweep_dir, sweep.tune.metric, sweep.tune.mode == "min"))
 
 
@@ -652,11 +713,12 @@ class SearchMonitor:
 @cli.command("search")
 @click.argument("search_file", type=click.Path(dir_okay=False), callback=_absolute)
 @_OVERRIDES
-@click.option("--address", default=None, help="Run on this Ray cluster (e.g. `auto` inside a Ray Job) instead "
-              "of a local Ray started here.")
+@_JOIN
 @click.option("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all).")
 @click.option("--check", is_flag=True, help="Check the search file and count its searches; run nothing.")
-def search_command(search_file, overrides, address, num_cpus, check):
+@click.option("--cluster", type=click.Path(dir_okay=False), callback=_absolute, default=None,
+              help="With --address: the cluster's YAML, where it does not publish its node types itself.")
+def search_command(search_file, overrides, address, num_cpus, check, cluster):
     """NAS on a benchmark (see sweeps/search-*.yaml): strategies x datasets x seeds as Ray actors, every query
     recorded; then the summary over seeds. Running the file again continues an interrupted search. Exit status 1
     if any search failed.
@@ -676,11 +738,12 @@ def search_command(search_file, overrides, address, num_cpus, check):
     from archsweep.search.run import run_searches, search_dir_of
 
     _start_sweep_ray(spec, address, num_cpus)
+    capacity = _capacity(address, cluster)
     search_dir = search_dir_of(spec)
     _console().print(f"search {spec.name!r}: {len(runs)} search(es) into {search_dir}; running the same command "
                      "again continues it if interrupted")
     with SearchMonitor(len(runs)) as monitor:
-        run_searches(spec, search_dir=search_dir, progress=monitor, raise_on_failure=False)
+        run_searches(spec, search_dir=search_dir, progress=monitor, raise_on_failure=False, capacity=capacity)
     _exit_on_failures(_print_search_report(search_dir, spec.searches.report_budgets))
 
 
@@ -725,7 +788,7 @@ def cluster():
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 def cluster_validate(files):
     """Check cluster YAMLs offline with Ray's own schema (what `ray up` would reject)."""
-    from archsweep.sweep.cluster import validate_cluster_yaml
+    from archsweep.capacity import validate_cluster_yaml
 
     for path in files:
         prepared = validate_cluster_yaml(path)
@@ -734,30 +797,61 @@ def cluster_validate(files):
                          f"max_workers {prepared.get('max_workers')})")
 
 
-_ADDRESS = click.option("--address", envvar="RAY_ADDRESS", required=True,
-                        help="The cluster's job server, e.g. http://127.0.0.1:8265 [env: RAY_ADDRESS].")
+@cluster.command("start")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False), default="cluster/local.yaml")
+@click.option("--port", type=int, default=6390, show_default=True, help="The head's GCS port (RAY_ADDRESS).")
+@click.option("--dashboard-port", type=int, default=8265, show_default=True, help="The dashboard and job server.")
+def cluster_start(file, port, dashboard_port):
+    """Start the local autoscaling cluster (cluster/local.yaml) in the foreground: a head on 127.0.0.1 whose
+    autoscaler starts worker nodes on this machine when trials wait for them and stops them when idle. Ctrl-C
+    stops the head and every worker it started."""
+    import signal
+
+    from archsweep.sweep.cluster import start_local_cluster
+
+    console = _console(stderr=True)
+    console.print(f"starting the head of {file} ...", highlight=False)
+    local = start_local_cluster(file, port, dashboard_port)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1) or local.process.terminate())
+    console.print(f"cluster up: {_capacity_line(file)}\n"
+                  f"  sweeps and searches: --address {local.address}  (or export "
+                  + " ".join(f"{k}={v}" for k, v in local.env.items()) + ")\n"
+                  f"  jobs (archsweep submit / job): --address {local.jobs}\n"
+                  f"  watch it scale: ray status --address {local.address}\n"
+                  f"  logs: {local.temp_dir}\n"
+                  "Ctrl-C stops it and every worker node it started.", highlight=False, soft_wrap=True)
+    try:
+        local.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        console.print("stopping the cluster ...", highlight=False)
+        local.stop()
+    if local.process.returncode not in (0, None, -signal.SIGTERM, -signal.SIGINT) and not stopping:
+        raise click.ClickException(f"the head stopped (exit {local.process.returncode}); see {local.temp_dir}")
 
 
-@cli.command("submit")
-@click.argument("sweep_file", type=click.Path(exists=True, dir_okay=False), callback=_absolute)
-@_OVERRIDES
-@_ADDRESS
-@click.option("--cluster-data-dir", default=None, help="The benchmark data directory on the cluster's nodes, "
-              "absolute or under ~ (default: theirs, as set up by the cluster YAMLs).")
-@click.option("--follow", is_flag=True, help="Stream the job's log until it ends; exit status 1 if the job failed.")
-def submit_command(sweep_file, overrides, address, cluster_data_dir, follow):
-    """Submit a sweep to a Ray cluster as a Ray Job; prints the job id.
+def _capacity_line(file) -> str:
+    from archsweep.capacity import from_cluster_file
 
-    KEY=VALUE arguments as for `archsweep sweep`. Paths are the cluster's: a relative `storage` is taken from the home
-    directory of the cluster's user. Before submitting, a one-second job checks that the cluster can run
-    archsweep."""
-    from archsweep.sweep.cluster import follow_job_logs, job_outcome, submit_sweep
+    return from_cluster_file(file).describe()
+
+
+_ADDRESS = click.option("--address", envvar=["RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"], required=True,
+                        help="The cluster's job server (http://127.0.0.1:8265), or its head (host:6379) [env: "
+                             "RAY_API_SERVER_ADDRESS, then RAY_ADDRESS, as Ray's own job CLI].")
+
+
+def _submit(spec_file, overrides, address, cluster_data_dir, follow):
+    from archsweep.sweep.cluster import follow_job_logs, job_outcome, submit_file
 
     info = _console(stderr=True)
-    job_id = submit_sweep(sweep_file, address, overrides, cluster_data_dir,
-                          notes=lambda line: info.print(line, highlight=False, soft_wrap=True))
+    job_id = submit_file(spec_file, address, overrides, cluster_data_dir,
+                         notes=lambda line: info.print(line, highlight=False, soft_wrap=True))
     click.echo(job_id)
-    info.print(f"follow it: archsweep logs {job_id} --address {address} --follow", highlight=False, soft_wrap=True)
+    info.print(f"follow it: archsweep job logs {job_id} --address {address} --follow", highlight=False,
+               soft_wrap=True)
     if follow:
         follow_job_logs(address, job_id, lambda chunk: click.echo(chunk, nl=False))
         status, message = job_outcome(address, job_id)
@@ -766,12 +860,61 @@ def submit_command(sweep_file, overrides, address, cluster_data_dir, follow):
             raise click.exceptions.Exit(1)
 
 
-@cli.command("logs")
+@cli.command("submit")
+@click.argument("spec_file", type=click.Path(exists=True, dir_okay=False), callback=_absolute)
+@_OVERRIDES
+@_ADDRESS
+@click.option("--cluster-data-dir", default=None, help="The benchmark data directory on the cluster's nodes, "
+              "absolute or under ~ (default: theirs, as set up by the cluster YAMLs).")
+@click.option("--follow", is_flag=True, help="Stream the job's log until it ends; exit status 1 if the job failed.")
+def submit_command(spec_file, overrides, address, cluster_data_dir, follow):
+    """Submit a sweep file or a search file to a Ray cluster as a Ray Job; prints the job id.
+
+    KEY=VALUE arguments as for `archsweep sweep` / `archsweep search`. Paths are the cluster's: a relative `storage`
+    is taken from the home directory of the cluster's user. Before submitting, a one-second job checks that the
+    cluster can run archsweep, and says which version it runs."""
+    _submit(spec_file, overrides, address, cluster_data_dir, follow)
+
+
+@cli.group()
+def job():
+    """The archsweep jobs on a Ray cluster: list, status, logs, stop (Ray's Job API)."""
+
+
+@job.command("list")
+@_ADDRESS
+def job_list(address):
+    """The cluster's archsweep jobs, newest first."""
+    from rich.table import Table
+
+    from archsweep.sweep.cluster import list_jobs
+
+    table = Table(title=f"archsweep jobs on {address}")
+    for column in ("job", "kind", "name", "status", "submitted", "by archsweep"):
+        table.add_column(column)
+    for j in list_jobs(address):
+        table.add_row(j["id"], j["kind"], j["name"], j["status"],
+                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j["start"])) if j["start"] else "",
+                      j["version"])
+    _report_console().print(table)
+
+
+@job.command("status")
+@click.argument("job_id")
+@_ADDRESS
+def job_status_command(job_id, address):
+    """A job's status (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED)."""
+    from archsweep.sweep.cluster import job_status
+
+    click.echo(job_status(address, job_id))
+
+
+@job.command("logs")
 @click.argument("job_id")
 @_ADDRESS
 @click.option("--follow", is_flag=True, help="Keep streaming until the job ends.")
-def logs_command(job_id, address, follow):
-    """A submitted sweep's log."""
+def job_logs_command(job_id, address, follow):
+    """A job's log."""
     from archsweep.sweep.cluster import follow_job_logs, job_logs
 
     if follow:
@@ -780,14 +923,20 @@ def logs_command(job_id, address, follow):
         click.echo(job_logs(address, job_id), nl=False)
 
 
-@cli.command("status")
+@job.command("stop")
 @click.argument("job_id")
 @_ADDRESS
-def status_command(job_id, address):
-    """A submitted sweep's status (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED)."""
-    from archsweep.sweep.cluster import job_status
+def job_stop_command(job_id, address):
+    """Stop a job. Its finished trials stay in its result store; `archsweep resume` (or the same search file
+    again) continues it later."""
+    from archsweep.sweep.cluster import stop_job
 
-    click.echo(job_status(address, job_id))
+    click.echo(f"job {job_id}: " + ("stopping" if stop_job(address, job_id) else "had already ended"))
+
+
+# `archsweep logs` and `archsweep status` as before: the same as `archsweep job logs|status`
+cli.add_command(job_logs_command, "logs")
+cli.add_command(job_status_command, "status")
 
 
 def results_table(results: dict, title: str):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from archsweep.errors import ArchsweepError
 from archsweep.settings import absolute
 
 # Variables every Ray worker needs so it reads the same data and cache as the driver.
@@ -32,10 +33,29 @@ def refresh_ray_auth() -> bool:
     return True
 
 
+def loopback_only() -> None:
+    """Have the Ray started by this process, and every process it starts, listen on 127.0.0.1 only: Ray's own
+    switch for a machine that is not part of a cluster (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, its default on macOS
+    and Windows). Ray reads it when first imported; if this process imported Ray already, its copy is set too."""
+    import sys
+
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0" and "ray._private.ray_constants" in sys.modules:
+        sys.modules["ray._private.ray_constants"].ENABLE_RAY_CLUSTER = False
+
+
+def keep_loopback(address: str) -> None:
+    """For a cluster on this machine's loopback (the local rehearsal cluster): keep Ray from rewriting 127.0.0.1
+    to the machine's network address, where that cluster does not listen."""
+    host = address.split("://")[-1].rsplit(":", 1)[0]
+    if host in ("127.0.0.1", "localhost"):
+        loopback_only()
+
+
 def init_local_ray(num_cpus: int | None = None, num_gpus: int | None = None, verbose: bool = False,
                    env: dict[str, str] | None = None) -> None:
-    """Start a local Ray in this process (no-op if one is running). It runs no dashboard and no job server, and
-    unless the user set RAY_AUTH_MODE it requires a token (Ray's RPC ports are open on every interface): a fresh
+    """Start a local Ray in this process (no-op if one is running). It listens on loopback only (`loopback_only`),
+    runs no dashboard and no job server, and unless the user set RAY_AUTH_MODE it requires a token: a fresh
     random one for this process, held in its environment only, never written to disk or logs. Workers' output
     reaches this console only when `verbose` (it is always in Ray's session logs, and errors always propagate).
     `env`: more variables for every worker (e.g. W&B settings)."""
@@ -43,6 +63,7 @@ def init_local_ray(num_cpus: int | None = None, num_gpus: int | None = None, ver
 
     if "ray" in sys.modules and sys.modules["ray"].is_initialized():
         return
+    loopback_only()
     ours = "RAY_AUTH_MODE" not in os.environ
     if ours:
         import secrets
@@ -64,6 +85,12 @@ def connect_ray(address: str, env: dict[str, str] | None = None, verbose: bool =
 
     if ray.is_initialized():
         return
+    if address.startswith(("http://", "https://")):
+        raise ArchsweepError(
+            f"{address} is a Ray job server's address (the dashboard's, for `archsweep submit` and `archsweep job`); "
+            "a sweep or search run from here joins the cluster itself: give the head's GCS address, host:6379 "
+            "(`--address` or RAY_ADDRESS), or submit it as a job with `archsweep submit`")
+    keep_loopback(address)
     # Inside a Ray Job (`archsweep submit`), the job's runtime env already holds some of these variables: merge.
     os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
     ray.init(address=address, runtime_env={"env_vars": worker_env() | (env or {})}, logging_level="WARNING",

@@ -10,11 +10,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from archsweep.capacity import ClusterConfigError, from_cluster_file, validate_cluster_yaml
 from archsweep.cli import cli
-from archsweep.sweep.cluster import ClusterConfigError, validate_cluster_yaml
 
 CLUSTER = Path(__file__).resolve().parent.parent / "cluster"
-SHIPPED = sorted(CLUSTER.glob("*.yaml"))
+SHIPPED = sorted(p for p in CLUSTER.glob("*.yaml") if p.name != "local.yaml")  # what `ray up` starts
 
 
 def test_the_cloud_and_onprem_yamls_are_shipped():
@@ -36,6 +36,30 @@ def test_shipped_cluster_yamls_are_valid(path):
     assert "pip install" in setup and "archsweep" in setup and "constraints.txt" in setup
     head = " ".join(prepared["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head  # the job server is not exposed beyond the head
+
+
+def test_the_local_autoscaling_cluster_validates_and_starts_from_zero_workers():
+    """cluster/local.yaml: Ray's fake_multinode provider, a head with no CPU, workers from 0; validated as
+    written (Ray ships no defaults for that provider), and a copy missing a key the autoscaler reads is refused."""
+    path = CLUSTER / "local.yaml"
+    result = CliRunner().invoke(cli, ["cluster", "validate", str(path)])
+    assert result.exit_code == 0 and "valid (3 node type(s)" in result.output, result.output
+    raw = yaml.safe_load(path.read_text())
+    assert raw["provider"]["type"] == "fake_multinode"
+    assert all(t.get("min_workers", 0) == 0 for t in raw["available_node_types"].values())
+    capacity = from_cluster_file(path)
+    assert capacity.autoscaling and capacity.node_types[0].resources == {"CPU": 0.0}
+    assert capacity.totals() == {"CPU": 3.0, "GPU": 1.0}
+    assert "up to 2 x cpu_worker (1 CPU each)" in capacity.describe()
+
+
+def test_a_local_cluster_file_without_what_the_autoscaler_reads_is_refused(tmp_path):
+    raw = yaml.safe_load((CLUSTER / "local.yaml").read_text())
+    del raw["worker_start_ray_commands"]
+    path = tmp_path / "local.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ClusterConfigError, match="read as written.*add worker_start_ray_commands"):
+        validate_cluster_yaml(path)
 
 
 def _break(change):
@@ -82,10 +106,10 @@ GPU_SWEEP = str(CLUSTER.parent / "sweeps" / "lm-scale-gpu.yaml")
 
 @pytest.mark.parametrize("name", ["aws-gpu.yaml", "gcp-gpu.yaml"])
 def test_the_gpu_lm_sweep_fits_the_cloud_clusters_scaled_up(name):
-    from archsweep.sweep.cluster import cluster_capacity
+    from archsweep.capacity import from_cluster_file
 
-    totals, nodes = cluster_capacity(CLUSTER / name)
-    assert totals == {"CPU": 40.0, "GPU": 4.0} and len(nodes) == 5  # a CPU head and 4 one-GPU workers
+    capacity = from_cluster_file(CLUSTER / name)
+    assert capacity.totals() == {"CPU": 40.0, "GPU": 4.0} and len(capacity.nodes()) == 5  # a CPU head and 4 one-GPU workers
     result = CliRunner().invoke(cli, ["sweep", GPU_SWEEP, "--check", "--cluster", str(CLUSTER / name)])
     assert result.exit_code == 0, result.output
     assert "12 trial(s)" in result.output and "2 trial(s) at once" in result.output  # 2 GPUs per trial
@@ -100,4 +124,4 @@ def test_a_sweep_that_outgrows_the_cluster_is_refused_before_it_runs():
 
 def test_a_cluster_that_does_not_state_its_resources_cannot_be_checked_offline():
     result = CliRunner().invoke(cli, ["sweep", GPU_SWEEP, "--check", "--cluster", str(CLUSTER / "onprem.yaml")])
-    assert result.exit_code == 2 and "does not state its nodes' resources" in result.stderr
+    assert result.exit_code == 2 and "does not state the resources of node type(s)" in result.stderr

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from archsweep.config import ConfigError
+from archsweep.capacity import from_cluster_config, from_nodes
 from archsweep.sweep.plan import SweepError, plan_concurrency, trial_resources
 from archsweep.sweep.run import param_space, scheduler, upstream_key
 from archsweep.sweep.spec import load_sweep, trial_configs
@@ -154,15 +155,40 @@ def test_upstream_key_ignores_the_lm_and_execution_settings(tmp_path):
 def test_concurrency_follows_the_cluster_and_impossible_trials_fail_early(tmp_path):
     sweep = load_sweep(write(tmp_path, GOOD), ["lm.num_workers=2"])
     assert trial_resources(sweep.base)["CPU"] == 2  # the LM stage's 2 workers; the trial itself holds no CPU
-    assert plan_concurrency(sweep, {"CPU": 8.0}, [{"CPU": 8.0}]) == 4
+    assert plan_concurrency(sweep, from_nodes([{"CPU": 8.0}])) == 4
     assert plan_concurrency(load_sweep(write(tmp_path, GOOD), ["lm.num_workers=2", "tune.max_concurrent_trials=3"]),
-                            {"CPU": 16.0}, [{"CPU": 16.0}]) == 3
-    with pytest.raises(SweepError, match="needs 2 CPUs and 0 GPUs at once.*cluster has 1 CPUs"):
-        plan_concurrency(sweep, {"CPU": 1.0}, [{"CPU": 1.0}])
+                            from_nodes([{"CPU": 16.0}])) == 3
+    with pytest.raises(SweepError, match=r"trial 1 of 8 \(vqvae.codebook_size=16, .*needs 2 CPUs and 0 GPUs at once.*"
+                                         r"cluster has 1 CPUs"):
+        plan_concurrency(sweep, from_nodes([{"CPU": 1.0}]))
     gpu = load_sweep(write(tmp_path, GOOD), ["lm.use_gpu=true", "lm.gpus_per_worker=0.25"])
-    assert plan_concurrency(gpu, {"CPU": 8.0, "GPU": 1.0}, [{"CPU": 8.0, "GPU": 1.0}]) == 4
+    assert plan_concurrency(gpu, from_nodes([{"CPU": 8.0, "GPU": 1.0}])) == 4
     with pytest.raises(SweepError, match="0.25 GPUs"):
-        plan_concurrency(gpu, {"CPU": 8.0}, [{"CPU": 8.0}])
+        plan_concurrency(gpu, from_nodes([{"CPU": 8.0}]))
+
+
+AUTOSCALING = {"head_node_type": "head", "max_workers": 3, "available_node_types": {
+    "head": {"resources": {"CPU": 0}, "max_workers": 0},
+    "cpu_worker": {"resources": {"CPU": 1}, "min_workers": 0, "max_workers": 2},
+    "gpu_worker": {"resources": {"CPU": 4, "GPU": 1}, "min_workers": 0, "max_workers": 1}}}
+
+
+def test_an_autoscaling_cluster_is_planned_from_what_it_can_become_not_from_its_nodes_now(tmp_path):
+    """A head with 0 CPUs and no worker up: a fixed cluster of that refuses every trial; the same cluster as its
+    autoscaler sees it (2 one-CPU workers and a GPU worker, none up yet) runs them."""
+    sweep = load_sweep(write(tmp_path, GOOD))
+    with pytest.raises(SweepError, match="needs 1 CPUs"):
+        plan_concurrency(sweep, from_nodes([{"CPU": 0.0}]))
+    capacity = from_cluster_config(AUTOSCALING, "the cluster's autoscaler")
+    assert capacity.totals() == {"CPU": 6.0, "GPU": 1.0} and len(capacity.nodes()) == 4
+    assert plan_concurrency(sweep, capacity) == 6
+    gpu = load_sweep(write(tmp_path, GOOD), ["lm.use_gpu=true", "lm.gpus_per_worker=1", "lm.cpus_per_worker=2"])
+    assert plan_concurrency(gpu, capacity) == 1  # the one GPU node
+    with pytest.raises(SweepError) as refused:  # 2 GPUs in one trial: no node type can ever hold it
+        plan_concurrency(load_sweep(write(tmp_path, GOOD), ["lm.use_gpu=true", "lm.num_workers=2"]), capacity)
+    message = str(refused.value)
+    assert "needs 2 CPUs and 2 GPUs at once" in message and "1 GPUs at most" in message
+    assert "up to 2 x cpu_worker (1 CPU each)" in message and "up to 1 x gpu_worker (4 CPU, 1 GPU each)" in message
 
 
 def test_extra_trials_add_the_baseline_beside_the_grid(tmp_path):

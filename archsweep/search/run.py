@@ -21,6 +21,7 @@ import numpy as np
 import ray
 
 from archsweep.benchmarks import load_benchmark
+from archsweep.capacity import Capacity, from_nodes
 from archsweep.config import Config, from_dict, to_dict
 from archsweep.errors import one_line
 from archsweep.search.generator import Generator
@@ -104,13 +105,30 @@ def start_driver(cfg: Config, path: Path, benchmark_ref, evaluators: list, gener
     return SearchDriver.remote(to_dict(cfg), str(path), benchmark_ref, evaluators, generator)
 
 
+def plan_searches(spec: SearchFile, capacity: Capacity) -> int:
+    """How many searches run at once (their drivers and evaluators hold no CPU; `searches.max_concurrent`, else
+    twice the CPUs the cluster has or can scale to); a clear error when a generator actor (1 CPU, `num_gpus`) fits
+    no node the cluster can ever have."""
+    for _, cfg in spec.runs():
+        g = cfg.search.lm_guided
+        if needs_generator(cfg) and not any(n.get("CPU", 0) >= 1 and n.get("GPU", 0) >= g.num_gpus
+                                            for n in capacity.nodes()):
+            raise SearchError(f"search {spec.name!r}: the LM prior's generator actor needs 1 CPU and {g.num_gpus:g} "
+                              f"GPUs on one node (search.lm_guided.num_gpus), which no node holds: "
+                              f"{capacity.describe()}. Lower search.lm_guided.num_gpus, or add a node type that has it")
+    return spec.searches.max_concurrent or max(1, 2 * int(capacity.totals().get("CPU", 0)))
+
+
 def run_searches(spec: SearchFile, *, search_dir: str | Path | None = None, data_dir: str | None = None,
-                 progress: Callable[[int, int, int], None] | None = None, raise_on_failure: bool = True) -> list:
+                 progress: Callable[[int, int, int], None] | None = None, raise_on_failure: bool = True,
+                 capacity: Capacity | None = None) -> list:
     """Run (or continue) every search of the file on the Ray this process is connected to; returns the result
     store's rows. `progress(queries done, queries in all, searches finished)` is called while they run. A search
     that fails is recorded (one-line error, `error.log` beside its state) while the others go on; then a
-    SearchError, unless `raise_on_failure` is False (the rows say which failed)."""
+    SearchError, unless `raise_on_failure` is False (the rows say which failed). `capacity`: what the cluster can
+    become (archsweep.capacity), for an autoscaling one; by default the nodes alive now."""
     preflight(spec, data_dir)
+    limit = plan_searches(spec, capacity or from_nodes([n["Resources"] for n in ray.nodes() if n.get("Alive")]))
     search_dir = Path(search_dir) if search_dir else search_dir_of(spec)
     saved = search_dir / "search.yaml"
     if saved.is_file() and not same_spec(saved, spec.to_dict()):
@@ -135,7 +153,6 @@ def run_searches(spec: SearchFile, *, search_dir: str | Path | None = None, data
             options = {"num_gpus": g.num_gpus} if g.num_gpus else {}
             generators[g.prior] = [GeneratorActor.options(**options).remote(
                 str(Path(g.prior).resolve()), "cuda" if g.num_gpus else "cpu") for _ in range(spec.searches.generators)]
-    limit = spec.searches.max_concurrent or max(1, 2 * int(ray.cluster_resources().get("CPU", 1)))
 
     running: dict = {}  # ref -> (run id, config, driver)
     failed: list[str] = []

@@ -93,6 +93,7 @@ def run(cfg: Config, out_dir: str | Path, env: dict[str, str] | None = None, log
         "training": {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))},
         "graphs_per_s": float(history["graphs_per_s"].mean()) if history is not None and len(history) else None,
         "train_wall_s": train_seconds,
+        "node": (result.metrics or {}).get("node"),
         **measured,
     }
     stage.metrics.write_text(json.dumps(results, indent=2))

@@ -1,83 +1,124 @@
-"""Offline checks of Ray cluster-launcher YAMLs, with Ray's own schema and config preparation (what `ray up`
-would reject, found before any machine is started), and Ray Jobs submission of a sweep."""
+"""The local autoscaling cluster (a `fake_multinode` YAML started on this machine), and Ray Jobs: submitting a
+sweep or a search file, listing, following and stopping them."""
 
 from __future__ import annotations
 
-import copy
-import json
 import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
-from archsweep.errors import ArchsweepError
-from archsweep.runtime import refresh_ray_auth
+from archsweep import version
+from archsweep.capacity import ClusterConfigError, validate_cluster_yaml
+from archsweep.runtime import keep_loopback, refresh_ray_auth
 from archsweep.specfile import read_spec_file
+from archsweep.search.spec import SECTIONS as SEARCH_SECTIONS
+from archsweep.search.spec import load_search_file
 from archsweep.sweep.spec import SECTIONS, load_sweep
 from archsweep.tracking.wandb import PASSED_ON  # the W&B settings a job is given; never the API key
 
 
-class ClusterConfigError(ArchsweepError):
-    pass
+# --- the local autoscaling cluster ------------------------------------------------------------------------------
 
 
-def validate_cluster_yaml(path: str | os.PathLike) -> dict:
-    """The prepared config (defaults merged) if `path` is a valid cluster YAML; otherwise a ClusterConfigError
-    that names the file and the offending key."""
-    import jsonschema
+@dataclass
+class LocalCluster:
+    process: subprocess.Popen  # `ray start --head --block`, leader of a process group that holds every node
+    address: str  # the GCS, what `--address` and RAY_ADDRESS take
+    jobs: str  # the job server, what `archsweep submit` and `archsweep job` take
+    temp_dir: Path
+    env: dict[str, str]  # what a client needs in its environment (RAY_ADDRESS, RAY_AUTH_MODE)
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        """Stop the head and every worker node it started: `ray start --block` stops the head's processes on
+        SIGTERM; the autoscaler's worker nodes are in its process group and go with it."""
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and _group_alive(self.process.pid):
+            time.sleep(0.2)
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def start_local_cluster(path: str | os.PathLike, port: int = 6390, dashboard_port: int = 8265,
+                        temp_dir: str | os.PathLike | None = None, log=None) -> LocalCluster:
+    """Start the head of a `fake_multinode` cluster YAML (cluster/local.yaml) on this machine: Ray's own
+    autoscaler then starts and stops real worker nodes here as the cluster's load asks, as it would start cloud
+    machines. It listens on 127.0.0.1 only, and its workers join the head at `port`. Returns once the job server
+    answers; `LocalCluster.stop()` stops it all."""
+    import shutil
+    import tempfile
+
     import yaml
-    from ray.autoscaler import __file__ as autoscaler_init
-    from ray.autoscaler._private.util import prepare_config, validate_config
 
     path = Path(path)
-    if not path.is_file():
-        raise ClusterConfigError(f"cluster file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ClusterConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ClusterConfigError(f"{path}: a cluster YAML is a mapping (cluster_name, provider, ...)")
-    schema = json.loads((Path(autoscaler_init).parent / "ray-schema.json").read_text())
-    try:
-        jsonschema.validate(raw, schema)
-    except jsonschema.ValidationError as exc:
-        where = ".".join(str(p) for p in exc.absolute_path) or "(top level)"
-        raise ClusterConfigError(f"{path}: {where}: {exc.message}") from None
-    try:
-        prepared = prepare_config(copy.deepcopy(raw))
-        validate_config(prepared)
-    except (ValueError, KeyError, jsonschema.ValidationError) as exc:
-        message = exc.message if isinstance(exc, jsonschema.ValidationError) else str(exc)
-        raise ClusterConfigError(f"{path}: {message}") from None
-    return prepared
-
-
-def cluster_capacity(path: str | os.PathLike) -> tuple[dict[str, float], list[dict[str, float]]]:
-    """(total resources, one resource dict per node) of a cluster YAML scaled all the way up: the head node plus
-    every node type at its `max_workers` (bounded by the cluster's `max_workers`)."""
-    import logging
-
-    logging.getLogger("ray.autoscaler").setLevel(logging.WARNING)  # config preparation's notes, not for users
-    prepared = validate_cluster_yaml(path)
-    types, head = prepared["available_node_types"], prepared["head_node_type"]
-    nodes = [dict(types[head].get("resources", {}))]
-    room = prepared.get("max_workers", 0)
-    for spec in (spec for name, spec in types.items() if name != head):
-        count = min(spec.get("max_workers", 0), room)
-        room -= count
-        nodes += [dict(spec.get("resources", {}))] * count
-    if not all("CPU" in node for node in nodes):
-        raise ClusterConfigError(f"{path} does not state its nodes' resources (the machines of a `local` provider "
-                                 "report theirs when Ray starts on them), so a sweep cannot be checked against it "
-                                 "offline; the sweep's driver checks every trial against the running cluster")
-    totals: dict[str, float] = {}
-    for node in nodes:
-        for key, value in node.items():
-            totals[key] = totals.get(key, 0.0) + float(value)
-    return totals, nodes
+    config = validate_cluster_yaml(path)
+    if config["provider"]["type"] != "fake_multinode":
+        raise ClusterConfigError(f"{path} is a {config['provider']['type']!r} cluster: start it with `ray up {path}`; "
+                                 "`archsweep cluster start` starts the local rehearsal cluster (cluster/local.yaml)")
+    head = config["available_node_types"][config["head_node_type"]].get("resources", {})
+    temp_dir = Path(temp_dir or tempfile.mkdtemp(prefix="archsweep-cluster-", dir="/tmp"))  # Ray's socket paths must
+    temp_dir.mkdir(parents=True, exist_ok=True)                                             # stay under 107 bytes
+    config["provider"]["gcs_address"] = f"127.0.0.1:{port}"
+    autoscaling = temp_dir / "autoscaling.yaml"
+    autoscaling.write_text(yaml.safe_dump(config, sort_keys=False))
+    bin_dir = str(Path(sys.executable).parent)
+    ray = shutil.which("ray", path=bin_dir) or "ray"
+    env = dict(os.environ, RAY_FAKE_CLUSTER="1", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+               PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""))  # jobs find this `archsweep`
+    env.setdefault("RAY_AUTH_MODE", "disabled")  # it listens on loopback only
+    env.pop("RAY_ADDRESS", None)
+    log = log or open(temp_dir / "head.log", "w")
+    process = subprocess.Popen(
+        [ray, "start", "--head", "--block", f"--port={port}", f"--temp-dir={temp_dir / 'ray'}",
+         f"--num-cpus={int(head.get('CPU', 0))}", f"--num-gpus={int(head.get('GPU', 0))}",
+         f"--autoscaling-config={autoscaling}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+         f"--dashboard-port={dashboard_port}"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    cluster = LocalCluster(process, f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard_port}", temp_dir,
+                           {"RAY_ADDRESS": f"127.0.0.1:{port}", "RAY_AUTH_MODE": env["RAY_AUTH_MODE"],
+                            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+    deadline = time.monotonic() + 120
+    while True:
+        if process.poll() is not None:
+            raise ClusterConfigError(f"the head of {path} did not start (exit {process.returncode}); its log: "
+                                     f"{temp_dir / 'head.log'} (is port {port} or {dashboard_port} taken?)")
+        try:
+            urllib.request.urlopen(f"{cluster.jobs}/api/version", timeout=2).read()
+            return cluster
+        except urllib.error.HTTPError:  # it answers (to ask for the token it was started with)
+            return cluster
+        except OSError:
+            if time.monotonic() > deadline:
+                cluster.stop()
+                raise ClusterConfigError(f"the head of {path} started but its job server did not answer at "
+                                         f"{cluster.jobs} within 120 s; its log: {temp_dir / 'head.log'}") from None
+            time.sleep(0.5)
 
 
 # --- Ray Jobs --------------------------------------------------------------------------------------------------
-
 
 
 def _scrub(text: str) -> str:
@@ -98,15 +139,28 @@ def _job_server_error(address: str, exc: Exception) -> ClusterConfigError:
 
 
 def _client(address: str):
-    """A Ray Jobs client; with RAY_AUTH_MODE=token, Ray adds the token (RAY_AUTH_TOKEN or its token file) to each
-    request itself, so it never passes through archsweep's arguments, configs or logs."""
+    """A Ray Jobs client for the job server at `address` (http://host:8265), or for the cluster whose head is at
+    `address` (host:6379: Ray looks up its job server there). With RAY_AUTH_MODE=token, Ray adds the token
+    (RAY_AUTH_TOKEN or its token file) to each request itself, so it never passes through archsweep's arguments,
+    configs or logs."""
     from ray.job_submission import JobSubmissionClient
 
+    if "://" not in address:
+        keep_loopback(address)
     refresh_ray_auth()  # the token set in the environment now, not the one Ray saw when it was imported
+    # Ray's client takes RAY_API_SERVER_ADDRESS, then RAY_ADDRESS, over its argument: while it is made, they say
+    # `address` (which the user's --address or RAY_ADDRESS gave)
+    saved = {k: os.environ.pop(k, None) for k in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")}
+    os.environ["RAY_API_SERVER_ADDRESS" if "://" in address else "RAY_ADDRESS"] = address
     try:
         return JobSubmissionClient(address)
     except Exception as exc:
         raise _job_server_error(address, exc) from None
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key, None)
+            if value is not None:
+                os.environ[key] = value
 
 
 def cluster_path(path: str) -> tuple[str, bool]:
@@ -150,47 +204,93 @@ def check_archsweep_on_cluster(client, address: str, timeout: float = 120.0) -> 
                              f"{logs.strip()[-500:] or 'no output'}")
 
 
-def submit_sweep(sweep_file: str | os.PathLike, address: str, overrides: tuple[str, ...] = (),
-                 data_dir: str | None = None, notes=None) -> str:
-    """Check the sweep here, check that the cluster can run archsweep, then submit `archsweep sweep` as a Ray Job
-    running it on the cluster; returns the job id. The sweep file travels as the job's working directory; the
-    cluster must have archsweep installed (the cluster YAMLs do) and the data (or `data_dir`, a path on the
-    cluster). Paths are the cluster's: a relative `storage` is taken from the cluster user's home directory
-    (`cluster_path`). `notes(line)` is told where the sweep will read and write, as the cluster sees it."""
+def file_kind(path: str | os.PathLike) -> str:
+    """"search" for a search file (it has a `searches` section), else "sweep"."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return "sweep"  # the sweep reader says what is wrong with it
+    return "search" if isinstance(raw, dict) and "searches" in raw else "sweep"
+
+
+def submit_file(spec_file: str | os.PathLike, address: str, overrides: tuple[str, ...] = (),
+                data_dir: str | None = None, notes=None) -> str:
+    """Check a sweep or search file here, check that the cluster can run archsweep, then submit `archsweep sweep`
+    (or `archsweep search`) as a Ray Job running it on the cluster; returns the job id. The file travels as the
+    job's working directory; the cluster must have archsweep installed (the cluster YAMLs do) and the data (or
+    `data_dir`, a path on the cluster). Paths are the cluster's: a relative `storage` is taken from the cluster
+    user's home directory (`cluster_path`). `notes(line)` is told where it will read and write, as the cluster
+    sees it, and which archsweep the cluster runs. The job's metadata records this archsweep's version."""
     import shlex
     import shutil
     import tempfile
 
-    sweep = load_sweep(sweep_file, overrides)  # fail here, not on the cluster
+    kind = file_kind(spec_file)
+    if kind == "search":  # a prior named in it is the cluster's path, checked there
+        spec = load_search_file(spec_file, overrides, check_prior=False)
+        sections_of, default_storage = SEARCH_SECTIONS, "runs/searches"
+    else:
+        spec = load_sweep(spec_file, overrides)
+        sections_of, default_storage = SECTIONS, "runs/sweeps"
     if data_dir and not data_dir.startswith(("/", "~")):
         raise ClusterConfigError(f"--cluster-data-dir {data_dir!r} is relative; give the data directory as the "
                                  "cluster's nodes see it: an absolute path or one under ~ (their user's home)")
-    _, sections, _, _ = read_spec_file(Path(sweep_file), overrides, SECTIONS, ("tune", "tracking"), "sweep")
-    storage, relative = cluster_path(str(sections.get("storage") or "runs/sweeps"))
+    settings = ("searches", "tracking") if kind == "search" else ("tune", "tracking")
+    _, sections, _, _ = read_spec_file(Path(spec_file), overrides, sections_of, settings, kind)
+    storage, relative = cluster_path(str(sections.get("storage") or default_storage))
     say = notes or (lambda line: None)
-    say(f"on the cluster: results in {storage.rstrip('/')}/{sweep.name}" + (
+    say(f"on the cluster: results in {storage.rstrip('/')}/{spec.name}" + (
         " (a relative storage is taken from the home directory of the cluster's user)" if relative else ""))
     say(f"on the cluster: benchmark data from {data_dir}" if data_dir else
         "on the cluster: benchmark data from the nodes' own data directory (their ARCHSWEEP_DATA_DIR, or the "
         "per-user data dir); --cluster-data-dir sets it")
     client = _client(address)
     try:
-        say(f"on the cluster: {check_archsweep_on_cluster(client, address)}")
+        theirs = check_archsweep_on_cluster(client, address)
     except (ConnectionError, RuntimeError) as exc:
         raise _job_server_error(address, exc) from None
+    say(f"on the cluster: {theirs}")
+    if version() not in theirs:
+        say(f"note: the cluster runs another archsweep than this one ({version()}): the job runs the cluster's code")
 
     env = {k: os.environ[k] for k in PASSED_ON if os.environ.get(k)}
     if data_dir:
         env["ARCHSWEEP_DATA_DIR"] = data_dir
     with tempfile.TemporaryDirectory() as tmp:
-        shutil.copyfile(sweep_file, Path(tmp) / "sweep.yaml")
-        command = ["archsweep", "sweep", "sweep.yaml", "--address", "auto", *overrides, f"storage={storage}"]
+        shutil.copyfile(spec_file, Path(tmp) / f"{kind}.yaml")
+        command = ["archsweep", kind, "--address", "auto", *overrides, f"storage={storage}"]
+        # The job runs from the home directory, its file read from the job's working directory at once: Ray may
+        # garbage-collect that directory while the job runs (nodes sharing a temp dir, as the local cluster's do)
+        entrypoint = f'f="$PWD/{kind}.yaml"; cd ~ && ' + " ".join(shlex.quote(c) for c in command[:2]) + ' "$f" ' \
+            + " ".join(shlex.quote(c) for c in command[2:])
         try:
-            return client.submit_job(entrypoint=" ".join(shlex.quote(c) for c in command),
+            return client.submit_job(entrypoint=entrypoint,
                                      runtime_env={"working_dir": tmp, "env_vars": env},
-                                     metadata={"archsweep_sweep": sweep.name})
+                                     metadata={f"archsweep_{kind}": spec.name, "archsweep_kind": kind,
+                                               "archsweep_version": version(), "archsweep_cluster": theirs})
         except (ConnectionError, RuntimeError) as exc:
             raise _job_server_error(address, exc) from None
+
+
+def list_jobs(address: str) -> list[dict]:
+    """The cluster's archsweep jobs, newest first: id, kind, name, status, submitted by which archsweep, start."""
+    out = []
+    for job in _client(address).list_jobs():
+        meta = job.metadata or {}
+        if "archsweep_kind" not in meta and "archsweep_sweep" not in meta:
+            continue  # the one-second version checks and other users' jobs
+        kind = meta.get("archsweep_kind", "sweep")
+        out.append({"id": job.submission_id, "kind": kind, "name": meta.get(f"archsweep_{kind}", ""),
+                    "status": str(job.status), "version": meta.get("archsweep_version", ""),
+                    "start": (job.start_time or 0) / 1000, "message": _scrub(job.message or "")})
+    return sorted(out, key=lambda j: j["start"], reverse=True)
+
+
+def stop_job(address: str, job_id: str) -> bool:
+    """Ask Ray to stop the job (its driver gets SIGTERM, then SIGKILL); False if it had already ended."""
+    return bool(_client(address).stop_job(job_id))
 
 
 def job_status(address: str, job_id: str) -> str:

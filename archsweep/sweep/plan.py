@@ -1,10 +1,12 @@
 """How a sweep fits a cluster: what one trial holds at its peak, and how many trials can run at once. Pure
-arithmetic on the sweep and the cluster's resources, so `archsweep sweep --check` answers without starting Ray."""
+arithmetic on the sweep and the cluster's capacity (archsweep.capacity: the nodes it has, or on an autoscaling
+cluster the nodes it can become), so `archsweep sweep --check` answers without starting Ray."""
 
 from __future__ import annotations
 
 import math
 
+from archsweep.capacity import Capacity
 from archsweep.config import Config, from_dict
 from archsweep.errors import ArchsweepError
 from archsweep.sweep.spec import Sweep, trial_configs
@@ -25,23 +27,39 @@ def trial_resources(cfg: Config) -> dict[str, float]:
             "worker_GPU": max((g if gpu else 0.0) for _, _, gpu, g in stages)}
 
 
-def plan_concurrency(sweep: Sweep, cluster: dict[str, float], nodes: list[dict[str, float]]) -> int:
-    """How many trials can run at once on this cluster; a clear error when a trial can never run on it
-    (Ray Train would otherwise wait for resources for ever and the sweep would hang)."""
-    worst = {"CPU": 0.0, "GPU": 0.0, "worker_CPU": 0.0, "worker_GPU": 0.0}
-    for config in trial_configs(sweep):
-        for key, value in trial_resources(from_dict(config)).items():
-            worst[key] = max(worst[key], value)
-    have_cpu, have_gpu = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
-    if worst["CPU"] > have_cpu or worst["GPU"] > have_gpu:
-        raise SweepError(
-            f"a trial of sweep {sweep.name!r} needs {worst['CPU']:g} CPUs and {worst['GPU']:g} GPUs at "
-            f"once (num_workers x cpus_per_worker / gpus_per_worker of train.* or lm.*), but the cluster has "
-            f"{have_cpu:g} CPUs and {have_gpu:g} GPUs. Lower train/lm.num_workers or *_per_worker, or use a "
-            "bigger cluster.")
-    if not any(n.get("CPU", 0) >= worst["worker_CPU"] and n.get("GPU", 0) >= worst["worker_GPU"] for n in nodes):
-        raise SweepError(f"no node of the cluster fits one Ray Train worker of sweep {sweep.name!r} "
-                         f"({worst['worker_CPU']:g} CPUs, {worst['worker_GPU']:g} GPUs)")
+def _label(sweep: Sweep, index: int, config: dict, total: int) -> str:
+    """`trial 3 (lm.num_workers=4)`: a trial by its position and its swept values."""
+    values = []
+    for key in (k for k, spec in sweep.axes.items() if "grid" in spec):  # a sampled axis has no value yet
+        value = config
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        values.append(f"{key}={value}")
+    return f"trial {index + 1} of {total}" + (f" ({', '.join(values)})" if values else "")
+
+
+def plan_concurrency(sweep: Sweep, capacity: Capacity) -> int:
+    """How many trials can run at once on this cluster, fully scaled up where it autoscales; a clear error,
+    naming the trial and what the cluster has, when a trial can never run on it (Ray Train would otherwise wait
+    for resources for ever and the sweep would hang)."""
+    nodes, totals = capacity.nodes(), capacity.totals()
+    have_cpu, have_gpu = totals.get("CPU", 0.0), totals.get("GPU", 0.0)
+    worst = {"CPU": 0.0, "GPU": 0.0}
+    configs = trial_configs(sweep)
+    for index, config in enumerate(configs):
+        need, trial = trial_resources(from_dict(config)), _label(sweep, index, config, len(configs))
+        if need["CPU"] > have_cpu or need["GPU"] > have_gpu:
+            raise SweepError(
+                f"{trial} of sweep {sweep.name!r} needs {need['CPU']:g} CPUs and "
+                f"{need['GPU']:g} GPUs at once (num_workers x cpus_per_worker / gpus_per_worker of train.* or lm.*), "
+                f"but the cluster has {have_cpu:g} CPUs and {have_gpu:g} GPUs at most ({capacity.describe()}). "
+                "Lower train/lm.num_workers or *_per_worker, or use a bigger cluster.")
+        if not any(n.get("CPU", 0) >= need["worker_CPU"] and n.get("GPU", 0) >= need["worker_GPU"] for n in nodes):
+            raise SweepError(
+                f"no node of the cluster fits one Ray Train worker of {trial} of sweep "
+                f"{sweep.name!r} ({need['worker_CPU']:g} CPUs, {need['worker_GPU']:g} GPUs): {capacity.describe()}. "
+                "Lower *_per_worker, or add a node type that holds it.")
+        worst = {k: max(worst[k], need[k]) for k in worst}
     fits = math.floor((have_cpu + 1e-9) / worst["CPU"])
     if worst["GPU"]:
         fits = min(fits, math.floor((have_gpu + 1e-9) / worst["GPU"]))

@@ -22,6 +22,7 @@ from pathlib import Path
 import ray
 from filelock import FileLock
 
+from archsweep.capacity import Capacity, from_nodes
 from archsweep.config import Config, from_dict, to_dict
 from archsweep.errors import one_line
 from archsweep.layout import RunDir, VQVAEStage
@@ -139,7 +140,8 @@ def _run_pipeline(cfg: Config, context, sweep_dir: Path, env: dict, log_level: s
                            lm_callbacks=[_stage_report("lm")])
     final = final_metrics(results)
     run_dir = RunDir(trial_dir, Path(results["vqvae_dir"]))
-    paths = {"trial_dir": str(trial_dir), "vqvae_dir": results["vqvae_dir"]} | (
+    paths = {"trial_dir": str(trial_dir), "vqvae_dir": results["vqvae_dir"],
+             "vqvae_node": results["vqvae"].get("node")} | (
         {"lm_dir": str(run_dir.lm.dir), "lm_node": results["lm"].get("node")} if "lm" in results else {})
     # The trial records itself: a finished trial is in the store even if the sweep's driver dies right after.
     ResultStore(sweep_dir).put(Row(context.get_trial_id(), "TERMINATED", to_dict(cfg), final, paths))
@@ -184,10 +186,9 @@ def scheduler(sweep: Sweep):
                          max_t=max(sweep.base.lm.epochs, t.grace_period) + 1, grace_period=t.grace_period)
 
 
-def cluster_concurrency(sweep: Sweep) -> int:
-    """`plan_concurrency` on the Ray this process is connected to."""
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    return plan_concurrency(sweep, ray.cluster_resources(), nodes)
+def cluster_concurrency(sweep: Sweep, capacity: Capacity | None = None) -> int:
+    """`plan_concurrency` on `capacity`, by default the nodes alive on the Ray this process is connected to."""
+    return plan_concurrency(sweep, capacity or from_nodes([n["Resources"] for n in ray.nodes() if n.get("Alive")]))
 
 
 def build_tuner(sweep: Sweep, sweep_dir: Path, callbacks: list, env: dict, log_level: str, resume: bool,
@@ -217,12 +218,13 @@ def build_tuner(sweep: Sweep, sweep_dir: Path, callbacks: list, env: dict, log_l
 
 
 def run_sweep(sweep: Sweep, *, sweep_dir: str | Path | None = None, resume: bool = False, callbacks: list = (),
-              log_level: str = "WARNING"):
+              log_level: str = "WARNING", capacity: Capacity | None = None):
     """Run (or, with `resume`, continue) the sweep on the Ray this process is connected to; returns the
     ResultGrid. Finished trials of a resumed sweep are not run again; running a sweep whose directory already
-    holds the same sweep continues it."""
+    holds the same sweep continues it. `capacity`: what the cluster can become (archsweep.capacity), for an
+    autoscaling cluster; by default the nodes alive now."""
     preflight(sweep)
-    concurrency = cluster_concurrency(sweep)  # a trial that can never run is refused before anything is written
+    concurrency = cluster_concurrency(sweep, capacity)  # a trial that can never run is refused before any write
     sweep_dir = Path(sweep_dir) if sweep_dir else sweep_dir_of(sweep)
     spec = sweep_dir / "sweep.yaml"
     if not resume and spec.is_file():  # the same sweep again continues it; another one may not overwrite it
@@ -251,13 +253,15 @@ def run_sweep(sweep: Sweep, *, sweep_dir: str | Path | None = None, resume: bool
     return tuner.fit()
 
 
-def resume_sweep(sweep_dir: str | Path, callbacks: list = (), log_level: str = "WARNING"):
+def resume_sweep(sweep_dir: str | Path, callbacks: list = (), log_level: str = "WARNING",
+                 capacity: Capacity | None = None):
     sweep_dir = Path(sweep_dir).resolve()
     if not (sweep_dir / "sweep.yaml").is_file():
         raise SweepError(f"{sweep_dir} is not a sweep directory (no sweep.yaml); give the directory "
                          "`archsweep sweep` printed")
     sweep = load_sweep(sweep_dir / "sweep.yaml")
-    return run_sweep(sweep, sweep_dir=sweep_dir, resume=True, callbacks=callbacks, log_level=log_level)
+    return run_sweep(sweep, sweep_dir=sweep_dir, resume=True, callbacks=callbacks, log_level=log_level,
+                     capacity=capacity)
 
 
 def _config_of(trial) -> dict:

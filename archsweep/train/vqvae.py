@@ -128,6 +128,7 @@ def train_loop(loop_config: dict) -> None:
             "heldout_exact_graph": float(totals[0] / totals[1]),
             "graphs_per_s": steps * batch * world / seconds,
             "lr": schedule.get_last_lr()[0],
+            "node": ray.get_runtime_context().get_node_id(),  # where rank 0 ran, for multi-node runs
             "batch_size": batch * world,
             "setup_s": setup_s,
         }

@@ -1,0 +1,201 @@
+"""What a Ray cluster holds, or can become: its node types, their resources and how many of each may run.
+
+A fixed cluster is the nodes alive now. An autoscaling one is its autoscaler's node types at their `max_workers`,
+read from a cluster YAML (`--cluster FILE`) or from the running cluster itself: the cluster config the autoscaler
+publishes in the GCS (autoscaler v2, KubeRay) or the YAML its monitor process on the head was started with
+(`ray up`'s `~/ray_bootstrap_config.yaml`, or `ray start --head --autoscaling-config FILE`). Planning against what
+the cluster can become is what lets a sweep submitted to a freshly launched cluster (0 workers) ask for workers
+instead of being refused. Ray is imported inside the functions that talk to it: `--check` stays light."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from archsweep.errors import ArchsweepError
+
+
+class ClusterConfigError(ArchsweepError):
+    pass
+
+
+# Ray ships no defaults file for the fake_multinode provider: its autoscaler reads such a YAML as written, so these
+# keys must be in it (the local rehearsal cluster, cluster/local.yaml, has them all).
+AS_WRITTEN = ("file_mounts", "cluster_synced_files", "initialization_commands", "setup_commands",
+              "head_setup_commands", "worker_setup_commands", "head_start_ray_commands", "worker_start_ray_commands")
+
+
+@dataclass(frozen=True)
+class NodeType:
+    name: str
+    resources: dict[str, float]
+    count: int  # how many may run at once (the head: 1; a worker type: its max_workers, within the cluster's)
+    head: bool = False
+
+    def describe(self) -> str:
+        shown = ", ".join(f"{self.resources.get(k, 0):g} {k}" for k in ("CPU", "GPU")
+                          if k == "CPU" or self.resources.get(k))
+        return f"{self.name} (head, {shown})" if self.head else f"up to {self.count} x {self.name} ({shown} each)"
+
+
+@dataclass(frozen=True)
+class Capacity:
+    node_types: tuple[NodeType, ...]
+    autoscaling: bool
+    source: str  # where it was read: "the running cluster", a file, "its autoscaler"
+
+    def nodes(self) -> list[dict[str, float]]:
+        """One resource dict per node the cluster has (fixed) or can have at once (autoscaling, fully scaled up)."""
+        return [dict(t.resources) for t in self.node_types for _ in range(t.count)]
+
+    def totals(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for node in self.nodes():
+            for key, value in node.items():
+                totals[key] = totals.get(key, 0.0) + float(value)
+        return totals
+
+    def describe(self) -> str:
+        kind = "can scale to" if self.autoscaling else "has"
+        return f"{self.source} {kind}: " + "; ".join(t.describe() for t in self.node_types)
+
+
+def validate_cluster_yaml(path: str | os.PathLike) -> dict:
+    """The prepared config (defaults merged) if `path` is a valid cluster YAML; otherwise a ClusterConfigError
+    that names the file and the offending key."""
+    import jsonschema
+    import yaml
+    from ray.autoscaler import __file__ as autoscaler_init
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    path = Path(path)
+    if not path.is_file():
+        raise ClusterConfigError(f"cluster file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ClusterConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ClusterConfigError(f"{path}: a cluster YAML is a mapping (cluster_name, provider, ...)")
+    schema = json.loads((Path(autoscaler_init).parent / "ray-schema.json").read_text())
+    try:
+        jsonschema.validate(raw, schema)
+    except jsonschema.ValidationError as exc:
+        where = ".".join(str(p) for p in exc.absolute_path) or "(top level)"
+        raise ClusterConfigError(f"{path}: {where}: {exc.message}") from None
+    as_written = raw.get("provider", {}).get("type") == "fake_multinode"
+    if as_written and (missing := [k for k in AS_WRITTEN if k not in raw]):
+        raise ClusterConfigError(f"{path}: a fake_multinode cluster is read as written (Ray has no defaults for "
+                                 f"that provider); add {', '.join(missing)} (empty is fine), as cluster/local.yaml has")
+    try:
+        prepared = copy.deepcopy(raw) if as_written else prepare_config(copy.deepcopy(raw))
+        validate_config(prepared)
+    except (ValueError, KeyError, jsonschema.ValidationError) as exc:
+        message = exc.message if isinstance(exc, jsonschema.ValidationError) else str(exc)
+        raise ClusterConfigError(f"{path}: {message}") from None
+    return prepared
+
+
+def from_cluster_config(config: dict, source: str, head_resources: dict[str, float] | None = None) -> Capacity:
+    """The capacity of an autoscaling config scaled all the way up: the head plus every worker type at its
+    `max_workers`, within the cluster's `max_workers` (handed out in the file's order). `head_resources`: the
+    live head's, where the config leaves them out."""
+    types, head = config["available_node_types"], config["head_node_type"]
+    room = config.get("max_workers", sum(spec.get("max_workers", 0) for spec in types.values()))
+    out = [NodeType(head, {k: float(v) for k, v in (types[head].get("resources") or head_resources or {}).items()},
+                    1, head=True)]
+    for name, spec in types.items():
+        if name == head:
+            continue
+        count = min(spec.get("max_workers", 0), room)
+        room -= count
+        out.append(NodeType(name, {k: float(v) for k, v in (spec.get("resources") or {}).items()}, count))
+    if missing := [t.name for t in out if "CPU" not in t.resources]:
+        raise ClusterConfigError(f"{source} does not state the resources of node type(s) {', '.join(missing)} (the "
+                                 "machines of a `local` provider report theirs when Ray starts on them), so trials "
+                                 "cannot be planned against it; give each node type `resources: {CPU: ..., GPU: ...}`")
+    return Capacity(tuple(out), autoscaling=True, source=source)
+
+
+def from_cluster_file(path: str | os.PathLike) -> Capacity:
+    import logging
+
+    logging.getLogger("ray.autoscaler").setLevel(logging.WARNING)  # config preparation's notes, not for users
+    return from_cluster_config(validate_cluster_yaml(path), str(path))
+
+
+def from_nodes(nodes: list[dict[str, float]]) -> Capacity:
+    """A fixed cluster: each alive node its own type."""
+    return Capacity(tuple(NodeType(f"node {i}", {k: float(v) for k, v in n.items()}, 1)
+                          for i, n in enumerate(nodes)), autoscaling=False, source="the cluster")
+
+
+def _from_gcs() -> Capacity | None:
+    """The cluster config an autoscaler v2 (or KubeRay) publishes in the GCS, or None."""
+    import ray
+
+    config = ray._private.state.state.get_cluster_config()
+    if config is None or not config.node_group_configs:
+        return None
+    types = tuple(NodeType(g.name, {k: float(v) for k, v in g.resources.items()},
+                           max(g.max_count, 0) if g.max_count >= 0 else 1_000) for g in config.node_group_configs)
+    return Capacity(types, autoscaling=True, source="the cluster's autoscaler")
+
+
+def _monitor_config() -> dict | None:
+    """On the head: the autoscaling YAML the autoscaler's monitor process was started with, or None."""
+    import psutil
+    import yaml
+
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info.get("cmdline") or []
+        if not any(part.endswith("autoscaler/_private/monitor.py") for part in cmdline):
+            continue
+        for part in cmdline:
+            if part.startswith("--autoscaling-config="):
+                path = Path(os.path.expanduser(part.split("=", 1)[1]))
+                if path.is_file():
+                    return yaml.safe_load(path.read_text())
+    return None
+
+
+def running_capacity(cluster_file: str | os.PathLike | None = None, autoscaler: bool = True) -> Capacity:
+    """The capacity of the Ray cluster this process is connected to: from `cluster_file` when given; else its
+    autoscaler's (`autoscaler`: look for one; the embedded local Ray has none); else the nodes alive now."""
+    import ray
+
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    if cluster_file:
+        return from_cluster_file(cluster_file)
+    if autoscaler:
+        if (found := _from_gcs()) is not None:
+            return found
+        heads = [n for n in alive if "node:__internal_head__" in n.get("Resources", {})]
+        if heads:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            on_head = ray.remote(num_cpus=0)(_monitor_config).options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(heads[0]["NodeID"], soft=False))
+            config = ray.get(on_head.remote(), timeout=120)
+            if config and config.get("available_node_types"):
+                return from_cluster_config(config, "the cluster's autoscaler", heads[0]["Resources"])
+    return from_nodes([n["Resources"] for n in alive])
+
+
+def waiting_for() -> dict[str, int]:
+    """Node type -> how many nodes the autoscaler is launching or waiting on now ({} without an autoscaler)."""
+    from ray._private import ray_constants
+    from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_initialized
+
+    if not _internal_kv_initialized():
+        return {}
+    raw = _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
+    report = (json.loads(raw) if raw else {}).get("autoscaler_report") or {}
+    out = {name: int(count) for name, count in (report.get("pending_launches") or {}).items() if count}
+    for node in report.get("pending_nodes") or []:  # (ip, node type, status)
+        if len(node) > 1:
+            out[node[1]] = out.get(node[1], 0) + 1
+    return out
