@@ -559,16 +559,17 @@ def _exit_on_failures(failed: int) -> None:
 
 def _run_sweep(sweep_file, overrides=(), address=None, num_cpus=None, cluster_file=None) -> int:
     """Run a sweep and print its report; returns how many of its trials failed."""
-    from archsweep.sweep.run import run_sweep, sweep_dir_of
+    from archsweep.sweep.run import cluster_concurrency, run_sweep, sweep_dir_of
     from archsweep.sweep.spec import load_sweep
 
     sweep = load_sweep(sweep_file, overrides)
     total = sweep.trial_count()
     log_level = _start_sweep_ray(sweep, address, num_cpus)
     capacity = _capacity(address, cluster_file)
+    at_once = cluster_concurrency(sweep, capacity)  # a trial that can never run is refused here
     sweep_dir = sweep_dir_of(sweep)
-    _console().print(f"sweep {sweep.name!r}: {total} trial(s) into {sweep_dir}; `archsweep resume {sweep_dir}` "
-                     "continues it if interrupted")
+    _console().print(f"sweep {sweep.name!r}: {total} trial(s), up to {at_once} at once, into {sweep_dir}; "
+                     f"`archsweep resume {sweep_dir}` continues it if interrupted")
     with SweepMonitor(sweep_dir, total, sweep.tune.metric, sweep.tune.mode, _waiting(address)):
         run_sweep(sweep, log_level=log_level, capacity=capacity)
     return _print_report(sweep_dir, sweep.tune.metric, sweep.tune.mode == "min")

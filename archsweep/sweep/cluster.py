@@ -45,7 +45,7 @@ class LocalCluster:
             self.process.wait(grace_s)
         except subprocess.TimeoutExpired:
             pass
-        deadline = time.monotonic() + grace_s
+        deadline = time.monotonic() + 5  # the worker nodes' processes, which `ray start` does not wait for
         while time.monotonic() < deadline and _group_alive(self.process.pid):
             time.sleep(0.2)
         try:
