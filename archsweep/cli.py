@@ -98,14 +98,16 @@ def data():
               help="Copy from this local directory (same layout) instead of downloading.")
 @click.option("--full-nb101", is_flag=True, help="Also fetch NAS-Bench-101's full table (about 499 MB).")
 @click.option("--timeout", default=30.0, show_default=True, help="Network timeout per file, in seconds.")
-def data_fetch(mirror, full_nb101, timeout):
+@click.option("--retries", default=2, show_default=True, help="Tries again after a network failure or a "
+              "server error (5xx), 2, 4, 8 ... s apart; a missing file (404) is not retried.")
+def data_fetch(mirror, full_nb101, timeout, retries):
     """Put every benchmark file into the data directory and check its sha256; intact files are left alone."""
     from archsweep.benchmarks import files
     from archsweep.settings import data_dir
 
     console = _console()
     console.print(f"data directory: {data_dir()}")
-    files.fetch(mirror=mirror, include_optional=full_nb101, timeout=timeout,
+    files.fetch(mirror=mirror, include_optional=full_nb101, timeout=timeout, retries=retries,
                 on_file=lambda f, action: console.print(f"  {'ok' if action == 'ok' else action:<12} {f.path}"))
 
 

@@ -108,3 +108,36 @@ def test_mirror_without_the_file(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="the mirror has no nasbench201/nats_bench_test_acc.csv"):
         files.fetch(tmp_path / "target", mirror=tmp_path / "empty")
+
+
+def test_a_flaky_server_is_tried_again_and_a_missing_file_is_not(data_dir, tmp_path):
+    """A real HTTP server on 127.0.0.1 that answers 503 to each file's first request: fetch with retries gets
+    every file (each asked for twice); a file the server does not have fails on its 404, with retries left."""
+    asked: dict[str, int] = {}
+
+    class Flaky(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            asked[self.path] = asked.get(self.path, 0) + 1
+            if asked[self.path] == 1:
+                self.send_error(503, "busy")
+                return
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Flaky, directory=str(data_dir)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        served = [dataclasses.replace(f, url=f"{base}/{f.path}") for f in REQUIRED]
+        done = files.fetch(tmp_path / "flaky", files=served, retries=1)
+        assert all(action.startswith("downloaded from") for action in done.values())
+        assert sorted(asked.values()) == [2] * len(REQUIRED)
+        with pytest.raises(DataError, match=r"cannot download .*/nowhere.csv: File not found \(after 2 attempts\)"):
+            files.fetch(tmp_path / "missing", files=[dataclasses.replace(REQUIRED[0], url=f"{base}/nowhere.csv")],
+                        retries=3)
+        assert asked["/nowhere.csv"] == 2  # the 503, then the 404, which is not tried again
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -10,6 +10,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -94,16 +95,31 @@ def require(relpath: str, data_dir: str | os.PathLike | None = None) -> Path:
     raise DataError(f"benchmark data file {problem}. Delete it and run `archsweep data fetch` again.")
 
 
-def _download(url: str, dest: Path, timeout: float) -> None:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(dest, "wb") as out:
-            shutil.copyfileobj(response, out, 1 << 20)
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise DataError(
-            f"cannot download {url}: {reason}. Without network access, copy the files from a local copy with "
-            f"`archsweep data fetch --from MIRROR_DIR`, or set ${DATA_DIR_ENV} to a directory that holds them."
-        ) from None
+def _transient(exc: Exception) -> bool:
+    """A failure that may pass: the network, a timeout, a server's 5xx or 429; not a 404 or a refused request."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return exc.code >= 500 or exc.code == 429
+    return True
+
+
+def _download(url: str, dest: Path, timeout: float, retries: int = 0) -> None:
+    """Download `url` into `dest`; a transient failure is tried again `retries` times, 2, 4, 8 ... s apart (a
+    cluster's nodes fetch at once when it starts, and one flaky connection must not leave a node without data)."""
+    for attempt in range(retries + 1):
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response, open(dest, "wb") as out:
+                shutil.copyfileobj(response, out, 1 << 20)
+            return
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            if attempt < retries and _transient(exc):
+                time.sleep(2 ** (attempt + 1))
+                continue
+            reason = getattr(exc, "reason", exc)
+            tries = f" (after {attempt + 1} attempts)" if attempt else ""
+            raise DataError(
+                f"cannot download {url}: {reason}{tries}. Without network access, copy the files from a local copy "
+                f"with `archsweep data fetch --from MIRROR_DIR`, or set ${DATA_DIR_ENV} to a directory that holds "
+                "them.") from None
 
 
 def fetch(
@@ -113,6 +129,7 @@ def fetch(
     timeout: float = 30.0,
     on_file: Callable[[DataFile, str], None] | None = None,
     files: Sequence[DataFile] = FILES,
+    retries: int = 0,
 ) -> dict[str, str]:
     """Make the data directory hold every (required) file, intact. Returns {path: what was done}.
 
@@ -141,7 +158,7 @@ def fetch(
                     shutil.copyfile(source, tmp)
                     action = f"copied from {source}"
                 else:
-                    _download(f.url, tmp, timeout)
+                    _download(f.url, tmp, timeout, retries)
                     action = f"downloaded from {f.url}"
                 if f.sha256 is not None and (digest := sha256_of(tmp)) != f.sha256:
                     raise DataError(f"{f.path} from {mirror or f.url} has sha256 {digest}, expected {f.sha256}; "
