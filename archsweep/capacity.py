@@ -66,11 +66,14 @@ class Capacity:
 def validate_cluster_yaml(path: str | os.PathLike) -> dict:
     """The prepared config (defaults merged) if `path` is a valid cluster YAML; otherwise a ClusterConfigError
     that names the file and the offending key."""
+    import logging
+
     import jsonschema
     import yaml
     from ray.autoscaler import __file__ as autoscaler_init
     from ray.autoscaler._private.util import prepare_config, validate_config
 
+    logging.getLogger("ray.autoscaler").setLevel(logging.WARNING)  # config preparation's notes, not for users
     path = Path(path)
     if not path.is_file():
         raise ClusterConfigError(f"cluster file not found: {path}")
@@ -121,9 +124,6 @@ def from_cluster_config(config: dict, source: str, head_resources: dict[str, flo
 
 
 def from_cluster_file(path: str | os.PathLike) -> Capacity:
-    import logging
-
-    logging.getLogger("ray.autoscaler").setLevel(logging.WARNING)  # config preparation's notes, not for users
     return from_cluster_config(validate_cluster_yaml(path), str(path))
 
 
@@ -199,3 +199,42 @@ def waiting_for() -> dict[str, int]:
         if len(node) > 1:
             out[node[1]] = out.get(node[1], 0) + 1
     return out
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return None
+
+
+def check_shared(directory: Path, what: str) -> None:
+    """Refuse a `directory` that some node alive now does not share with this process: the result store (SQLite)
+    and the VQ-VAE stage's file lock need one directory every node reads and writes, with working POSIX locks
+    (NFSv4.1: EFS, Filestore; cluster/README.md). Nodes the autoscaler adds later are checked by Ray Train, which
+    writes and reads a file of its own under the same directory before a stage starts."""
+    import secrets
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    if len(alive) < 2:
+        return
+    marker = directory / f".shared-check-{secrets.token_hex(4)}"
+    token = secrets.token_hex(16)
+    marker.write_text(token)
+    try:
+        read = ray.remote(num_cpus=0)(_read)
+        refs = [read.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                .remote(str(marker)) for n in alive]
+        seen = ray.get(refs, timeout=120)
+    finally:
+        marker.unlink(missing_ok=True)
+    blind = [f"{n['NodeManagerAddress']} ({n['NodeID'][:8]})" for n, text in zip(alive, seen) if text != token]
+    if blind:
+        raise ClusterConfigError(
+            f"the {what} directory {directory} is not shared by every node of the cluster: {', '.join(blind)} "
+            "cannot read what this node wrote there. Its trials would lose their results: set `storage:` to a "
+            "directory on storage every node mounts at the same path, with POSIX locks (EFS or Filestore over "
+            "NFSv4.1; the cluster YAMLs mount one at /mnt/shared; see cluster/README.md)")

@@ -125,3 +125,24 @@ def test_a_sweep_that_outgrows_the_cluster_is_refused_before_it_runs():
 def test_a_cluster_that_does_not_state_its_resources_cannot_be_checked_offline():
     result = CliRunner().invoke(cli, ["sweep", GPU_SWEEP, "--check", "--cluster", str(CLUSTER / "onprem.yaml")])
     assert result.exit_code == 2 and "does not state the resources of node type(s)" in result.stderr
+
+
+@pytest.mark.parametrize("name, sdk", [("aws-gpu.yaml", "aws"), ("gcp-gpu.yaml", "gcp")])
+def test_the_cloud_yamls_run_the_pinned_ray_and_python_with_the_sdk_shared_storage_and_retried_data(name, sdk):
+    """What `ray up` needs of them beyond the schema: Ray's GPU image of the pinned Ray and Python 3.11 (on a host
+    image with the NVIDIA driver), the cloud SDK the head's autoscaler uses, the shared storage mounted on the host
+    and into the container, and the tables fetched with retries on every node."""
+    import ray
+
+    raw = yaml.safe_load((CLUSTER / name).read_text())
+    assert raw["docker"]["image"] == f"rayproject/ray:{ray.__version__}-py311-gpu"
+    pinned = (CLUSTER.parent / "requirements" / "constraints.txt").read_text()
+    assert f"ray=={ray.__version__}" in pinned
+    setup = " ".join(raw["setup_commands"])
+    assert f'archsweep[{sdk}]' in setup and "data fetch --retries" in setup
+    extras = (CLUSTER.parent / "pyproject.toml").read_text()
+    assert f"{sdk} = [" in extras
+    assert any("mount" in c and "/mnt/shared" in c for c in raw["initialization_commands"])
+    assert "-v /mnt/shared:/mnt/shared" in raw["docker"]["run_options"]
+    images = str(raw["available_node_types"])  # the hosts: the clouds' images with the NVIDIA driver
+    assert ("base-oss-nvidia-driver-gpu" if sdk == "aws" else "deeplearning-platform-release") in images

@@ -21,7 +21,7 @@ import numpy as np
 import ray
 
 from archsweep.benchmarks import load_benchmark
-from archsweep.capacity import Capacity, from_nodes
+from archsweep.capacity import Capacity, check_shared, from_nodes
 from archsweep.config import Config, from_dict, to_dict
 from archsweep.errors import one_line
 from archsweep.search.generator import Generator
@@ -135,6 +135,7 @@ def run_searches(spec: SearchFile, *, search_dir: str | Path | None = None, data
         raise SearchError(f"{search_dir} holds a different search named {spec.name!r}; give this one another name "
                           "(`name=...`) or storage (`storage=...`), or remove that directory")
     search_dir.mkdir(parents=True, exist_ok=True)
+    check_shared(search_dir, "search")
     saved.write_text(to_yaml(spec.to_dict()))
     store = ResultStore(search_dir)
     runs = spec.runs()

@@ -22,7 +22,7 @@ from pathlib import Path
 import ray
 from filelock import FileLock
 
-from archsweep.capacity import Capacity, from_nodes
+from archsweep.capacity import Capacity, check_shared, from_nodes
 from archsweep.config import Config, from_dict, to_dict
 from archsweep.errors import one_line
 from archsweep.layout import RunDir, VQVAEStage
@@ -233,6 +233,7 @@ def run_sweep(sweep: Sweep, *, sweep_dir: str | Path | None = None, resume: bool
                              "name (`name=...`) or storage (`storage=...`), or remove that directory")
         resume = (sweep_dir / EXPERIMENT).is_dir()
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    check_shared(sweep_dir, "sweep")
     if not resume:
         spec.write_text(to_yaml(sweep.to_dict()))
     env = worker_env() | wandb_env(sweep.tracking)
