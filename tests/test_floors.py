@@ -13,7 +13,7 @@ FLOORS = {  # room -> floor, bottom to top, as docs/ARCHITECTURE.md draws them
     "errors": 0, "settings": 0, "checkpoint": 0, "runtime": 0,
     "spaces": 1, "benchmarks": 1, "metrics": 1, "lm": 1,
     "config": 2,
-    "layout": 3, "models": 3, "data": 3, "decoding": 3, "artifacts": 3, "specfile": 3, "tracking": 3,
+    "layout": 3, "models": 3, "data": 3, "decoding": 3, "artifacts": 3, "specfile": 3, "tracking": 3, "capacity": 3,
     "train": 4,
     "search": 5,
     "stages": 6,
