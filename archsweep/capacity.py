@@ -35,10 +35,13 @@ class NodeType:
     count: int  # how many may run at once (the head: 1; a worker type: its max_workers, within the cluster's)
     head: bool = False
 
+    def shown(self) -> str:
+        return ", ".join(f"{self.resources.get(k, 0):g} {k}" for k in ("CPU", "GPU")
+                         if k == "CPU" or self.resources.get(k))
+
     def describe(self) -> str:
-        shown = ", ".join(f"{self.resources.get(k, 0):g} {k}" for k in ("CPU", "GPU")
-                          if k == "CPU" or self.resources.get(k))
-        return f"{self.name} (head, {shown})" if self.head else f"up to {self.count} x {self.name} ({shown} each)"
+        return (f"{self.name} (head, {self.shown()})" if self.head else
+                f"up to {self.count} x {self.name} ({self.shown()} each)")
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,9 @@ class Capacity:
         return totals
 
     def describe(self) -> str:
-        kind = "can scale to" if self.autoscaling else "has"
-        return f"{self.source} {kind}: " + "; ".join(t.describe() for t in self.node_types)
+        if not self.autoscaling:
+            return f"{self.source} has {len(self.node_types)} node(s): " + "; ".join(t.shown() for t in self.node_types)
+        return f"{self.source} can scale to: " + "; ".join(t.describe() for t in self.node_types)
 
 
 def validate_cluster_yaml(path: str | os.PathLike) -> dict:
@@ -145,14 +149,17 @@ def _from_gcs() -> Capacity | None:
     return Capacity(types, autoscaling=True, source="the cluster's autoscaler")
 
 
-def _monitor_config() -> dict | None:
-    """On the head: the autoscaling YAML the autoscaler's monitor process was started with, or None."""
+def _monitor_config(gcs_port: str) -> dict | None:
+    """On the head: the autoscaling YAML the monitor process of the cluster whose GCS listens on `gcs_port` was
+    started with, or None (a machine may run more than one cluster)."""
     import psutil
     import yaml
 
     for process in psutil.process_iter(["cmdline"]):
         cmdline = process.info.get("cmdline") or []
         if not any(part.endswith("autoscaler/_private/monitor.py") for part in cmdline):
+            continue
+        if not any(p.startswith("--gcs-address=") and p.rsplit(":", 1)[-1] == gcs_port for p in cmdline):
             continue
         for part in cmdline:
             if part.startswith("--autoscaling-config="):
@@ -179,7 +186,8 @@ def running_capacity(cluster_file: str | os.PathLike | None = None, autoscaler: 
 
             on_head = ray.remote(num_cpus=0)(_monitor_config).options(
                 scheduling_strategy=NodeAffinitySchedulingStrategy(heads[0]["NodeID"], soft=False))
-            config = ray.get(on_head.remote(), timeout=120)
+            gcs_port = ray.get_runtime_context().gcs_address.rsplit(":", 1)[-1]
+            config = ray.get(on_head.remote(gcs_port), timeout=120)
             if config and config.get("available_node_types"):
                 return from_cluster_config(config, "the cluster's autoscaler", heads[0]["Resources"])
     return from_nodes([n["Resources"] for n in alive])
@@ -225,10 +233,16 @@ def check_shared(directory: Path, what: str) -> None:
     token = secrets.token_hex(16)
     marker.write_text(token)
     try:
-        read = ray.remote(num_cpus=0)(_read)
+        read = ray.remote(num_cpus=0, max_retries=0)(_read)
         refs = [read.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
                 .remote(str(marker)) for n in alive]
-        seen = ray.get(refs, timeout=120)
+        ray.wait(refs, num_returns=len(refs), timeout=60)
+        seen = []
+        for ref in refs:  # a node that went away meanwhile, or did not answer in time, is not judged
+            try:
+                seen.append(ray.get(ref, timeout=0))
+            except Exception:
+                seen.append(token)
     finally:
         marker.unlink(missing_ok=True)
     blind = [f"{n['NodeManagerAddress']} ({n['NodeID'][:8]})" for n, text in zip(alive, seen) if text != token]
