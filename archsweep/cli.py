@@ -464,8 +464,6 @@ def _capacity(address: str | None, cluster_file: str | None):
     """What the joined cluster can become (its autoscaler's node types, or `cluster_file`'s), said on the console;
     None for the embedded local Ray, which is planned from its nodes."""
     if not address:
-        if cluster_file:
-            raise click.UsageError("--cluster goes with --check, or with --address (the cluster it describes)")
         return None
     from archsweep.capacity import running_capacity
 
@@ -483,13 +481,15 @@ def _waiting(address: str | None):
     return waiting_for
 
 
-def _start_sweep_ray(sweep, address: str | None, num_cpus: int | None) -> str:
+def _start_sweep_ray(sweep, address: str | None, num_cpus: int | None, cluster_file: str | None = None) -> str:
     """Join the cluster or start the local Ray, after every check that can fail without it: the W&B login and
     the benchmark tables the trials read (a missing table fails here in seconds, and no Ray process starts)."""
     from archsweep.runtime import connect_ray, init_local_ray
     from archsweep.specfile import preflight
     from archsweep.tracking.wandb import wandb_env
 
+    if cluster_file and not address:
+        raise click.UsageError("--cluster goes with --check, or with --address (the cluster it describes)")
     preflight(sweep)
     verbose = click.get_current_context().find_root().params["verbose"] > 0
     env = wandb_env(sweep.tracking)
@@ -566,7 +566,7 @@ def _run_sweep(sweep_file, overrides=(), address=None, num_cpus=None, cluster_fi
 
     sweep = load_sweep(sweep_file, overrides)
     total = sweep.trial_count()
-    log_level = _start_sweep_ray(sweep, address, num_cpus)
+    log_level = _start_sweep_ray(sweep, address, num_cpus, cluster_file)
     capacity = _capacity(address, cluster_file)
     at_once = cluster_concurrency(sweep, capacity)  # a trial that can never run is refused here
     sweep_dir = sweep_dir_of(sweep)
@@ -635,7 +635,7 @@ def resume_command(sweep_dir, address, num_cpus, cluster):
     from archsweep.sweep.spec import load_sweep
 
     sweep = load_sweep(Path(sweep_dir) / "sweep.yaml")
-    log_level = _start_sweep_ray(sweep, address, num_cpus)
+    log_level = _start_sweep_ray(sweep, address, num_cpus, cluster)
     capacity = _capacity(address, cluster)
     with SweepMonitor(Path(sweep_dir), sweep.trial_count(), sweep.tune.metric, sweep.tune.mode, _waiting(address)):
         resume_sweep(sweep_dir, log_level=log_level, capacity=capacity)
@@ -740,7 +740,7 @@ def search_command(search_file, overrides, address, num_cpus, check, cluster):
         return
     from archsweep.search.run import run_searches, search_dir_of
 
-    _start_sweep_ray(spec, address, num_cpus)
+    _start_sweep_ray(spec, address, num_cpus, cluster)
     capacity = _capacity(address, cluster)
     search_dir = search_dir_of(spec)
     _console().print(f"search {spec.name!r}: {len(runs)} search(es) into {search_dir}; running the same command "
