@@ -816,7 +816,8 @@ def cluster_start(file, port, dashboard_port):
     console.print(f"starting the head of {file} ...", highlight=False)
     local = start_local_cluster(file, port, dashboard_port)
     stopping = []
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1) or local.process.terminate())
+    for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, or a kill: stop it all, once
+        signal.signal(signum, lambda *_: stopping.append(1) or local.process.terminate())
     console.print(f"cluster up: {_capacity_line(file)}\n"
                   f"  sweeps and searches: --address {local.address}  (or export "
                   + " ".join(f"{k}={v}" for k, v in local.env.items()) + ")\n"
@@ -826,8 +827,6 @@ def cluster_start(file, port, dashboard_port):
                   "Ctrl-C stops it and every worker node it started.", highlight=False, soft_wrap=True)
     try:
         local.process.wait()
-    except KeyboardInterrupt:
-        pass
     finally:
         console.print("stopping the cluster ...", highlight=False)
         local.stop()
