@@ -169,27 +169,25 @@ def _monitor_config(gcs_port: str) -> dict | None:
     return None
 
 
-def running_capacity(cluster_file: str | os.PathLike | None = None, autoscaler: bool = True) -> Capacity:
-    """The capacity of the Ray cluster this process is connected to: from `cluster_file` when given; else its
-    autoscaler's (`autoscaler`: look for one; the embedded local Ray has none); else the nodes alive now."""
+def running_capacity(cluster_file: str | os.PathLike | None = None) -> Capacity:
+    """The capacity of the Ray cluster this process has joined: `cluster_file`'s when given; else its
+    autoscaler's; else (a cluster without an autoscaler) the nodes alive now."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    alive = [n for n in ray.nodes() if n.get("Alive")]
     if cluster_file:
         return from_cluster_file(cluster_file)
-    if autoscaler:
-        if (found := _from_gcs()) is not None:
-            return found
-        heads = [n for n in alive if "node:__internal_head__" in n.get("Resources", {})]
-        if heads:
-            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-            on_head = ray.remote(num_cpus=0)(_monitor_config).options(
-                scheduling_strategy=NodeAffinitySchedulingStrategy(heads[0]["NodeID"], soft=False))
-            gcs_port = ray.get_runtime_context().gcs_address.rsplit(":", 1)[-1]
-            config = ray.get(on_head.remote(gcs_port), timeout=120)
-            if config and config.get("available_node_types"):
-                return from_cluster_config(config, "the cluster's autoscaler", heads[0]["Resources"])
+    if (found := _from_gcs()) is not None:
+        return found
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    heads = [n for n in alive if "node:__internal_head__" in n.get("Resources", {})]
+    if heads:
+        on_head = ray.remote(num_cpus=0)(_monitor_config).options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(heads[0]["NodeID"], soft=False))
+        gcs_port = ray.get_runtime_context().gcs_address.rsplit(":", 1)[-1]
+        config = ray.get(on_head.remote(gcs_port), timeout=120)
+        if config and config.get("available_node_types"):
+            return from_cluster_config(config, "the cluster's autoscaler", heads[0]["Resources"])
     return from_nodes([n["Resources"] for n in alive])
 
 
