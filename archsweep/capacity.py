@@ -137,6 +137,18 @@ def from_nodes(nodes: list[dict[str, float]]) -> Capacity:
                           for i, n in enumerate(nodes)), autoscaling=False, source="the cluster")
 
 
+def alive_nodes() -> list[dict]:
+    """Ray's records of the nodes alive now, in the cluster this process has joined."""
+    import ray
+
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def live_capacity() -> Capacity:
+    """The nodes alive now, as a fixed cluster."""
+    return from_nodes([n["Resources"] for n in alive_nodes()])
+
+
 def _from_gcs() -> Capacity | None:
     """The cluster config an autoscaler v2 (or KubeRay) publishes in the GCS, or None."""
     import ray
@@ -179,8 +191,7 @@ def running_capacity(cluster_file: str | os.PathLike | None = None) -> Capacity:
         return from_cluster_file(cluster_file)
     if (found := _from_gcs()) is not None:
         return found
-    alive = [n for n in ray.nodes() if n.get("Alive")]
-    heads = [n for n in alive if "node:__internal_head__" in n.get("Resources", {})]
+    heads = [n for n in alive_nodes() if "node:__internal_head__" in n.get("Resources", {})]
     if heads:
         on_head = ray.remote(num_cpus=0)(_monitor_config).options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(heads[0]["NodeID"], soft=False))
@@ -188,7 +199,7 @@ def running_capacity(cluster_file: str | os.PathLike | None = None) -> Capacity:
         config = ray.get(on_head.remote(gcs_port), timeout=120)
         if config and config.get("available_node_types"):
             return from_cluster_config(config, "the cluster's autoscaler", heads[0]["Resources"])
-    return from_nodes([n["Resources"] for n in alive])
+    return live_capacity()
 
 
 def waiting_for() -> dict[str, int]:
@@ -224,7 +235,7 @@ def check_shared(directory: Path, what: str) -> None:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    alive = [n for n in ray.nodes() if n.get("Alive")]
+    alive = alive_nodes()
     if len(alive) < 2:
         return
     marker = directory / f".shared-check-{secrets.token_hex(4)}"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -34,3 +36,22 @@ def archsweep(*args: str, cwd=None, env: dict | None = None, timeout: float = 30
     """The installed `archsweep` command, run as a user runs it."""
     return subprocess.run([ARCHSWEEP, *args], capture_output=True, text=True, cwd=cwd,
                           env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def latest_checkpoint(run_dir) -> dict | None:
+    """The metrics of the newest checkpoint Ray Train has recorded for this run (a checkpoint directory alone may
+    be one still being written), or None."""
+    from pathlib import Path
+
+    try:
+        snapshot = json.loads((Path(run_dir) / "checkpoint_manager_snapshot.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return (snapshot.get("latest_checkpoint_result") or {}).get("metrics")

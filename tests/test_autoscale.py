@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import tempfile
 import threading
 import time
@@ -18,7 +17,7 @@ import pytest
 import yaml
 
 from archsweep.tracking.store import ResultStore
-from tests.helpers import ARCHSWEEP, archsweep, wait_for
+from tests.helpers import ARCHSWEEP, archsweep, free_port, latest_checkpoint, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.reliability]
 
@@ -38,11 +37,6 @@ tracking: {{wandb: false}}
 storage: {storage}
 """
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -115,13 +109,6 @@ def _pids_of_node(node_id: str) -> list[int]:
             pass
     return pids
 
-
-def latest_checkpoint(run_dir: Path) -> dict | None:
-    try:
-        snapshot = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return (snapshot.get("latest_checkpoint_result") or {}).get("metrics")
 
 
 def test_a_worker_node_lost_mid_trial_is_replaced_and_the_trial_resumes_from_its_checkpoint(cluster, data_dir,

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from archsweep.sweep.spec import load_sweep
-from tests.helpers import wait_for
+from tests.helpers import latest_checkpoint, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.reliability]
 
@@ -46,17 +46,6 @@ def tiny_sweep(tmp_path: Path, *overrides: str, lms: str = "gpt2-tiny, llama-tin
     path.write_text(TINY % lms)
     return path, load_sweep(path, [f"storage={tmp_path / 'sweeps'}", *overrides])
 
-
-def latest_checkpoint(run_dir: Path) -> dict | None:
-    """The metrics of the newest checkpoint Ray Train has recorded for this run (a checkpoint directory alone may
-    be one still being written), or None."""
-    import json
-
-    try:
-        snapshot = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return (snapshot.get("latest_checkpoint_result") or {}).get("metrics")
 
 
 def train_worker_pids() -> list[int]:

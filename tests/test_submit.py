@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from archsweep.cli import cli
-from tests.helpers import wait_for
+from tests.helpers import free_port, wait_for
 
 pytestmark = pytest.mark.ray
 
@@ -30,11 +29,6 @@ sweep:
 tracking: {wandb: false}
 """
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ray_start(args: list[str], temp_dir: Path, env: dict) -> subprocess.Popen:

@@ -21,7 +21,7 @@ import numpy as np
 import ray
 
 from archsweep.benchmarks import load_benchmark
-from archsweep.capacity import Capacity, check_shared, from_nodes
+from archsweep.capacity import Capacity, check_shared, live_capacity
 from archsweep.config import Config, from_dict, to_dict
 from archsweep.errors import one_line
 from archsweep.search.generator import Generator
@@ -128,7 +128,7 @@ def run_searches(spec: SearchFile, *, search_dir: str | Path | None = None, data
     SearchError, unless `raise_on_failure` is False (the rows say which failed). `capacity`: what the cluster can
     become (archsweep.capacity), for an autoscaling one; by default the nodes alive now."""
     preflight(spec, data_dir)
-    limit = plan_searches(spec, capacity or from_nodes([n["Resources"] for n in ray.nodes() if n.get("Alive")]))
+    limit = plan_searches(spec, capacity or live_capacity())
     search_dir = Path(search_dir) if search_dir else search_dir_of(spec)
     saved = search_dir / "search.yaml"
     if saved.is_file() and not same_spec(saved, spec.to_dict()):

@@ -19,10 +19,9 @@ import re
 from dataclasses import asdict
 from pathlib import Path
 
-import ray
 from filelock import FileLock
 
-from archsweep.capacity import Capacity, check_shared, from_nodes
+from archsweep.capacity import Capacity, check_shared, live_capacity
 from archsweep.config import Config, from_dict, to_dict
 from archsweep.errors import one_line
 from archsweep.layout import RunDir, VQVAEStage
@@ -188,7 +187,7 @@ def scheduler(sweep: Sweep):
 
 def cluster_concurrency(sweep: Sweep, capacity: Capacity | None = None) -> int:
     """`plan_concurrency` on `capacity`, by default the nodes alive on the Ray this process is connected to."""
-    return plan_concurrency(sweep, capacity or from_nodes([n["Resources"] for n in ray.nodes() if n.get("Alive")]))
+    return plan_concurrency(sweep, capacity or live_capacity())
 
 
 def build_tuner(sweep: Sweep, sweep_dir: Path, callbacks: list, env: dict, log_level: str, resume: bool,
