@@ -751,32 +751,53 @@ def search_command(search_file, overrides, address, num_cpus, check, cluster):
 
 
 @cli.command("sync")
-@click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--project", default=None, help="Upload into this W&B project (default: the one each run recorded).")
+@click.option("--entity", default=None, help="Upload under this W&B entity (default: the run's, else your default).")
+@click.option("--dry-run", is_flag=True, help="Show which runs would go where; upload nothing.")
 @click.option("--list", "list_only", is_flag=True, help="List the offline W&B runs and what they hold; upload "
               "nothing.")
-def sync_command(sweep_dir, list_only):
-    """Upload a sweep's offline W&B runs (needs WANDB_API_KEY or `wandb login`)."""
+def sync_command(run_dir, project, entity, dry_run, list_only):
+    """Upload the offline W&B runs of a sweep or search directory in one `wandb sync` call (needs WANDB_API_KEY or
+    `wandb login`), then declare which VQ-VAE stage each trial used. Runs already uploaded are skipped: syncing
+    again is harmless."""
     import subprocess
 
-    from archsweep.tracking.wandb import offline_runs, read_offline_run, run_id_of
+    from rich.table import Table
 
-    runs = offline_runs(sweep_dir)
+    from archsweep.tracking.wandb import declare_uses, read_offline_run, sync_command_line, sync_plan
+
     console = _console()
-    if list_only or not runs:
-        for run in runs:
-            data = read_offline_run(run)
-            console.print(f"{run}: id {data['id']}, {len(data['history'])} logged steps, "
-                          f"{len(data['summary'])} summary keys")
-        if not runs:
-            console.print(f"no offline W&B runs under {sweep_dir}")
+    plan = sync_plan(run_dir, project, entity)
+    if not plan:
+        console.print(f"no offline W&B runs under {run_dir}")
+        return
+    if list_only:
+        for entry in plan:
+            for part in entry["dirs"]:
+                data = read_offline_run(part)
+                console.print(f"{part}: id {data['id']}, {data['job_type'] or 'run'} {data['name']!r}, "
+                              f"{len(data['history'])} logged steps, {len(data['summary'])} summary keys, "
+                              f"{len(data['artifacts'])} artifacts", soft_wrap=True)
+        return
+    table = Table(title=f"W&B runs under {run_dir}")
+    for column in ("run id", "name", "job type", "to", "parts", "steps", "uses", "state"):
+        table.add_column(column)
+    for e in plan:
+        table.add_row(e["id"], e["name"] or "", e["job_type"] or "", f"{e['entity'] or '(default entity)'}/"
+                      f"{e['project']}", str(len(e["dirs"])), str(e["steps"]), ", ".join(e["uses"]),
+                      "synced" if e["synced"] else "to upload")
+    console.print(table)
+    todo = [e for e in plan if not e["synced"]]
+    if dry_run:
+        console.print(f"dry run: {len(todo)} of {len(plan)} runs would be uploaded; nothing was")
         return
     wandb = Path(sys.executable).with_name("wandb")
-    by_id: dict[str, list[Path]] = {}
-    for run in runs:  # a resumed trial has several offline runs under one id: uploaded in order into that run
-        by_id.setdefault(run_id_of(run), []).append(run)
-    for run_id, parts in by_id.items():
-        subprocess.run([str(wandb) if wandb.exists() else "wandb", "sync", "--id", run_id, *map(str, parts)],
-                       check=True)
+    command = sync_command_line(plan, project, entity, str(wandb) if wandb.exists() else "wandb")
+    if subprocess.run(command).returncode != 0:
+        raise SystemExit(1)
+    for line in declare_uses(plan):
+        console.print(f"declared: {line}")
 
 
 # --- clusters and jobs -----------------------------------------------------------------------------------------

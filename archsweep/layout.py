@@ -4,6 +4,7 @@
     <run>/vqvae/codes.npz
     <run>/lm/lm/               the LM, in `transformers` format
     <run>/lm/samples.npz
+    <run>/lm/generated.json    the first samples one by one, for W&B's table
     <run>/search/state.jsonl   with `search.enabled`
     <run>/metrics.json         every stage's metrics; a sweep trial's also names its shared VQ-VAE stage
 
@@ -58,6 +59,11 @@ class LMStage(Stage):
     @property
     def samples(self) -> Path:
         return self.dir / "samples.npz"
+
+    @property
+    def generated(self) -> Path:
+        """The first samples one by one (codes, cell, valid, novel, accuracy), for a table of them."""
+        return self.dir / "generated.json"
 
     def finished(self) -> bool:
         return self.model.is_dir() and super().finished()

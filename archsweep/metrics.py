@@ -94,3 +94,29 @@ def accuracy_stats(samples: Sequence[Cell | None], space: SearchSpace, benchmark
     for percent in (1, 5, 10):
         out[f"top{percent}_mean"] = float(ranked[: max(1, int(np.ceil(len(ranked) * percent / 100)))].mean())
     return out
+
+
+def cell_text(cell: Cell, space: SearchSpace) -> str:
+    """A cell as its space writes it: NAS-Bench-201's arch string for a valid cell there, else adjacency + ops."""
+    if hasattr(space, "to_arch_str") and space.is_valid(cell):
+        return space.to_arch_str(cell)
+    return cell.to_string()
+
+
+def sample_rows(codes: Sequence[Sequence[int] | None], samples: Sequence[Cell | None], space: SearchSpace,
+                train_hashes: Iterable[str] = (), benchmark=None, dataset: str | None = None,
+                limit: int = 100) -> list[dict]:
+    """The first `limit` generated samples one by one, as a table of them shows: the codes (None where the LM's
+    text did not parse), the decoded cell, whether it is valid, novel (None where invalid) and its benchmark
+    accuracy on `dataset` (None where invalid or where the table has no such cell)."""
+    train_hashes = set(train_hashes)
+    out = []
+    for code, cell in list(zip(codes, samples))[:limit]:
+        valid = cell is not None and space.is_valid(cell)
+        row = {"codes": None if code is None else " ".join(map(str, code)),
+               "cell": None if cell is None else cell_text(cell, space), "valid": valid,
+               "novel": space.canonical_hash(cell) not in train_hashes if valid else None, "accuracy": None}
+        if valid and benchmark is not None and cell in benchmark:
+            row["accuracy"] = float(benchmark.lookup(benchmark.index_of(cell), dataset, "val"))
+        out.append(row)
+    return out

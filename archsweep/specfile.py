@@ -25,6 +25,7 @@ class TrackingSettings:
     project: str = "archsweep"
     entity: str | None = None
     group: str | None = None  # default: the sweep name
+    artifacts: bool = True  # VQ-VAE stages and LMs logged as W&B artifacts (their files uploaded by `sync`)
 
 
 def check_tracking(tracking: TrackingSettings, source: str) -> None:

@@ -56,7 +56,8 @@ def test_sweep_runs_trials_shares_the_vqvae_and_mirrors_to_wandb(data_dir, tmp_p
     from archsweep.sweep.plan import SweepError
     from archsweep.sweep.run import run_sweep, sweep_dir_of
     from archsweep.tracking.report import report
-    from archsweep.tracking.wandb import offline_runs, read_offline_run, wandb_env
+    from archsweep.tracking.wandb import (offline_runs, read_offline_run, sync_command_line, sync_plan, synced,
+                                          wandb_env)
 
     sweep = tiny_sweep(tmp_path)
     sweep_dir = sweep_dir_of(sweep)
@@ -97,15 +98,55 @@ def test_sweep_runs_trials_shares_the_vqvae_and_mirrors_to_wandb(data_dir, tmp_p
     assert sorted(r.metrics["vqvae/reused"] for r in rows.values()) == [False, True]
     assert len([p for p in (stages[0] / "ray" / "vqvae").glob("checkpoint_*") if p.is_dir()]) == 1  # 1 epoch, once
 
-    # W&B: one offline run per trial, id = trial id, config logged, LM epochs in the history, final summary
-    runs = {read_offline_run(p)["id"]: read_offline_run(p) for p in offline_runs(sweep_dir)}
+    # W&B: one offline run per trial (id = trial id, named after its swept values), one for the shared VQ-VAE
+    # stage, one sweep summary (written by each of the two runs of the sweep, into one run id)
+    parts = [read_offline_run(p) for p in offline_runs(sweep_dir)]
+    by_type = {kind: [r for r in parts if r["job_type"] == kind] for kind in ("trial", "vqvae", "sweep-summary")}
+    assert sum(map(len, by_type.values())) == len(parts)
+    runs = {r["id"]: r for r in by_type["trial"]}
     assert set(runs) == set(rows)
+    assert {r["name"] for r in runs.values()} == {"K8-L2-gpt2-tiny", "K8-L2-llama-tiny"}
+    (stage_run,) = by_type["vqvae"]
+    assert {r["id"] for r in by_type["sweep-summary"]} == {stage_run["id"].replace(stages[0].name, "summary")}
     for trial_id, run in runs.items():
-        assert run["config"]["lm"]["name"] == rows[trial_id].config["lm"]["name"]
+        name = rows[trial_id].config["lm"]["name"]
+        assert run["group"] == "tiny" and run["tags"] == ["nasbench201", name]
+        assert run["config"]["lm"]["name"] == name
+        assert run["config"]["swept"] == ["vqvae.codebook_size", "vqvae.seq_len", "lm.name"]
+        assert run["config"]["archsweep"]["version"] and "commit" in run["config"]["archsweep"]
+        # the LM's epochs on their own axis; held-out loss summarised by its minimum, validity by its maximum
+        assert run["metrics"]["lm/*"]["step_metric"] == "lm/epoch"
+        assert run["metrics"]["lm/heldout_loss"] == {"step_metric": "lm/epoch", "summary": ["min"]}
         losses = [h["lm/heldout_loss"] for h in run["history"] if "lm/heldout_loss" in h]
         assert len(losses) >= 2  # two LM epochs (and the final report repeats the last)
-        assert run["summary"]["valid_unique"] == pytest.approx(rows[trial_id].metrics["valid_unique"])
+        assert [h["lm/epoch"] for h in run["history"] if "lm/epoch" in h][:2] == [0, 1]
+        assert run["summary"]["lm/heldout_loss"] == {"min": pytest.approx(min(losses))}
+        assert run["summary"]["valid_unique"] == {"max": pytest.approx(rows[trial_id].metrics["valid_unique"])}
         assert [h["_step"] for h in run["history"]] == sorted({h["_step"] for h in run["history"]})
+        # the table of generated cells: the first 100 samples, one per row
+        (table,) = [h for h in run["history"] if "generated/_type" in h]
+        assert table["generated/_type"] == "table-file" and table["generated/nrows"] == 100
+        assert table["generated/ncols"] == 5
+        logged = json.loads((Path(rows[trial_id].paths["trial_dir"]) / "wandb").glob(
+            "offline-run-*/files/" + table["generated/path"]).__next__().read_text())
+        assert logged["columns"] == ["codes", "cell", "valid", "novel", "accuracy"]
+        valid = [r for r in logged["data"] if r[2]]
+        assert valid and all(r[1].startswith("|") and r[3] in (True, False) and 0 < r[4] < 100 for r in valid)
+        # its LM as an artifact; the VQ-VAE stage it used, by reference (W&B refuses use_artifact offline)
+        (lm,) = [a for a in run["artifacts"] if a["type"] == "lm"]
+        assert {"lm/model.safetensors", "lm/config.json", "samples.npz", "metrics.json"} <= set(lm["files"])
+        assert run["config"]["vqvae_artifact"] == f"{stage_run['id']}:latest"
+    # the VQ-VAE stage's run: its epoch on vqvae/epoch, the stage as an artifact with its files in the manifest
+    assert stage_run["name"] == "vqvae-K8-L2" and stage_run["metrics"]["vqvae/*"]["step_metric"] == "vqvae/epoch"
+    assert [h["vqvae/epoch"] for h in stage_run["history"]] == [0]
+    (artifact,) = stage_run["artifacts"]
+    assert artifact["type"] == "vqvae" and artifact["name"] == stage_run["id"]
+    assert sorted(artifact["files"]) == ["codes.npz", "metrics.json", "model.pt"]
+    assert (stages[0] / "wandb-run.json").is_file()
+    # the summary run: the results table and the plot
+    summary = by_type["sweep-summary"][-1]
+    assert summary["summary"]["finished"] == 2
+    assert any(k.startswith("plots/valid_unique_by_lm_name") for k in summary["summary"])
 
     # the report: rows sorted by the metric, CSV/JSON, and a plot per swept key with two or more values
     table, files = report(sweep_dir)
@@ -123,7 +164,15 @@ def test_sweep_runs_trials_shares_the_vqvae_and_mirrors_to_wandb(data_dir, tmp_p
     shown = CliRunner().invoke(cli, ["report", str(sweep_dir), "--sort", "validity"])
     assert shown.exit_code == 0 and "gpt2-tiny" in shown.output and "llama-tiny" in shown.output
     listed = CliRunner().invoke(cli, ["sync", str(sweep_dir), "--list"])
-    assert listed.exit_code == 0 and listed.output.count("logged steps") == 2
+    assert listed.exit_code == 0 and listed.output.count("logged steps") == len(parts)
+    planned = CliRunner().invoke(cli, ["sync", str(sweep_dir), "--dry-run", "--project", "elsewhere"])
+    assert planned.exit_code == 0 and "4 of 4 runs would be uploaded; nothing was" in planned.output
+    assert not any(synced(p) for p in offline_runs(sweep_dir))
+    plan = sync_plan(sweep_dir, project="elsewhere")
+    assert {e["project"] for e in plan} == {"elsewhere"} and sum(len(e["dirs"]) for e in plan) == len(parts)
+    command = sync_command_line(plan, "elsewhere", None)
+    assert command[:4] == ["wandb", "sync", "--project", "elsewhere"] and len(command) == 4 + len(parts)
+    assert {e["id"]: e["uses"] for e in plan if e["uses"]} == {t: [f"{stage_run['id']}:latest"] for t in runs}
 
 
 @pytest.mark.e2e  # a whole sweep: minutes; the long suite

@@ -39,8 +39,10 @@ class SearchState:
     strategy_s: float = 0.0
 
     @classmethod
-    def load(cls, path: str | Path) -> SearchState:
-        """The state a log holds; a last line cut off mid-write (the process died) is dropped from the file."""
+    def load(cls, path: str | Path, repair: bool = True) -> SearchState:
+        """The state a log holds; a last line cut off mid-write (the process died) is dropped from the file.
+        `repair=False` reads without touching the file (an observer, while the search's own process may be
+        writing that line)."""
         state = cls(Path(path))
         if not state.path.is_file():
             return state
@@ -61,8 +63,9 @@ class SearchState:
                     state.finished, state.exhausted = record["finished"], record.get("exhausted", False)
             except (ValueError, KeyError, TypeError) as exc:
                 if i == len(lines) - 1:  # an unfinished last write: that round is redone
-                    with open(state.path, "r+b") as f:
-                        f.truncate(good)
+                    if repair:
+                        with open(state.path, "r+b") as f:
+                            f.truncate(good)
                     break
                 raise SearchError(f"{state.path}, line {i + 1}: not a search state record ({exc!r}); remove the "
                                   "file to start that search again") from None

@@ -4,7 +4,8 @@ query the benchmark, generator actors that hold an LM prior (CPU or a fraction o
 Layout of a search directory (`<storage>/<name>/`):
 - `search.yaml`: the checked search file as it ran
 - `results.db`: the result store, one row per search (archsweep.tracking.store), with its summary
-- `runs/<id>/state.jsonl`: the search's history, one line appended per round; `runs/<id>/wandb/`: its W&B run
+- `runs/<id>/state.jsonl`: the search's history, one line appended per round; `runs/<id>/wandb/`: its W&B run,
+  logged round by round as the search goes (id `<file name>-<id>`: unique across the search files of a project)
 
 A driver actor that dies is restarted by Ray and its `run` call retried; it continues from `state.jsonl`. Running
 the same search file again continues it: finished searches are read back, unfinished ones continue.
@@ -31,7 +32,7 @@ from archsweep.search.requirements import needs_generator
 from archsweep.search.spec import SearchFile
 from archsweep.specfile import preflight, same_spec, to_yaml
 from archsweep.tracking.store import ResultStore, Row
-from archsweep.tracking.wandb import wandb_env
+from archsweep.tracking.wandb import define_axes, enabled, last_step, open_run, run_id, wandb_env
 
 log = logging.getLogger(__name__)
 DRIVER_RESTARTS = 3
@@ -157,6 +158,7 @@ def run_searches(spec: SearchFile, *, search_dir: str | Path | None = None, data
 
     running: dict = {}  # ref -> (run id, config, driver)
     failed: list[str] = []
+    tracked = SearchRuns(spec)
     queue = list(todo)
     launched = 0
     while queue or running:
@@ -182,20 +184,20 @@ def run_searches(spec: SearchFile, *, search_dir: str | Path | None = None, data
                 store.put(Row(rid, "ERROR", to_dict(cfg), paths={"state": str(path), "log": str(error_log)},
                               error=one_line(str(exc))))
                 failed.append(rid)
+                tracked.update(rid, cfg, SearchState.load(path, repair=False), failed=True)
                 continue
             finally:
                 ray.kill(driver, no_restart=True)
-            _log_wandb(spec, rid, cfg, SearchState.load(path), summary, path.parent)
+            tracked.update(rid, cfg, SearchState.load(path), summary)
             store.put(Row(rid, "TERMINATED", to_dict(cfg), summary, {"state": str(path)}))
+        for rid, cfg, _ in running.values():
+            tracked.update(rid, cfg, _observe(state_path(search_dir, rid)))
         if progress is not None:
             unfinished = queue + [(rid, cfg) for rid, cfg, _ in running.values()]
             progress(_queries_done(search_dir, unfinished, total), total, len(runs) - len(unfinished))
     for actor in evaluators + [a for pool in generators.values() for a in pool]:
         ray.kill(actor)
-    if todo and spec.tracking.wandb and spec.tracking.mode != "disabled":
-        import wandb
-
-        wandb.teardown()  # wait until every run is written
+    tracked.close()
     if failed and raise_on_failure:
         raise SearchError(f"{len(failed)} of {len(runs)} searches failed ({', '.join(failed[:5])}); their errors are "
                           f"in {store.path} (`archsweep report {search_dir}`); run the file again to retry them")
@@ -206,35 +208,74 @@ def _queries_done(search_dir: Path, unfinished: list[tuple[str, Config]], total:
     """Queries recorded so far: all of every finished search's, plus what the unfinished ones' states hold."""
     done = total
     for rid, cfg in unfinished:
-        path = state_path(search_dir, rid)
-        try:
-            recorded = len(SearchState.load(path).history) if path.is_file() else 0
-        except SearchError:
-            recorded = 0
-        done -= cfg.search.budget - recorded
+        done -= cfg.search.budget - len(_observe(state_path(search_dir, rid)).history)
     return done
 
 
-def _log_wandb(spec: SearchFile, rid: str, cfg: Config, state: SearchState, summary: dict, directory: Path) -> None:
-    """One W&B run per search: the best-so-far curves at step = query, the summary; written once, when the search
-    has finished (a restarted driver never logs a step twice)."""
-    if not spec.tracking.wandb or spec.tracking.mode == "disabled":
-        return
-    import wandb
-
-    os.environ.update(wandb_env(spec.tracking))
-    c = curves(state.history)
-    run = wandb.init(id=rid, name=rid, dir=str(directory), project=spec.tracking.project, entity=spec.tracking.entity,
-                     group=spec.tracking.group or spec.name, mode=spec.tracking.mode, config=to_dict(cfg),
-                     job_type="search", reinit="create_new", resume="allow")
+def _observe(path: Path) -> SearchState:
+    """A running search's state as its file holds it now, read without touching the file (its driver appends to
+    it); empty where it cannot be read yet."""
     try:
-        for i, q in enumerate(state.history):
-            row = {"search/val": q.val, "search/best_val": c["best_val"][i], "search/seconds": c["seconds"][i]}
-            if q.test is not None:
-                row |= {"search/test": q.test, "search/test_of_best": c["test_of_best"][i]}
-            run.log(row, step=q.n)
-        for key, value in summary.items():
-            if value is not None:
-                run.summary[key] = value
-    finally:
-        run.finish()
+        return SearchState.load(path, repair=False)
+    except SearchError:
+        return SearchState(path)
+
+
+class SearchRuns:
+    """One W&B run per search (job_type `search`), logged round by round from the search's state file while it
+    runs: every query at `search/query` (= the step), with the best-so-far validation accuracy and the test accuracy
+    of that cell, so that the best-so-far curves of every strategy share one panel; the summary when it ends. Its id
+    is `<search file name>-<strategy label>-<dataset>-s<seed>`, unique across the search files of one project. A
+    search continued by a restarted driver, or by running the file again, logs only the queries after the last one
+    its run holds, so no step is logged twice."""
+
+    def __init__(self, spec: SearchFile):
+        self.spec, self.on = spec, enabled(spec.tracking)
+        if self.on:
+            os.environ.update(wandb_env(spec.tracking))
+        self.runs: dict = {}
+        self.logged: dict[str, int] = {}
+
+    def _open(self, rid: str, cfg: Config, directory: Path):
+        s = cfg.search
+        label = rid.removesuffix(f"-{s.dataset}-s{s.seed}")
+        wid = run_id(self.spec.name, rid)
+        run = open_run(self.spec.tracking, id=wid, name=rid, directory=directory,
+                       group=self.spec.tracking.group or self.spec.name, job_type="search",
+                       tags=list(dict.fromkeys([cfg.space, label, s.strategy, s.dataset])),
+                       config=to_dict(cfg) | {"search_file": self.spec.name, "label": label})
+        define_axes(run, "search")
+        self.logged[rid] = max(last_step(directory, wid), int(getattr(run, "starting_step", 0)) - 1)
+        self.runs[rid] = run
+        return run
+
+    def update(self, rid: str, cfg: Config, state: SearchState, summary: dict | None = None,
+               failed: bool = False) -> None:
+        """Log the queries `state` holds beyond what the run has; with `summary` (or `failed`), finish the run."""
+        if not self.on:
+            return
+        run = self.runs.get(rid) or self._open(rid, cfg, state.path.parent)
+        new = [q for q in state.history if q.n > self.logged[rid]]
+        if new:
+            c = curves(state.history)
+            for q in new:
+                row = {"search/query": q.n, "search/val": q.val, "search/best_val": c["best_val"][q.n - 1],
+                       "search/seconds": c["seconds"][q.n - 1]}
+                if q.test is not None:
+                    row |= {"search/test": q.test, "search/test_of_best": c["test_of_best"][q.n - 1]}
+                run.log(row, step=q.n)
+            self.logged[rid] = new[-1].n
+        if summary is not None or failed:
+            for key, value in (summary or {}).items():
+                if value is not None:
+                    run.summary[key] = value
+            self.runs.pop(rid).finish(exit_code=1 if failed else 0)
+
+    def close(self) -> None:
+        if not self.on:
+            return
+        import wandb
+
+        for run in self.runs.values():
+            run.finish()
+        wandb.teardown()  # wait until every run is written

@@ -5,6 +5,7 @@ Artifacts in the output directory:
 - `lm/`: the trained model in `transformers` format (full weights, whatever the ZeRO stage; with `lm.lora`, the
   `peft` adapters alone, which load onto the base model `lm.name` names)
 - `samples.npz`: every sample's raw text, parsed codes (-1 where it does not parse) and validity
+- `generated.json`: the first samples one by one (codes, cell, valid, novel, accuracy): what W&B's table shows
 - `metrics.json`: validity, uniqueness, novelty (and string variants), `valid_unique(_novel)`, accuracy
   statistics of the generated cells where the benchmark has them, training loss/throughput, sampling speed
 """
@@ -33,6 +34,9 @@ from archsweep.train.lm import fit, full_state_dict, load_codes
 from archsweep.train.scale import sample_batch
 
 
+TABLE_ROWS = 100  # samples kept one by one in generated.json
+
+
 def _load_trained(cfg: Config, result, codebook_size: int):
     lm = build(cfg.lm.name, codebook_size, cfg.vqvae.seq_len)
     if cfg.lm.lora.rank:
@@ -59,6 +63,11 @@ class Scorer:
             enum = training_cells(cfg)
             self.index = GraphIndex(*self.space.graph_arrays(enum), enum.hash)
 
+    def rows(self, codes: list[tuple[int, ...] | None], cells: list, limit: int = TABLE_ROWS) -> list[dict]:
+        """The first samples one by one (metrics.sample_rows), accuracy on the benchmark's first dataset."""
+        dataset = self.benchmark.datasets[0] if self.benchmark else None
+        return M.sample_rows(codes, cells, self.space, self.train_hashes, self.benchmark, dataset, limit)
+
     def __call__(self, codes: list[tuple[int, ...] | None]) -> tuple[dict, list]:
         """(metrics, decoded cells with None where the text did not parse)."""
         cells = generated_cells(codes, self.model, self.space, self.index)
@@ -68,7 +77,8 @@ class Scorer:
         return out, cells
 
 
-def generate(lm, scorer: Scorer, cfg: Config, samples_path: str | Path | None = None) -> dict:
+def generate(lm, scorer: Scorer, cfg: Config, samples_path: str | Path | None = None,
+             rows_path: str | Path | None = None) -> dict:
     """Sample `cfg.sample` from the LM, decode and score; end-to-end architectures/s included."""
     s = cfg.sample
     gpu = cfg.lm.use_gpu and torch.cuda.is_available()  # a GPU this process may use (Ray sets what it sees)
@@ -82,6 +92,8 @@ def generate(lm, scorer: Scorer, cfg: Config, samples_path: str | Path | None = 
         np.savez(samples_path, texts=np.array(texts),
                  codes=np.array([c if c is not None else (-1,) * cfg.vqvae.seq_len for c in codes], dtype=np.int32),
                  valid=np.array([c is not None and scorer.space.is_valid(c) for c in cells]))
+    if rows_path is not None:
+        Path(rows_path).write_text(json.dumps(scorer.rows(codes, cells)))
     return results
 
 
@@ -103,6 +115,6 @@ def run(cfg: Config, vqvae_dir: str | Path, out_dir: str | Path, env: dict[str, 
     results = {"config": to_dict(cfg), "training": {k: v for k, v in (result.metrics or {}).items()
                                                     if isinstance(v, (int, float))},
                "train_wall_s": train_seconds, "node": (result.metrics or {}).get("node"),
-               **generate(lm, Scorer(cfg, vqvae_dir, data_dir), cfg, stage.samples)}
+               **generate(lm, Scorer(cfg, vqvae_dir, data_dir), cfg, stage.samples, stage.generated)}
     stage.metrics.write_text(json.dumps(results, indent=2))
     return results

@@ -4,8 +4,9 @@ Artifacts in the output directory:
 - `model.pt`: the trained model (weights + config), loadable with `archsweep.artifacts.load_model`
 - `codes.npz`: every cell's code sequence (VQ-VAE) or latent means (VAE), its canonical hash and its split;
   the LM stage reads this
-- `metrics.json`: training curves' last values, throughput, held-out reconstruction accuracy, codebook usage and
-  perplexity, and the generation metrics of decoding random codes (VQ-VAE) or prior samples (VAE)
+- `metrics.json`: every epoch's training metrics (`history`), their last values, throughput, held-out
+  reconstruction accuracy, codebook usage and perplexity, and the generation metrics of decoding random codes
+  (VQ-VAE) or prior samples (VAE)
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ def run(cfg: Config, out_dir: str | Path, env: dict[str, str] | None = None, log
         "graphs_per_s": float(history["graphs_per_s"].mean()) if history is not None and len(history) else None,
         "train_wall_s": train_seconds,
         "node": (result.metrics or {}).get("node"),
+        "history": [] if history is None else [{k: v for k, v in row.items() if isinstance(v, (int, float))}
+                                               for row in json.loads(history.to_json(orient="records"))],
         **measured,
     }
     stage.metrics.write_text(json.dumps(results, indent=2))

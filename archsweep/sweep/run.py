@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 from dataclasses import asdict
@@ -30,11 +31,13 @@ from archsweep.runtime import worker_env
 from archsweep.specfile import preflight, same_spec, set_key, to_yaml
 from archsweep.stages import pipeline, vqvae
 from archsweep.sweep.plan import SweepError, plan_concurrency
-from archsweep.sweep.spec import Sweep, load_sweep, trial_configs
+from archsweep.sweep.spec import Sweep, load_sweep, max_lm_epochs, trial_configs
+from archsweep.tracking.report import report
 from archsweep.tracking.store import ResultStore, Row
-from archsweep.tracking.wandb import wandb_callback, wandb_env
+from archsweep.tracking.wandb import enabled, log_sweep_summary, sweep_prefix, wandb_callback, wandb_env
 from archsweep.train import fatal_error
 
+log = logging.getLogger(__name__)
 # Ray Tune is imported where it is used: it reads some of the settings `run_sweep` makes (TUNE_*) when imported.
 
 EXPERIMENT = "trials"
@@ -175,14 +178,42 @@ def sweep_dir_of(sweep: Sweep) -> Path:
 
 
 def scheduler(sweep: Sweep):
-    """FIFO, or ASHA on the LM's per-epoch reports (one Tune iteration per LM epoch, plus the final report)."""
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    """FIFO, or ASHA / asynchronous HyperBand on the LM's per-epoch reports (one Tune iteration per LM epoch, plus
+    the final report); `max_t` reaches the longest trial the sweep can run (a swept `lm.epochs` included)."""
+    from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 
     t = sweep.tune
     if t.scheduler == "fifo":
         return FIFOScheduler()
-    return ASHAScheduler(time_attr="training_iteration", metric=t.scheduler_metric, mode=t.scheduler_mode,
-                         max_t=max(sweep.base.lm.epochs, t.grace_period) + 1, grace_period=t.grace_period)
+    return AsyncHyperBandScheduler(time_attr="training_iteration", metric=t.scheduler_metric, mode=t.scheduler_mode,
+                                   max_t=max(max_lm_epochs(sweep), t.grace_period) + 1, grace_period=t.grace_period,
+                                   brackets=t.brackets if t.scheduler == "async_hyperband" else 1)
+
+
+def search_algorithm(sweep: Sweep, concurrency: int):
+    """Tune's variant generator (grid and random), or Optuna's TPE, seeded, asked for at most `concurrency` trials
+    at once (TPE models the finished ones: asking for all at once would make it random search)."""
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
+    t = sweep.tune
+    if t.search != "optuna":
+        return BasicVariantGenerator(random_state=t.seed, max_concurrent=concurrency)
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    class FinalMetricOptuna(OptunaSearch):
+        """Told only the trial's final metric: the LM's per-epoch reports do not carry it (Ray's searcher would
+        raise a KeyError on them)."""
+
+        def on_trial_result(self, trial_id: str, result: dict):
+            if self.metric in result:
+                super().on_trial_result(trial_id, result)
+
+    # TPE samples at random for its first trials; with a small sweep, half of it, so that the rest is modelled
+    sampler = optuna.samplers.TPESampler(seed=t.seed, n_startup_trials=max(1, min(10, t.num_samples // 2)),
+                                         constant_liar=True)
+    return ConcurrencyLimiter(FinalMetricOptuna(sampler=sampler, metric=t.metric, mode=t.mode),
+                              max_concurrent=concurrency)
 
 
 def cluster_concurrency(sweep: Sweep, capacity: Capacity | None = None) -> int:
@@ -193,7 +224,6 @@ def cluster_concurrency(sweep: Sweep, capacity: Capacity | None = None) -> int:
 def build_tuner(sweep: Sweep, sweep_dir: Path, callbacks: list, env: dict, log_level: str, resume: bool,
                 concurrency: int):
     from ray import tune
-    from ray.tune.search import BasicVariantGenerator
 
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, sweep_dir=str(sweep_dir), env=env, log_level=log_level), TRIAL_RESOURCES)
@@ -207,8 +237,8 @@ def build_tuner(sweep: Sweep, sweep_dir: Path, callbacks: list, env: dict, log_l
     return tune.Tuner(
         trainable,
         param_space=param_space(sweep),
-        tune_config=tune.TuneConfig(search_alg=BasicVariantGenerator(random_state=t.seed, max_concurrent=concurrency),
-                                    scheduler=scheduler(sweep), num_samples=t.num_samples,
+        tune_config=tune.TuneConfig(search_alg=search_algorithm(sweep, concurrency), scheduler=scheduler(sweep),
+                                    num_samples=t.num_samples, time_budget_s=t.time_budget_s or None,
                                     trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(sweep_dir), callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=t.max_failures),
@@ -250,7 +280,23 @@ def run_sweep(sweep: Sweep, *, sweep_dir: str | Path | None = None, resume: bool
     callbacks = [*callbacks, JsonLoggerCallback(), _store_callback(sweep_dir, sweep.tune.max_failures),
                  *wandb_callback(sweep, sweep_dir)]
     tuner = build_tuner(sweep, sweep_dir, callbacks, env, log_level, resume, concurrency)
-    return tuner.fit()
+    grid = tuner.fit()
+    if enabled(sweep.tracking):
+        _summary_run(sweep, sweep_dir)
+    return grid
+
+
+def _summary_run(sweep: Sweep, sweep_dir: Path) -> None:
+    """The sweep-summary W&B run: the report's table and plots, as they stand when the sweep ends."""
+    import wandb
+
+    table, files = report(sweep_dir, sweep.tune.metric, sweep.tune.mode == "max", sweep.tune.metric)
+    try:
+        log_sweep_summary(sweep.tracking, sweep.tracking.group or sweep.name, sweep_prefix(sweep.name, sweep_dir),
+                          table, files, sweep_dir / "report")
+    except Exception as exc:  # every trial's result is in the store and its own run; the summary is a view
+        log.warning("W&B: the sweep-summary run was not written: %s", exc)
+    wandb.teardown()
 
 
 def resume_sweep(sweep_dir: str | Path, callbacks: list = (), log_level: str = "WARNING",

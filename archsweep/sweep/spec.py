@@ -8,6 +8,8 @@
       lm.name: {grid: [gpt2-tiny, llama-tiny]}
       lm.lr: {loguniform: [1e-4, 1e-3]}
     tune: {search: grid, scheduler: fifo, num_samples: 1, max_concurrent_trials: 0}
+    # or Bayesian: every axis sampled, Optuna's TPE choosing each trial from the finished ones
+    # tune: {search: optuna, num_samples: 24, metric: valid_unique, mode: max}
     tracking: {wandb: true, mode: offline, project: archsweep}
 
 Everything is checked before anything starts: unknown keys (with a suggestion), wrong types, values out of
@@ -34,8 +36,8 @@ SPEC_KINDS = {  # name -> number of arguments (None: a non-empty list of values)
     "loguniform": 2,
     "randint": 2,
 }
-SEARCHES = ("grid", "random")
-SCHEDULERS = ("fifo", "asha")
+SEARCHES = ("grid", "random", "optuna")
+SCHEDULERS = ("fifo", "asha", "async_hyperband")
 # What the LM stage reports every epoch (archsweep/train/lm.py), which ASHA can stop trials on.
 ASHA_METRICS = ("lm/heldout_loss", "lm/heldout_perplexity", "lm/loss")
 
@@ -43,16 +45,20 @@ ASHA_METRICS = ("lm/heldout_loss", "lm/heldout_perplexity", "lm/loss")
 @dataclass
 class TuneSettings:
     search: str = "grid"  # grid: grid axes crossed, other axes sampled | random: every axis sampled
+    #                       optuna: every axis sampled by Optuna's TPE from the finished trials (no grid axes)
     scheduler: str = "fifo"  # fifo: every trial runs to the end | asha: stop poor trials early
+    #                          async_hyperband: ASHA over `brackets` brackets of different grace periods
     metric: str = "valid_unique"  # what the report ranks by (and random search's seeding is independent of it)
     mode: str = "max"
     scheduler_metric: str = "lm/heldout_loss"  # asha only: reported every LM epoch
     scheduler_mode: str = "min"
-    grace_period: int = 2  # asha: LM epochs before a trial may be stopped
+    grace_period: int = 2  # asha, async_hyperband: LM epochs before a trial may be stopped
+    brackets: int = 3  # async_hyperband: brackets (1 is plain ASHA)
     num_samples: int = 1  # repeats of the grid (grid) or trials drawn (random)
     max_concurrent_trials: int = 0  # 0: as many as the cluster's CPUs/GPUs fit
     max_failures: int = 1  # times a failed trial is retried (from its stages' checkpoints)
-    seed: int = 0  # random search's draws
+    seed: int = 0  # random search's draws, Optuna's sampler
+    time_budget_s: int = 0  # stop starting trials and end the sweep after this many seconds; 0: no limit
 
 
 @dataclass
@@ -69,6 +75,10 @@ class Sweep:
     def trial_count(self) -> int:
         """Trials in all: every grid combination and extra trial, `tune.num_samples` times."""
         return len(trial_configs(self)) * self.tune.num_samples
+
+    def swept_keys(self) -> list[str]:
+        """The keys whose values differ between trials: the axes, then the keys the extra trials set."""
+        return list(dict.fromkeys([*self.axes, *(k for patch in self.extra_trials for k in patch)]))
 
     def spaces(self) -> set[str]:
         """The search spaces its trials run on (whose benchmark tables they read)."""
@@ -144,10 +154,12 @@ def load_sweep(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] =
     check_settings(tune, tracking, source)
     sweep = Sweep(name=name, base=base, axes=axes, tune=tune, tracking=tracking,
                   storage=str(absolute(sections.get("storage") or "runs/sweeps")), extra_trials=extra, source=source)
+    if tune.search == "optuna":
+        _check_model_based(sweep, "optuna")
     models = {c["vqvae"]["model"] for c in trial_configs(sweep)} | set(axes.get("vqvae.model", {}).get("choice", []))
-    if tune.scheduler == "asha" and "vae" in models:
-        raise ConfigError(f"{source}: 'tune.scheduler' asha stops trials on the LM's held-out loss, which the VAE "
-                          "baseline (vqvae.model=vae) has not; use scheduler fifo for a sweep with it")
+    if tune.scheduler != "fifo" and "vae" in models:
+        raise ConfigError(f"{source}: 'tune.scheduler' {tune.scheduler} stops trials on the LM's held-out loss, which "
+                          "the VAE baseline (vqvae.model=vae) has not; use scheduler fifo for a sweep with it")
     return sweep
 
 
@@ -156,21 +168,48 @@ def check_settings(tune: TuneSettings, tracking: TrackingSettings, source: str) 
         raise ConfigError(f"{source}: 'tune.search' is {tune.search!r}; allowed: {', '.join(SEARCHES)}")
     if tune.scheduler not in SCHEDULERS:
         raise ConfigError(f"{source}: 'tune.scheduler' is {tune.scheduler!r}; allowed: {', '.join(SCHEDULERS)}")
-    if tune.scheduler == "asha" and tune.scheduler_metric not in ASHA_METRICS:
-        raise ConfigError(f"{source}: 'tune.scheduler_metric' is {tune.scheduler_metric!r}; allowed with asha (what "
+    if tune.scheduler != "fifo" and tune.scheduler_metric not in ASHA_METRICS:
+        raise ConfigError(f"{source}: 'tune.scheduler_metric' is {tune.scheduler_metric!r}; allowed with "
+                          f"{tune.scheduler} (what "
                           f"the LM reports every epoch): {', '.join(ASHA_METRICS)}")
     for key in ("mode", "scheduler_mode"):
         if getattr(tune, key) not in ("min", "max"):
             raise ConfigError(f"{source}: 'tune.{key}' is {getattr(tune, key)!r}; allowed: min, max")
-    for key in ("num_samples", "grace_period"):
+    for key in ("num_samples", "grace_period", "brackets"):
         if getattr(tune, key) < 1:
             raise ConfigError(f"{source}: 'tune.{key}' is {getattr(tune, key)}; allowed: >= 1")
     if tune.max_concurrent_trials < 0:
         raise ConfigError(f"{source}: 'tune.max_concurrent_trials' is {tune.max_concurrent_trials}; "
                           "allowed: >= 0 (0: as many as fit)")
+    if tune.time_budget_s < 0:
+        raise ConfigError(f"{source}: 'tune.time_budget_s' is {tune.time_budget_s}; allowed: >= 0 (0: no limit)")
     if tune.max_failures < -1:
         raise ConfigError(f"{source}: 'tune.max_failures' is {tune.max_failures}; allowed: >= -1 (-1: unlimited)")
     check_tracking(tracking, source)
+
+
+def _check_model_based(sweep: Sweep, search: str) -> None:
+    """A model-based searcher chooses every value itself, from distributions it can model: no grid, no list."""
+    source = sweep.source
+    for key, spec in sweep.axes.items():
+        if "grid" in spec:
+            raise ConfigError(f"{source}: sweep axis {key!r} is a grid, which 'tune.search: {search}' cannot "
+                              f"search (it samples every axis); write it {{choice: {spec['grid']}}}, or use "
+                              "tune.search: grid")
+    if sweep.extra_trials:
+        raise ConfigError(f"{source}: 'extra_trials' lists trials one by one, which 'tune.search: {search}' cannot "
+                          "choose from; run them in a sweep with tune.search: grid")
+    if not sweep.axes:
+        raise ConfigError(f"{source}: 'tune.search: {search}' needs at least one sweep axis to search")
+
+
+def max_lm_epochs(sweep: Sweep) -> int:
+    """The most LM epochs any trial of the sweep can run (what a scheduler's `max_t` must reach)."""
+    epochs = [c["lm"]["epochs"] for c in trial_configs(sweep)]
+    spec = sweep.axes.get("lm.epochs", {})
+    (kind, args), = spec.items() if spec else ((None, []),)
+    epochs += list(args) if kind in ("grid", "choice") else [args[1] - 1] if kind == "randint" else []
+    return max(epochs)
 
 
 def trial_configs(sweep: Sweep) -> list[dict]:

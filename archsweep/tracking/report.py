@@ -33,7 +33,9 @@ def swept_keys(sweep_dir: Path) -> list[str]:
     spec = Path(sweep_dir) / "sweep.yaml"
     if not spec.is_file():
         return []
-    return list(OmegaConf.to_container(OmegaConf.load(spec)).get("sweep") or {})
+    saved = OmegaConf.to_container(OmegaConf.load(spec))
+    extra = [key for patch in saved.get("extra_trials") or [] for key in patch]
+    return list(dict.fromkeys([*(saved.get("sweep") or {}), *extra]))
 
 
 def rows(sweep_dir: str | Path, sort_by: str | None = "valid_unique", descending: bool = True) -> list[dict]:
