@@ -367,9 +367,9 @@ class SweepMonitor:
         return max(scored) if self.mode == "max" else min(scored)
 
     def _counts(self, rows) -> dict[str, int]:
-        counts = {s: sum(r.status == s for r in rows) for s in ("RUNNING", "TERMINATED", "ERROR")}
+        counts = {s: sum(r.status == s for r in rows) for s in ("RUNNING", "TERMINATED", "STOPPED", "ERROR")}
         return {"pending": max(0, self.total - sum(counts.values())), "running": counts["RUNNING"],
-                "finished": counts["TERMINATED"], "failed": counts["ERROR"]}
+                "finished": counts["TERMINATED"] + counts["STOPPED"], "failed": counts["ERROR"]}
 
     def _panel(self, rows):
         from rich.table import Table
@@ -424,6 +424,8 @@ class SweepMonitor:
                                    f"{best[0]:.4f}; {counts['finished']} finished, {counts['failed']} failed of "
                                    f"{self.total})" if best else f"[{stamp}] trial {row.trial_id} finished",
                                    highlight=False, soft_wrap=True)
+            elif row.status == "STOPPED":
+                self.console.print(f"[{stamp}] trial {row.trial_id} stopped early", highlight=False, soft_wrap=True)
             elif row.status == "ERROR":
                 self.console.print(f"[{stamp}] trial {row.trial_id} failed: {row.error}", highlight=False, soft_wrap=True)
         self.seen = now
@@ -549,8 +551,10 @@ def _print_report(sweep_dir, sort_by: str, ascending: bool) -> int:
     console.print("written: " + ", ".join(str(f) for f in files))
     rows = ResultStore(sweep_dir).rows()
     failed = _print_failures(console, rows, "trial")
+    stopped = sum(r.status == "STOPPED" for r in rows)
     if not failed:
-        console.print(f"[green]all {len(rows)} trials finished[/]")
+        console.print(f"[green]all {len(rows)} trials finished[/]" + (
+            f" ({stopped} stopped early by the scheduler or the time budget)" if stopped else ""))
     return failed
 
 
@@ -608,8 +612,8 @@ def sweep_command(sweep_file, overrides, address, num_cpus, check, clusters):
 
         sweep = load_sweep(sweep_file, overrides)
         total = sweep.trial_count()
-        _console().print(f"sweep {sweep.name!r}: {total} trial(s); axes: {', '.join(sweep.axes) or 'none'}",
-                         soft_wrap=True)
+        _console().print(f"sweep {sweep.name!r}: {total} trial(s), {sweep.tune.search} search, "
+                         f"{sweep.tune.scheduler} scheduler; axes: {', '.join(sweep.axes) or 'none'}", soft_wrap=True)
         for path in clusters:
             capacity = from_cluster_file(path)
             at_once = plan_concurrency(sweep, capacity)

@@ -87,13 +87,14 @@ def _finished(sweep_dir: Path):
     return {r.trial_id: r for r in ResultStore(sweep_dir).rows()}
 
 
-def _runs_by_id(sweep_dir: Path) -> dict[str, list[dict]]:
+def _runs_by_id(sweep_dir: Path, job_type: str = "trial") -> dict[str, list[dict]]:
     from archsweep.tracking.wandb import offline_runs, read_offline_run
 
     runs: dict[str, list[dict]] = {}
     for path in offline_runs(sweep_dir):
         run = read_offline_run(path)
-        runs.setdefault(run["id"], []).append(run)
+        if run["job_type"] in (job_type, None):  # None: a run W&B has only begun to write
+            runs.setdefault(run["id"], []).append(run)
     return runs
 
 
@@ -199,10 +200,56 @@ def test_killed_sweep_driver_resumes_without_rerunning_and_wandb_steps_go_on(dat
     assert len(parts) == 2  # the run written before the kill, kept, and its continuation under the same id
     steps = _steps(parts)
     assert steps == sorted(set(steps)) and _steps(parts[:1])  # monotonic, none twice, the first part not empty
-    assert parts[1]["summary"]["valid_unique"] == pytest.approx(rows[second_id].metrics["valid_unique"])
+    assert parts[1]["summary"]["valid_unique"] == {"max": pytest.approx(rows[second_id].metrics["valid_unique"])}
     measured("the sweep's driver and its local Ray SIGKILLed, then `archsweep resume`", "2", str(len(rows)), "0",
              f"the finished trial not rerun; the other's W&B steps {_steps(parts[:1])} then {_steps(parts[1:])}, "
              "one run id")
+
+
+def test_an_optuna_sweep_resumes_after_its_driver_is_killed_with_the_searcher_it_had(data_dir, tmp_path,
+                                                                                   wandb_offline, measured):
+    """`sweeps/optuna-quick.yaml` made tiny, 3 trials one at a time: the driver is SIGKILLed once the first trial
+    has finished and the second is training; `archsweep resume` restores Tune's Optuna searcher from the sweep's
+    state and ends with 3 trials, the first not rerun and every trial a full configuration with its own sample."""
+    from archsweep.sweep.run import EXPERIMENT
+
+    sweep_dir = tmp_path / "sweeps" / "optuna-quick"
+    root = Path(__file__).resolve().parent.parent
+    command = [sys.executable, "-m", "archsweep.cli", "sweep", "sweeps/optuna-quick.yaml", "--num-cpus", "2",
+               f"storage={tmp_path / 'sweeps'}", "tune.num_samples=3", "tune.max_concurrent_trials=1",
+               "vqvae.hidden_dim=32", "vqvae.decoder_hidden=128", "vqvae.gin_layers=2", "train.epochs=1",
+               "lm.epochs=3", "sample.samples=100", "tracking.project=archsweep-test"]
+    check = subprocess.run([*command, "--check"], capture_output=True, text=True, cwd=root)
+    assert check.returncode == 0 and "3 trial(s), optuna search" in check.stdout, check.stderr[-2000:]
+    driver = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              cwd=root)
+
+    def ready() -> bool:
+        done = [r for r in _finished(sweep_dir).values() if r.status == "TERMINATED"] if sweep_dir.is_dir() else []
+        running = [t for t in (sweep_dir / EXPERIMENT).glob("trial_*") if not (t / "metrics.json").exists()]
+        return len(done) == 1 and bool(running)
+
+    wait_for(ready, 600, "a finished trial and another one started", alive=lambda: driver.poll() is None)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    (first_id, first), = [(i, r) for i, r in _finished(sweep_dir).items() if r.status == "TERMINATED"]
+    assert list((sweep_dir / EXPERIMENT).glob("searcher-state-*.pkl"))  # what the resumed driver restores
+
+    resumed = subprocess.run([sys.executable, "-m", "archsweep.cli", "resume", str(sweep_dir), "--num-cpus", "2"],
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rows = _finished(sweep_dir)
+    assert len(rows) == 3 and {r.status for r in rows.values()} == {"TERMINATED"}
+    assert rows[first_id].updated == first.updated  # not run again
+    samples = {(r.config["vqvae"]["codebook_size"], r.config["vqvae"]["seq_len"], r.config["lm"]["name"],
+                r.config["lm"]["lr"]) for r in rows.values()}
+    assert len(samples) == 3 and all(1e-4 <= lr <= 3e-3 for *_, lr in samples)
+    assert {r.config["lm"]["epochs"] for r in rows.values()} == {3}  # the base configuration around each sample
+    # every trial has its W&B run (the killed driver's unsaved trial keeps its own, unfinished one: it crashed)
+    runs = _runs_by_id(sweep_dir)
+    assert set(rows) <= set(runs) and all("lr=" in runs[t][-1]["name"] for t in rows)
+    measured("an Optuna (TPE) sweep's driver and its local Ray SIGKILLed, then `archsweep resume`", "3",
+             str(len(rows)), "0", "the searcher restored from its saved state; the finished trial not rerun")
 
 
 def test_a_lost_worker_node_reschedules_its_trial(data_dir, tmp_path, wandb_offline, measured):

@@ -125,7 +125,11 @@ storage: {tmp_path / 'runs'}
     runs = offline_runs(tmp_path / "runs" / "s")
     assert len(runs) == 24
     logged = read_offline_run(next(r for r in runs if "lm_guided-cifar100-s1" in str(r)))
-    assert logged["id"] == "lm_guided-cifar100-s1" and len(logged["history"]) == 25
+    assert logged["id"] == "s-lm_guided-cifar100-s1" and logged["name"] == "lm_guided-cifar100-s1"
+    assert logged["job_type"] == "search" and logged["group"] == "s"
+    assert logged["tags"] == ["nasbench201", "lm_guided", "cifar100"]
+    assert [h["search/query"] for h in logged["history"]] == list(range(1, 26))
+    assert logged["metrics"]["search/*"]["step_metric"] == "search/query"
     assert logged["summary"]["queries"] == 25 and logged["config"]["search"]["dataset"] == "cifar100"
     table, files = write_report(tmp_path / "runs" / "s", [10, 25])
     assert {(line["strategy"], line["dataset"], line["seeds"]) for line in table} == {
@@ -133,7 +137,8 @@ storage: {tmp_path / 'runs'}
     assert {f.name for f in files} == {"summary.csv", "summary.md", "curves.png"}
 
     before = {r.trial_id: r.updated for r in ResultStore(tmp_path / "runs" / "s").rows()}
-    run_searches(spec)  # everything finished: read back, nothing runs again
+    run_searches(spec)  # everything finished: read back, nothing runs again, nothing logged again
+    assert len(offline_runs(tmp_path / "runs" / "s")) == 24
     assert {r.trial_id: r.updated for r in ResultStore(tmp_path / "runs" / "s").rows()} == before
 
     # lm_ranker trains its ranker on round after round (a restart replays the rounds before), and lm_guided's

@@ -341,3 +341,67 @@ def test_search_command_runs_a_search_file_prints_the_summary_and_continues(data
     bad = subprocess.run([*args[:5], "search.strategy=annealing", "--check"], capture_output=True, text=True,
                          cwd=root)
     assert bad.returncode == 2 and "'search.strategy' is 'annealing'; allowed: lm_guided" in bad.stderr
+
+
+@pytest.mark.ray
+def test_two_search_files_with_the_same_labels_write_distinct_wandb_runs(local_ray, tmp_path, monkeypatch):
+    """Two search files in one project, both `random` on cifar10 with seed 0: one W&B run each (ids carry the
+    file's name), every query logged once."""
+    from archsweep.search.run import run_searches
+    from archsweep.search.spec import load_search_file
+    from archsweep.tracking.wandb import offline_runs, read_offline_run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    for name in ("nb201-a", "nb201-b"):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(f"name: {name}\nspace: nasbench201\nsearch: {{budget: 12, batch_size: 4}}\n"
+                        "searches: {strategies: {random: {}}, datasets: [cifar10], report_budgets: [12]}\n"
+                        f"tracking: {{project: one-project}}\nstorage: {tmp_path / 'runs'}\n")
+        run_searches(load_search_file(path))
+    runs = [read_offline_run(p) for p in offline_runs(tmp_path / "runs")]
+    assert sorted(r["id"] for r in runs) == ["nb201-a-random-cifar10-s0", "nb201-b-random-cifar10-s0"]
+    assert {r["name"] for r in runs} == {"random-cifar10-s0"} and {r["project"] for r in runs} == {"one-project"}
+    assert {r["group"] for r in runs} == {"nb201-a", "nb201-b"}
+    for run in runs:
+        assert [h["_step"] for h in run["history"]] == [h["search/query"] for h in run["history"]] == list(range(1, 13))
+
+
+def test_a_search_is_logged_round_by_round_and_a_restarted_driver_logs_no_step_twice(nb201, tmp_path, monkeypatch):
+    """SearchRuns logs each round as the state file records it; cut after three rounds and continued by a new
+    driver (a new SearchRuns, as after a restart), the run holds every query exactly once."""
+    from archsweep.search.run import SearchRuns
+    from archsweep.search.spec import load_search_file
+    from archsweep.tracking.wandb import offline_runs, read_offline_run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    path = tmp_path / "f.yaml"
+    path.write_text("name: f\nspace: nasbench201\nsearch: {budget: 20, batch_size: 4}\n"
+                    "searches: {strategies: {regularized_evolution: {}}, datasets: [cifar10]}\n")
+    spec = load_search_file(path)
+    (rid, cfg), = spec.runs()
+    overrides = ["search.strategy=regularized_evolution", "search.budget=20", "search.batch_size=4"]
+    logged_per_round = []
+
+    def log_round(runs):
+        def on_round(state):
+            runs.update(rid, cfg, SearchState.load(state.path, repair=False))
+            logged_per_round.append((runs.logged[rid], len(state.history)))
+        return on_round
+
+    first = SearchRuns(spec)
+    with pytest.raises(_Died):
+        _search(nb201, tmp_path, overrides, on_round=lambda s: (log_round(first)(s), _die_after_three_rounds(s)))
+    first.close()  # the driver's process ends; its run's log is on disk
+    assert logged_per_round == [(4, 4), (8, 8), (10, 10)]  # 4 + 4 + 2 random, then evolution
+    second = SearchRuns(spec)
+    state = _search(nb201, tmp_path, overrides, on_round=log_round(second))
+    second.update(rid, cfg, state, summarize(state.history, nb201, "cifar10", [20]))
+    second.close()
+    parts = [read_offline_run(p) for p in offline_runs(tmp_path)]
+    assert len(parts) == 2 and {p["id"] for p in parts} == {"f-regularized_evolution-cifar10-s0"}
+    steps = [h["_step"] for p in parts for h in p["history"]]
+    assert sorted(steps) == list(range(1, 21)) and all(logged == n for logged, n in logged_per_round)
+    assert logged_per_round[-1] == (20, 20)
+    assert parts[-1]["summary"]["queries"] == 20

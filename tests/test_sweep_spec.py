@@ -96,7 +96,14 @@ BAD = {
     "low above high": ("sweep: {lm.lr: {uniform: [0.1, 0.01]}}", "uniform needs low < high"),
     "uniform on an int key": ("sweep: {lm.epochs: {uniform: [1, 4]}}", "is an int key: use randint"),
     "unknown tune key": ("tune: {serch: grid}", "unknown key 'tune.serch'; did you mean 'tune.search'"),
-    "unknown scheduler": ("tune: {scheduler: hyperband}", "'tune.scheduler' is 'hyperband'; allowed: fifo, asha"),
+    "unknown scheduler": ("tune: {scheduler: hyperband}",
+                          "'tune.scheduler' is 'hyperband'; allowed: fifo, asha, async_hyperband"),
+    "unknown search": ("tune: {search: bohb}", "'tune.search' is 'bohb'; allowed: grid, random, optuna"),
+    "a grid under optuna": ("tune: {search: optuna}\nsweep: {lm.name: {grid: [gpt2-tiny, llama-tiny]}}",
+                            "sweep axis 'lm.name' is a grid, which 'tune.search: optuna' cannot search (it samples "
+                            "every axis); write it {choice: ['gpt2-tiny', 'llama-tiny']}"),
+    "optuna with nothing to search": ("tune: {search: optuna}", "'tune.search: optuna' needs at least one sweep axis"),
+    "a negative time budget": ("tune: {time_budget_s: -5}", "'tune.time_budget_s' is -5; allowed: >= 0"),
     "wrong type in tune": ("tune: {num_samples: many}", "'tune.num_samples' must be of type int; got 'many'"),
     "unknown W&B mode": ("tracking: {mode: cloud}", "'tracking.mode' is 'cloud'; allowed: offline, online, disabled"),
     "asha with the VAE baseline": ("tune: {scheduler: asha}\nsweep: {vqvae.model: {grid: [vqvae, vae]}}",
@@ -211,7 +218,50 @@ def test_schedulers(tmp_path):
     asha = scheduler(load_sweep(write(tmp_path, GOOD), ["tune.scheduler=asha", "tune.grace_period=1"]))
     assert isinstance(asha, ASHAScheduler)
     assert (asha._metric, asha._mode, asha._time_attr) == ("lm/heldout_loss", "min", "training_iteration")
+    assert asha._max_t == 3 and len(asha._brackets) == 1  # 2 LM epochs and the final report
+    # a swept lm.epochs: max_t reaches the longest trial, not the base value
+    swept = GOOD.replace("lm.lr: {loguniform: [1.0e-4, 1.0e-3]}", "lm.epochs: {grid: [2, 6]}")
+    assert scheduler(load_sweep(write(tmp_path, swept), ["tune.scheduler=asha"]))._max_t == 7
+    sampled = GOOD.replace("lm.lr: {loguniform: [1.0e-4, 1.0e-3]}", "lm.epochs: {randint: [2, 10]}")
+    assert scheduler(load_sweep(write(tmp_path, sampled), ["tune.scheduler=asha"]))._max_t == 10
+    hyperband = scheduler(load_sweep(write(tmp_path, GOOD), ["tune.scheduler=async_hyperband"]))
+    assert len(hyperband._brackets) == 3
 
+
+OPTUNA = """
+name: t
+space: nasbench201
+sweep:
+  lm.name: {choice: [gpt2-tiny, llama-tiny]}
+  lm.lr: {loguniform: [1.0e-4, 1.0e-3]}
+  vqvae.codebook_size: {choice: [16, 64]}
+tune: {search: optuna, num_samples: 6, seed: 3}
+"""
+
+
+def test_optuna_search_is_seeded_tpe_behind_a_concurrency_limit(tmp_path):
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    from archsweep.sweep.run import search_algorithm
+
+    sweep = load_sweep(write(tmp_path, OPTUNA))
+    assert sweep.trial_count() == 6
+
+    def first_suggestions(seed: int) -> list[dict]:
+        limited = search_algorithm(load_sweep(write(tmp_path, OPTUNA), [f"tune.seed={seed}"]), 2)
+        assert isinstance(limited, ConcurrencyLimiter) and limited.max_concurrent == 2
+        assert isinstance(limited.searcher, OptunaSearch)
+        assert (limited.searcher.metric, limited.searcher.mode) == ("valid_unique", "max")
+        limited.set_search_properties(None, None, param_space(sweep))
+        out = [limited.suggest(f"t{i}") for i in range(3)]
+        assert out[2] is None  # the third waits until one of two running trials is done
+        return [o["lm"] | {"K": o["vqvae"]["codebook_size"]} for o in out[:2]]
+
+    first = first_suggestions(3)
+    assert first == first_suggestions(3) and first != first_suggestions(4)
+    for trial in first:
+        assert trial["name"] in ("gpt2-tiny", "llama-tiny") and 1e-4 <= trial["lr"] <= 1e-3 and trial["K"] in (16, 64)
 
 def test_paths_in_a_sweep_file_are_taken_from_the_working_directory(tmp_path, monkeypatch):
     """`storage`, and a prior given as a grid value, mean what the user typed where the command ran."""
@@ -220,3 +270,27 @@ def test_paths_in_a_sweep_file_are_taken_from_the_working_directory(tmp_path, mo
     sweep = load_sweep(Path(tmp_path.name) / path.name)
     assert sweep.storage == str(tmp_path.parent / "runs")
     assert sweep.axes["search.lm_guided.prior"] == {"grid": [str(tmp_path.parent / "priors" / "a"), "/abs/b"]}
+
+
+def test_a_trial_the_scheduler_stopped_is_recorded_as_stopped_with_its_last_report(tmp_path):
+    """ASHA or the time budget end a trial without its final report: the store says STOPPED, with the LM's last
+    epoch, instead of leaving it RUNNING for ever; a trial that recorded itself is left as it is."""
+    from types import SimpleNamespace
+
+    from archsweep.sweep.run import _forget_unsaved, _store_callback
+    from archsweep.tracking.store import ResultStore, Row
+
+    callback = _store_callback(tmp_path, 1)
+    trial = SimpleNamespace(trial_id="a_00000", config={"trial": {"lm": {"name": "gpt2-tiny"}}},
+                            path=str(tmp_path / "trials" / "a"), last_result={"lm/heldout_loss": 0.5, "lm/epoch": 1,
+                                                                              "training_iteration": 2})
+    callback.on_trial_start(0, [], trial)
+    callback.on_trial_complete(0, [], trial)
+    row = ResultStore(tmp_path).get("a_00000")
+    assert row.status == "STOPPED" and row.metrics == {"lm/heldout_loss": 0.5, "lm/epoch": 1}
+    ResultStore(tmp_path).put(Row("b_00001", "TERMINATED", {}, {"valid_unique": 0.3}))
+    callback.on_trial_complete(0, [], SimpleNamespace(**{**vars(trial), "trial_id": "b_00001"}))
+    assert ResultStore(tmp_path).get("b_00001").status == "TERMINATED"
+    ResultStore(tmp_path).put(Row("c_00002", "RUNNING", {}))  # started by a driver that died before Tune saved it
+    _forget_unsaved(tmp_path)
+    assert [r.trial_id for r in ResultStore(tmp_path).rows()] == ["a_00000", "b_00001"]

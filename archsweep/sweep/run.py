@@ -281,9 +281,21 @@ def run_sweep(sweep: Sweep, *, sweep_dir: str | Path | None = None, resume: bool
                  *wandb_callback(sweep, sweep_dir)]
     tuner = build_tuner(sweep, sweep_dir, callbacks, env, log_level, resume, concurrency)
     grid = tuner.fit()
+    _forget_unsaved(sweep_dir)
     if enabled(sweep.tracking):
         _summary_run(sweep, sweep_dir)
     return grid
+
+
+def _forget_unsaved(sweep_dir: Path) -> None:
+    """Once Tune has ended every trial, a row still RUNNING is a trial the driver started and died before Tune
+    saved it: a resumed Tune never knew it and ran its work as another trial. Its row goes; its directory stays."""
+    store = ResultStore(sweep_dir)
+    for row in store.rows():
+        if row.status == "RUNNING":
+            log.info("trial %s was started by a driver that died before saving it; removed from the store",
+                     row.trial_id)
+            store.delete(row.trial_id)
 
 
 def _summary_run(sweep: Sweep, sweep_dir: Path) -> None:
@@ -315,8 +327,8 @@ def _config_of(trial) -> dict:
 
 
 def _store_callback(sweep_dir: Path, max_failures: int):
-    """A Tune callback that records trial starts and failures in the result store (trials record their own
-    success, see `run_trial`), and keeps Tune from retrying a trial that failed with an archsweep error.
+    """A Tune callback that records trial starts, failures and early stops in the result store (trials record
+    their own success, see `run_trial`), and keeps Tune from retrying a trial that failed with an archsweep error.
 
     A failed trial's row holds the error's one-line message and the path of `error.log` in the trial directory,
     which holds every failure's full traceback. Tune retries each failed trial up to `tune.max_failures` times;
@@ -335,6 +347,13 @@ def _store_callback(sweep_dir: Path, max_failures: int):
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if FATAL in result:
                 trial.max_failures = 0
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            # a trial that finished recorded itself; one the scheduler or the time budget ended did not
+            if (row := store.get(trial.trial_id)) is None or row.status != "TERMINATED":
+                metrics = {k: v for k, v in (trial.last_result or {}).items()
+                           if "/" in k and isinstance(v, (int, float)) and not isinstance(v, bool)}
+                store.put(Row(trial.trial_id, "STOPPED", _config_of(trial), metrics, {"trial_dir": trial.path}))
 
         def on_trial_error(self, iteration, trials, trial, **info):
             text = ""

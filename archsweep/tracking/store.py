@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-STATUSES = ("PENDING", "RUNNING", "TERMINATED", "ERROR")
+# STOPPED: ended by the scheduler (ASHA) or the time budget before it finished; its metrics are its last report
+STATUSES = ("PENDING", "RUNNING", "TERMINATED", "STOPPED", "ERROR")
 FILE = "results.db"
 
 
@@ -61,6 +62,10 @@ class ResultStore:
             found = db.execute("SELECT trial_id, status, config, metrics, paths, error, updated FROM trials "
                                "ORDER BY trial_id").fetchall()
         return [Row(t, s, json.loads(c), json.loads(m), json.loads(p), e, u) for t, s, c, m, p, e, u in found]
+
+    def delete(self, trial_id: str) -> None:
+        with self._connect() as db:
+            db.execute("DELETE FROM trials WHERE trial_id = ?", (trial_id,))
 
     def get(self, trial_id: str) -> Row | None:
         return next((r for r in self.rows() if r.trial_id == trial_id), None)
