@@ -245,6 +245,8 @@ def _mirror_class():
                 ref = self._stage(done.vqvae.dir, config)
                 if ref:
                     run.config.update({"vqvae_artifact": ref}, allow_val_change=True)
+                    if self.tracking.mode == "online":  # offline, `archsweep sync` declares it after the upload
+                        run.use_artifact(ref)
             if done.lm.generated.is_file():
                 rows = json.loads(done.lm.generated.read_text())
                 columns = list(rows[0]) if rows else ["codes", "cell", "valid", "novel", "accuracy"]
@@ -321,6 +323,8 @@ def log_vqvae_stage(tracking, stage: VQVAEStage, prefix: str, group: str, config
             for path in (stage.model, stage.codes, stage.metrics):
                 artifact.add_file(str(path), policy="immutable")
             run.log_artifact(artifact)
+            if tracking.mode == "online":
+                artifact.wait()  # committed before a trial's run declares it uses it
             ref = f"{name}:latest"
     finally:
         run.finish()
