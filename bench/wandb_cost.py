@@ -2,10 +2,11 @@
 it, once with `tracking.wandb=false` and once with W&B offline (trial runs, the VQ-VAE stages' runs and artifacts,
 the LMs as artifacts, tables of generated cells, the sweep-summary run), one after the other on this machine.
 
-    python -m bench.wandb_cost [--repeats 1] [--write]
+    python -m bench.wandb_cost [--repeats 2] [--write]
 
 Each run is `archsweep sweep sweeps/quick.yaml` in its own process with its own local Ray (what `make demo` runs
-after its data check), timed from start to exit; both must exit 0 with every trial finished.
+after its data check), timed from start to exit; both must exit 0 with every trial finished. The order alternates
+between repeats (off then on, on then off), so that a machine warming up or slowing down favours neither.
 """
 
 from __future__ import annotations
@@ -36,15 +37,16 @@ def run(storage: Path, wandb: bool) -> tuple[float, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--write", action="store_true", help="record the result in docs/BENCHMARKS.md")
     args = parser.parse_args()
 
     pairs, kinds = [], {}
     for repeat in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
-            off, _ = run(Path(tmp) / "off", False)
-            on, _ = run(Path(tmp) / "on", True)
+            timed = {wandb: run(Path(tmp) / ("on" if wandb else "off"), wandb)[0]
+                     for wandb in ((False, True) if repeat % 2 == 0 else (True, False))}
+            off, on = timed[False], timed[True]
             runs = [read_offline_run(p) for p in offline_runs(Path(tmp) / "on")]
             kinds = {k: sum(r["job_type"] == k for r in runs) for k in ("trial", "vqvae", "sweep-summary")}
             artifacts = sum(len(r["artifacts"]) for r in runs)
@@ -58,7 +60,8 @@ def main() -> None:
     body = (
         "### What W&B logging adds to the demo's sweep\n\n" + header() + "\n"
         "`archsweep sweep sweeps/quick.yaml` (the demo's sweep: 8 trials, NAS-Bench-201, a local Ray of all cores), "
-        "each in its own process, with `tracking.wandb=false`, then with W&B offline; wall time from start to exit, "
+        "each in its own process, with `tracking.wandb=false` and with W&B offline (alternating which goes first); "
+        "wall time from start to exit, "
         f"both exiting 0 with all 8 trials finished. With W&B the sweep wrote {kinds.get('trial', 0)} trial runs "
         f"(each with its table of generated cells and its LM as an artifact), {kinds.get('vqvae', 0)} VQ-VAE stage "
         f"runs with their artifacts and {kinds.get('sweep-summary', 0)} sweep-summary run: {artifacts} artifact "
