@@ -40,6 +40,7 @@ bench: data
 	$(BIN)/python -m bench.search --write
 	$(BIN)/python -m bench.load --write
 	$(BIN)/python -m bench.overhead --write
+	$(BIN)/python -m bench.wandb_cost --write
 	$(BIN)/python -m bench.gpu --write     # on a CPU: the dry run (block gpu-dry-run); bench/gpu.sh on a GPU machine
 
 # The reproduction report (docs/REPORT.md, docs/report/cpu/) from scratch: fresh results and caches, 2-core CPU size.

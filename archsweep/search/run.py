@@ -184,7 +184,7 @@ def run_searches(spec: SearchFile, *, search_dir: str | Path | None = None, data
                 store.put(Row(rid, "ERROR", to_dict(cfg), paths={"state": str(path), "log": str(error_log)},
                               error=one_line(str(exc))))
                 failed.append(rid)
-                tracked.update(rid, cfg, SearchState.load(path, repair=False), failed=True)
+                tracked.update(rid, cfg, _observe(path), failed=True)
                 continue
             finally:
                 ray.kill(driver, no_restart=True)

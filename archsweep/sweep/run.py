@@ -288,8 +288,9 @@ def run_sweep(sweep: Sweep, *, sweep_dir: str | Path | None = None, resume: bool
 
 
 def _forget_unsaved(sweep_dir: Path) -> None:
-    """Once Tune has ended every trial, a row still RUNNING is a trial the driver started and died before Tune
-    saved it: a resumed Tune never knew it and ran its work as another trial. Its row goes; its directory stays."""
+    """Once Tune has ended, a row still RUNNING is a trial Tune does not have: one a driver started and died before
+    Tune saved it (the resumed Tune never knew it and ran its work as another trial). Its row goes; its directory
+    stays."""
     store = ResultStore(sweep_dir)
     for row in store.rows():
         if row.status == "RUNNING":

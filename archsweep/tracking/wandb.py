@@ -238,7 +238,7 @@ def _mirror_class():
             import wandb
 
             done = RunDir.finished(trial.path)
-            if not done.metrics.is_file():  # restored from the store: logged by the driver that saw it finish
+            if not done.metrics.is_file():  # stopped early by the scheduler: it generated nothing
                 return
             config = trial.config.get("trial", trial.config)
             if done.vqvae.metrics.is_file():
@@ -295,7 +295,8 @@ def _mirror_class():
 UPSTREAM = ("space", "seed", "vqvae.", "train.")  # the keys that make a VQ-VAE stage (sweep.run.upstream_key)
 
 
-def log_vqvae_stage(tracking, stage: VQVAEStage, prefix: str, group: str, config: dict, keys: list[str]) -> str | None:
+def log_vqvae_stage(tracking, stage: VQVAEStage, prefix: str, group: str, config: dict,
+                    keys: list[str]) -> str | None:
     """One W&B run for a VQ-VAE stage: its epochs on `vqvae/epoch`, its measured metrics in the summary, the stage
     as an artifact; marks the stage's directory. Returns the artifact's `name:latest` (None without artifacts)."""
     import wandb
@@ -348,6 +349,7 @@ def log_sweep_summary(tracking, group: str, prefix: str, table: list[dict], plot
         statuses = [r.get("status") for r in table]
         run.summary["trials"] = len(table)
         run.summary["finished"] = statuses.count("TERMINATED")
+        run.summary["stopped"] = statuses.count("STOPPED")
         run.summary["failed"] = statuses.count("ERROR")
     finally:
         run.finish()
@@ -408,15 +410,13 @@ def _records(path: Path):
 
 def read_offline_run(run_dir: str | Path) -> dict:
     """What an offline run directory holds: {"id", "name", "group", "job_type", "tags", "project", "entity",
-    "config", "history":
-    [rows], "summary", "metrics": {name: {"step_metric", "summary"}} (its define_metric axes), "artifacts":
-    [{"name", "type", "files", "metadata"}]}."""
+    "config", "history": [rows], "summary", "metrics": {name: {"step_metric", "summary"}} (its define_metric
+    axes), "artifacts": [{"name", "type", "files", "metadata"}]}."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     run_dir = Path(run_dir)
     out = {"id": run_id_of(run_dir), "name": None, "group": None, "job_type": None, "tags": [], "project": None,
-           "entity": None, "config": {},
-           "history": [], "summary": {}, "metrics": {}, "artifacts": []}
+           "entity": None, "config": {}, "history": [], "summary": {}, "metrics": {}, "artifacts": []}
     log = next(run_dir.glob("run-*.wandb"), None)
     if log is None:  # a run W&B has only begun to write
         return out
