@@ -786,7 +786,7 @@ def sync_command(run_dir, project, entity, dry_run, list_only):
         return
     table = Table(title=f"W&B runs under {run_dir}")
     for column in ("run id", "name", "job type", "to", "parts", "steps", "uses", "state"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for e in plan:
         table.add_row(e["id"], e["name"] or "", e["job_type"] or "", f"{e['entity'] or '(default entity)'}/"
                       f"{e['project']}", str(len(e["dirs"])), str(e["steps"]), ", ".join(e["uses"]),
