@@ -449,6 +449,16 @@ def _absolute_paths(config: Config) -> Config:
     return config
 
 
+def get_key(config: dict, key: str) -> Any:
+    """The value at a dotted key of a nested config dict ("lm.name"); None where the dict has no such key."""
+    value = config
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
 def _get(config: Config, key: str) -> Any:
     value = config
     for part in key.split("."):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from archsweep.capacity import Capacity
-from archsweep.config import Config, from_dict
+from archsweep.config import Config, from_dict, get_key
 from archsweep.errors import ArchsweepError
 from archsweep.sweep.spec import Sweep, trial_configs
 
@@ -29,12 +29,8 @@ def trial_resources(cfg: Config) -> dict[str, float]:
 
 def _label(sweep: Sweep, index: int, config: dict, total: int) -> str:
     """`trial 3 (lm.num_workers=4)`: a trial by its position and its swept values."""
-    values = []
-    for key in (k for k, spec in sweep.axes.items() if "grid" in spec):  # a sampled axis has no value yet
-        value = config
-        for part in key.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        values.append(f"{key}={value}")
+    values = [f"{key}={get_key(config, key)}"
+              for key in (k for k, spec in sweep.axes.items() if "grid" in spec)]  # a sampled axis has no value yet
     return f"trial {index + 1} of {total}" + (f" ({', '.join(values)})" if values else "")
 
 

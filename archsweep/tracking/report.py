@@ -12,19 +12,11 @@ import json
 from pathlib import Path
 
 from archsweep.benchmarks import DATASETS, has_table
+from archsweep.config import get_key
 from archsweep.errors import ArchsweepError
 from archsweep.tracking.store import ResultStore
 
 HEADLINE = ("validity", "uniqueness", "novelty", "valid_unique", "valid_unique_novel")
-
-
-def _get(config: dict, key: str):
-    value = config
-    for part in key.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
 
 
 def swept_keys(sweep_dir: Path) -> list[str]:
@@ -47,8 +39,8 @@ def rows(sweep_dir: str | Path, sort_by: str | None = "valid_unique", descending
     out = []
     for row in ResultStore(sweep_dir).rows():
         flat = {"trial": row.trial_id, "status": row.status}
-        flat |= {key: _get(row.config, key) for key in keys}
-        space = _get(row.config, "space")
+        flat |= {key: get_key(row.config, key) for key in keys}
+        space = get_key(row.config, "space")
         if space and not has_table(space):
             flat["accuracy"] = "n/a"
         elif space and isinstance(mean := row.metrics.get(f"accuracy_{DATASETS[space][0]}_val/mean"), float):

@@ -27,6 +27,7 @@ import struct
 from pathlib import Path
 
 from archsweep import __version__, commit
+from archsweep.config import get_key
 from archsweep.errors import ArchsweepError
 from archsweep.layout import RunDir, VQVAEStage
 
@@ -86,12 +87,6 @@ def sweep_prefix(name: str, sweep_dir: str | Path) -> str:
 SHORT = {"vqvae.codebook_size": "K", "vqvae.seq_len": "L"}  # the papers' names for the two VQ-VAE axes
 
 
-def _get(config: dict, key: str):
-    for part in key.split("."):
-        config = config.get(part) if isinstance(config, dict) else None
-    return config
-
-
 def value_text(key: str, value) -> str:
     """A swept value as a run name shows it: `K64`, `gpt2-tiny`, `lr=0.000316`."""
     if key in SHORT:
@@ -105,7 +100,7 @@ def value_text(key: str, value) -> str:
 
 def trial_name(config: dict, keys: list[str]) -> str:
     """`K64-L8-gpt2-tiny`: a trial by its swept values, in the sweep's order of keys."""
-    return "-".join(value_text(k, _get(config, k)) for k in keys) or "trial"
+    return "-".join(value_text(k, get_key(config, k)) for k in keys) or "trial"
 
 
 @functools.cache
@@ -117,8 +112,8 @@ def provenance() -> dict:
 
 def tags_of(config: dict) -> list[str]:
     """Space and generator: `nasbench201`, `gpt2-tiny` (or `vae`, which has no LM)."""
-    model = _get(config, "vqvae.model")
-    return [t for t in (_get(config, "space"), _get(config, "lm.name") if model == "vqvae" else model) if t]
+    model = get_key(config, "vqvae.model")
+    return [t for t in (get_key(config, "space"), get_key(config, "lm.name") if model == "vqvae" else model) if t]
 
 
 # What a reader wants of a curve: its best value. Everything else keeps W&B's default, its last value.
