@@ -519,6 +519,12 @@ def _report_table(table: list[dict], title: str, swept: list[str]):
         cells.append(row.get("accuracy", ""))
         cells.append({True: "reused", False: "trained"}.get(row.get("vqvae/reused"), ""))
         t.add_row(*cells)
+    # the ceiling, a perfect model of the training cells sampled as often: one row per distinct one (trials of
+    # one space, split and sample count share it)
+    ceilings = dict.fromkeys(tuple(row[f"ceiling/{m}"] for m in metrics) for row in table
+                             if all(isinstance(row.get(f"ceiling/{m}"), float) for m in metrics))
+    for values in ceilings:
+        t.add_row("ceiling", "", *([""] * len(swept)), *(f"{v:.3f}" for v in values), "", "", style="dim")
     return t
 
 

@@ -71,6 +71,10 @@ class TrainConfig:
     checkpoint_interval_s: float = 30.0  # and at least this long after the previous one (the last epoch always)
     compile: bool = False  # torch.compile the model (pays on GPUs for long runs)
     max_failures: int = 2  # lost workers (a killed process, a lost node) survived by resuming from the checkpoint
+    # stop once held-out reconstruction has plateaued (archsweep.train.plateau_epoch); `epochs` is then the cap
+    early_stop: bool = False
+    patience: int = 3  # epochs without a gain above min_delta that make a plateau (also how reports judge a run)
+    min_delta: float = 0.001  # in held-out cells exactly reconstructed (0.001 = 0.1 %)
 
 
 @dataclass
@@ -102,6 +106,10 @@ class LMConfig:
     compile: bool = False
     max_failures: int = 2
     max_steps: int = 0  # stop after this many optimiser steps in all (0: train every epoch through)
+    # stop once the held-out loss has plateaued (archsweep.train.plateau_epoch); `epochs` is then the cap
+    early_stop: bool = False
+    patience: int = 3  # epochs without a gain above min_delta that make a plateau (also how reports judge a run)
+    min_delta: float = 0.002  # in held-out loss, nats per code token
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30 % slower
     offload: str = "none"  # none | cpu: ZeRO-Offload, optimizer state (and, with ZeRO-3, parameters) in host memory
     lora: LoRAConfig = field(default_factory=LoRAConfig)
@@ -246,7 +254,11 @@ RANGES = {
     "train.checkpoint_every": (lambda v: v >= 1, ">= 1"),
     "train.checkpoint_interval_s": (lambda v: v >= 0, ">= 0 (0: every checkpoint_every epochs)"),
     "train.max_failures": (lambda v: v >= -1, ">= -1 (-1: unlimited)"),
+    "train.patience": (lambda v: v >= 1, ">= 1"),
+    "train.min_delta": (lambda v: v >= 0, ">= 0"),
     "lm.epochs": (lambda v: v >= 1, ">= 1"),
+    "lm.patience": (lambda v: v >= 1, ">= 1"),
+    "lm.min_delta": (lambda v: v >= 0, ">= 0"),
     "lm.batch_size": (lambda v: v == "auto" or _positive_int(v), '"auto" or an integer >= 1'),
     "lm.grad_accum": (lambda v: v >= 1, ">= 1"),
     "lm.lr": (lambda v: v > 0, "> 0"),

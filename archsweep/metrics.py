@@ -6,6 +6,8 @@
 - uniqueness_str, novelty_str: the same on the exact decoded string (adjacency + ops, vertex order kept)
 - valid_unique = validity x uniqueness; valid_unique_novel = validity x uniqueness x novelty
 - reconstruction accuracy: decoded cell has the canonical hash of its input (invalid decodes are misses)
+- the ceiling ("a perfect model of the training cells"): the same metrics over as many draws from the training split
+  itself (`training_draws`); a generator reads as a fraction of what its data allows
 - codebook usage: fraction of codes used; perplexity: exp(entropy) of the code distribution
 - accuracy of generated cells (where the benchmark has them): max, mean, and the means of the top 1/5/10 %,
   over the distinct valid cells the table covers; coverage = the fraction of distinct valid cells it covers
@@ -50,6 +52,13 @@ def generation_metrics(samples: Sequence[Cell | None], space: SearchSpace, train
         "valid_unique": validity * uniqueness,
         "valid_unique_novel": validity * uniqueness * novelty,
     }
+
+
+def training_draws(train_cells: int, samples: int, seed: int) -> np.ndarray:
+    """Which training cells (positions in the training split) "a perfect model of the training cells" samples:
+    `samples` uniform draws with replacement, as a model that learnt the training distribution exactly would.
+    Scored by `generation_metrics`, they are the ceiling every generator's row reads against."""
+    return np.random.default_rng([seed, 0x5EED]).integers(0, train_cells, samples)
 
 
 def reconstruction_accuracy(inputs: Sequence[Cell], decoded: Sequence[Cell], space: SearchSpace) -> float:

@@ -86,36 +86,62 @@ def temperature_points(row, temperatures: list[float]) -> list[dict]:
     return points
 
 
+def training_text(base) -> str:
+    """How the sweep's stages train: fixed epochs, or up to a cap and stopped on the held-out plateau."""
+    parts = []
+    for what, t, curve in (("VQ-VAE", base.train, "held-out reconstruction"), ("LM", base.lm, "held-out loss")):
+        rule = f"patience {t.patience} epochs, min_delta {t.min_delta:g}"
+        parts.append(f"{what} up to {t.epochs} epochs, stopped once its {curve} plateaus ({rule})" if t.early_stop
+                     else f"{what} {t.epochs} epochs (judged plateaued by {curve}, {rule})")
+    return "; ".join(parts)
+
+
+def cut_short_text(lines: list[dict], first: str) -> str:
+    short = R.cut_short(lines)
+    if not short:
+        return ("Every row's held-out curves had plateaued when its training ended (none cut short).\n")
+    names = ", ".join(str(line[first]) for line in short)
+    return (f"**Cut short** ({R.CUT_SHORT}: its held-out curve still improved by more than min_delta within the last "
+            f"`patience` epochs when its epochs ran out): {names}. Read those rows as under-trained, not as the "
+            "effect of the setting.\n")
+
+
 def generation_section(sweep, rows, spec, figures: Path, footer: str) -> tuple[str, dict]:
     """The section of one space, and what later sections need from it (reference trial, sampling speed)."""
     ref = R.reference(dataclasses.asdict(sweep.base), rows)
     space = sweep.base.space
     lines = R.generation_table(rows, ref)
+    top = R.ceiling(rows, ref)
     text = (f"### {space}\n\n`{rel(sweep.source)}`: reference K = {ref['vqvae.codebook_size']}, "
-            f"L = {ref['vqvae.seq_len']}, LM epochs {sweep.base.lm.epochs}, VQ-VAE epochs {sweep.base.train.epochs}, "
-            f"{sweep.base.sample.samples:,} LM samples per row (the VAE's prior and the uniform prior: "
-            f"{STANDARD_SAMPLES:,}, as the VQ-VAE stage measures them).\n\n"
-            + R.markdown(["generator", "held-out reconstruction", *R.METRICS], R.metric_rows(lines, "generator")))
+            f"L = {ref['vqvae.seq_len']}; {training_text(sweep.base)}; {sweep.base.sample.samples:,} LM samples per "
+            f"row (the VAE's prior and the uniform prior: {STANDARD_SAMPLES:,}, as the VQ-VAE stage measures them). "
+            "The last row, the ceiling, samples the training split itself as often: no generator of these cells "
+            "finds more distinct valid cells in as many samples.\n\n"
+            + R.markdown(["generator", *R.METRIC_HEAD], R.metric_rows(lines, "generator", top))
+            + "\n" + cut_short_text(lines, "generator"))
     for key, label in R.ABLATIONS.items():
         points = R.ablation(rows, ref, key)
         if len(points) < 2:
             continue
         png = R.plot_metrics(points, key, figures / f"{space}-{key.split('.')[1]}.png",
-                             f"{space}: {label} ({ref['lm.name']})", footer, label, log2=True)
+                             f"{space}: {label} ({ref['lm.name']})", footer, label, log2=True, top=top)
         text += (f"\nAblation over {label} ({ref['lm.name']}, the other of K and L at its reference value):\n\n"
-                 + R.markdown([label, "held-out reconstruction", *R.METRICS], R.metric_rows(points, key))
+                 + R.markdown([label, *R.METRIC_HEAD], R.metric_rows(points, key, top))
+                 + "\n" + cut_short_text(points, key)
                  + f"\n![{space} {label}]({link(png, spec)})\n")
     out = {"ref_row": R.reference_trial(rows, ref), "space": space}
     if out["ref_row"] is not None and spec.temperatures:
         print(f"{space}: sampling {ref['lm.name']} at temperatures {spec.temperatures}", flush=True)
         points = temperature_points(out["ref_row"], spec.temperatures)
         png = R.plot_metrics(points, "temperature", figures / f"{space}-temperature.png",
-                             f"{space}: sampling temperature ({ref['lm.name']})", footer)
+                             f"{space}: sampling temperature ({ref['lm.name']})", footer, top=top)
+        table = [[str(p["temperature"]), *(R.pct(p[m]) for m in R.METRICS), f"{p['samples_per_s']:,.0f}"]
+                 for p in points]
+        if top:
+            table.append([R.CEILING, *(R.pct(top[m]) for m in R.METRICS), "–"])
         text += (f"\nSampling temperature ({ref['lm.name']}, the same trained LM sampled again with the trial's sample "
                  "count and seed, so T = 1.0 repeats its own samples):\n\n"
-                 + R.markdown(["temperature", *R.METRICS, "architectures/s"],
-                              [[str(p["temperature"]), *(R.pct(p[m]) for m in R.METRICS), f"{p['samples_per_s']:,.0f}"]
-                               for p in points])
+                 + R.markdown(["temperature", *R.METRICS, "architectures/s"], table)
                  + f"\n![{space} temperature]({link(png, spec)})\n")
         out["sampling"] = next((p for p in points if p["temperature"] == 1.0), points[0])
     return say(text), out

@@ -21,7 +21,7 @@ GENERATION = """
 name: gen-tiny
 space: nasbench201
 vqvae: {hidden_dim: 32, decoder_hidden: 128, gin_layers: 2, code_dim: 8, codebook_size: 8, seq_len: 2}
-train: {epochs: 1, batch_size: 512}
+train: {epochs: 4, batch_size: 512, early_stop: true, patience: 1, min_delta: 1.0}
 lm: {name: gpt2-tiny, epochs: 1, batch_size: 256, warmup_steps: 5}
 sample: {samples: 300}
 sweep:
@@ -141,11 +141,21 @@ def test_reproduce_writes_exactly_what_it_printed_from_the_stored_results(data_d
     table = R.generation_table(rows, ref)
     assert [t["generator"] for t in table] == ["continuous VAE, Gaussian prior", "VQ-VAE, uniform prior over codes",
                                               "VQ-VAE + gpt2-tiny", "VQ-VAE + llama-tiny"]
-    for line, cells in zip(table, R.metric_rows(table, "generator")):
-        assert "| " + " | ".join(cells) + " |" in report
+    top = R.ceiling(rows, ref)
+    cells = R.metric_rows(table, "generator", top)
+    assert len(cells) == 5 and cells[-1][0] == R.CEILING
+    for line in cells:
+        assert "| " + " | ".join(line) + " |" in report
     gpt2 = next(r for r in rows if r.config["lm"]["name"] == "gpt2-tiny" and r.config["vqvae"]["codebook_size"] == 8
                 and r.config["vqvae"]["seq_len"] == 2 and r.config["vqvae"]["model"] == "vqvae")
     assert table[2]["valid_unique"] == gpt2.metrics["valid_unique"]
+    # each stage's epochs, and the mark of a curve still improving: the VQ-VAE stopped on its plateau (min_delta
+    # 1.0, patience 1: after 2 of 4 epochs), the LM's one epoch cannot show one
+    assert cells[2][1] == "2 / 1 (not plateaued)" and cells[0][1] == "2 / –"
+    assert "**Cut short**" in report and "VQ-VAE + gpt2-tiny" in report.split("**Cut short**")[1].split("\n")[0]
+    # the ceiling: 300 draws from the training cells, the trial's sample count, as its LM stage scored them
+    assert top["valid_unique"] == gpt2.metrics["ceiling/valid_unique"] and gpt2.metrics["ceiling/novelty"] == 0.0
+    assert cells[2][-1] == f"{gpt2.metrics['valid_unique'] / top['valid_unique']:.2f}"
     uniform = json.loads((Path(gpt2.paths["vqvae_dir"]) / "metrics.json").read_text())["random_codes"]
     assert table[1]["validity"] == uniform["validity"]
     assert [p["vqvae.codebook_size"] for p in R.ablation(rows, ref, "vqvae.codebook_size")] == [8, 16]

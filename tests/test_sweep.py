@@ -163,6 +163,10 @@ def test_sweep_runs_trials_shares_the_vqvae_and_mirrors_to_wandb(data_dir, tmp_p
 
     shown = CliRunner().invoke(cli, ["report", str(sweep_dir), "--sort", "validity"])
     assert shown.exit_code == 0 and "gpt2-tiny" in shown.output and "llama-tiny" in shown.output
+    # one ceiling row (both trials share the space, split and sample count), its valid_unique as stored
+    ceilings = {r.metrics["ceiling/valid_unique"] for r in rows.values()}
+    (ceiling_line,) = [line for line in shown.output.splitlines() if "ceiling" in line]
+    assert len(ceilings) == 1 and f"{ceilings.pop():.3f}" in ceiling_line
     listed = CliRunner().invoke(cli, ["sync", str(sweep_dir), "--list"])
     assert listed.exit_code == 0 and listed.output.count("logged steps") == len(parts)
     planned = CliRunner().invoke(cli, ["sync", str(sweep_dir), "--dry-run", "--project", "elsewhere"])

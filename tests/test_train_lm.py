@@ -62,6 +62,21 @@ def test_zero2_trains_checkpoints_and_resumes(local_ray, codes_file, tmp_path):
         fit(config("lm.zero_stage=2", "lm.epochs=5", "lm.name=llama-tiny"), codes_file, tmp_path / "run", local_ray)
 
 
+def test_early_stop_ends_training_on_the_held_out_loss_plateau(local_ray, codes_file, tmp_path):
+    """lm.min_delta 100 nats: no epoch beats the first by as much, so with patience 1 training stops after epoch 1
+    of 5 (checkpointed there, though 30 s have not passed), and running it again trains nothing more."""
+    from archsweep.train import history
+    from archsweep.train.lm import fit
+
+    stop = config("lm.zero_stage=2", "lm.epochs=5", "lm.early_stop=true", "lm.patience=1", "lm.min_delta=100")
+    first = fit(stop, codes_file, tmp_path / "run", local_ray)
+    assert first.error is None, first.error
+    trained = history(first)
+    assert trained["epoch"].tolist() == [0, 1] and trained["plateaued"].tolist() == [False, True]
+    again = fit(stop, codes_file, tmp_path / "run", local_ray)
+    assert again.error is None and history(again).equals(trained)
+
+
 def test_zero3_checkpoint_gives_full_weights_for_sampling(local_ray, codes_file, tmp_path):
     from archsweep.lm.models import build
     from archsweep.lm.sampling import IGNORE, collate, sample

@@ -43,6 +43,25 @@ def test_two_workers_train_checkpoint_and_resume(local_ray, tmp_path):
     assert history(fit(load_config(overrides=[*TINY, "train.epochs=3", every_epoch]), tmp_path, local_ray)).equals(after)
 
 
+def test_early_stop_ends_training_on_the_plateau_and_a_rerun_trains_no_more(local_ray, tmp_path):
+    """min_delta 1.0: no epoch can beat the first by more than all of the held-out cells, so with patience 1 the
+    curve is flat at epoch 1, where training stops (checkpointed) out of 6 epochs allowed."""
+    from archsweep.train import history
+    from archsweep.train.vqvae import fit
+
+    stop = [*TINY, "train.epochs=6", "train.early_stop=true", "train.patience=1", "train.min_delta=1.0"]
+    first = fit(load_config(overrides=stop), tmp_path, local_ray)
+    assert first.error is None
+    trained = history(first)
+    assert trained["epoch"].tolist() == [0, 1] and trained["plateaued"].tolist() == [False, True]
+    again = fit(load_config(overrides=stop), tmp_path, local_ray)
+    assert again.error is None and history(again).equals(trained)
+    # the rule off: the same run continues to its epochs, and still reports where its curve stands
+    on = fit(load_config(overrides=[*TINY, "train.epochs=3", "train.patience=1", "train.min_delta=1.0"]), tmp_path,
+             local_ray)
+    assert history(on)["epoch"].tolist() == [0, 1, 2] and history(on)["plateaued"].tolist() == [False, True, True]
+
+
 def test_changed_keys_are_the_models_and_datas_not_the_run_length():
     from archsweep.config import to_dict
     from archsweep.train import VQVAE_RUN_KEYS, changed_keys

@@ -23,13 +23,15 @@ from archsweep import metrics as M
 from archsweep.artifacts import load_model, save_lm
 from archsweep.benchmarks import has_table, load_benchmark
 from archsweep.config import Config, to_dict
-from archsweep.data import training_reference
+from archsweep.data import load_cells, reference
 from archsweep.decoding import generated_cells
 from archsweep.layout import LMStage, VQVAEStage
 from archsweep.lm.models import add_lora, build
 from archsweep.lm.sampling import sample
 from archsweep.spaces import get_space, training_cells
 from archsweep.spaces.enumeration import GraphIndex
+from archsweep.train import history as train_history
+from archsweep.train import plateaued
 from archsweep.train.lm import fit, full_state_dict, load_codes
 from archsweep.train.scale import sample_batch
 
@@ -49,6 +51,15 @@ def _load_trained(cfg: Config, result, codebook_size: int):
     return lm
 
 
+def ceiling(space, enum, train_index: np.ndarray, train_hashes: set[str], train_strings: set[str], samples: int,
+            seed: int) -> dict:
+    """A perfect model of the training cells: `samples` draws from the training split itself
+    (`metrics.training_draws`), scored like generated cells. No generator of these cells gets more distinct valid
+    cells from as many samples; its novelty is 0 by construction."""
+    draws = train_index[M.training_draws(len(train_index), samples, seed)]
+    return M.generation_metrics([enum.cell(int(i)) for i in draws], space, train_hashes, train_strings)
+
+
 class Scorer:
     """Decodes sampled code sequences through a VQ-VAE stage's decoder and scores them with the metrics module.
     The training reference (for novelty) and the benchmark table are loaded once, for many sample sets."""
@@ -56,17 +67,22 @@ class Scorer:
     def __init__(self, cfg: Config, vqvae_dir: str | Path, data_dir: str | None = None):
         self.space = get_space(cfg.space)
         self.model, _ = load_model(VQVAEStage(Path(vqvae_dir)).model)
-        self.train_hashes, self.train_strings = training_reference(cfg)
+        self.enum = training_cells(cfg)
+        ops, adj, train = load_cells(cfg)
+        self.train_index = np.flatnonzero(train)
+        self.train_hashes, self.train_strings = reference(self.space, self.enum, ops, adj, train)
         self.benchmark = load_benchmark(cfg.space, data_dir) if has_table(cfg.space) else None
         self.index = None
         if not hasattr(self.space, "graph_hashes"):  # such a space checks and hashes decoded graphs itself
-            enum = training_cells(cfg)
-            self.index = GraphIndex(*self.space.graph_arrays(enum), enum.hash)
+            self.index = GraphIndex(ops.numpy(), adj.numpy(), self.enum.hash)
 
     def rows(self, codes: list[tuple[int, ...] | None], cells: list, limit: int = TABLE_ROWS) -> list[dict]:
         """The first samples one by one (metrics.sample_rows), accuracy on the benchmark's first dataset."""
         dataset = self.benchmark.datasets[0] if self.benchmark else None
         return M.sample_rows(codes, cells, self.space, self.train_hashes, self.benchmark, dataset, limit)
+
+    def ceiling(self, samples: int, seed: int) -> dict:
+        return ceiling(self.space, self.enum, self.train_index, self.train_hashes, self.train_strings, samples, seed)
 
     def __call__(self, codes: list[tuple[int, ...] | None]) -> tuple[dict, list]:
         """(metrics, decoded cells with None where the text did not parse)."""
@@ -112,9 +128,15 @@ def run(cfg: Config, vqvae_dir: str | Path, out_dir: str | Path, env: dict[str, 
     lm = _load_trained(cfg, result, codebook_size)
     save_lm(lm, stage.model)
 
+    history = train_history(result)
+    curve = history[["epoch", "heldout_loss"]].to_dict("records") if "heldout_loss" in history else []
+    scorer = Scorer(cfg, vqvae_dir, data_dir)
     results = {"config": to_dict(cfg), "training": {k: v for k, v in (result.metrics or {}).items()
                                                     if isinstance(v, (int, float))},
                "train_wall_s": train_seconds, "node": (result.metrics or {}).get("node"),
-               **generate(lm, Scorer(cfg, vqvae_dir, data_dir), cfg, stage.samples, stage.generated)}
+               "heldout_curve": curve, "epochs_trained": len(curve),
+               "plateaued": plateaued("lm", curve, cfg.lm.patience, cfg.lm.min_delta),
+               **generate(lm, scorer, cfg, stage.samples, stage.generated),
+               "training_cells": scorer.ceiling(cfg.sample.samples, cfg.sample.seed)}
     stage.metrics.write_text(json.dumps(results, indent=2))
     return results

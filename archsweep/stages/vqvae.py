@@ -29,6 +29,7 @@ from archsweep.layout import VQVAEStage
 from archsweep.spaces import get_space, training_cells
 from archsweep.spaces.enumeration import GraphIndex
 from archsweep.train import history as train_history
+from archsweep.train import plateaued
 from archsweep.train.vqvae import fit
 
 log = logging.getLogger(__name__)
@@ -89,14 +90,17 @@ def run(cfg: Config, out_dir: str | Path, env: dict[str, str] | None = None, log
     measured, arrays = evaluate(model, cfg)
     np.savez(stage.codes, space=np.array(cfg.space), **arrays)
     history = train_history(result)
+    epochs = [] if history is None else [{k: v for k, v in row.items() if isinstance(v, (int, float))}
+                                         for row in json.loads(history.to_json(orient="records"))]
     results = {
         "config": to_dict(cfg),
         "training": {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))},
         "graphs_per_s": float(history["graphs_per_s"].mean()) if history is not None and len(history) else None,
         "train_wall_s": train_seconds,
         "node": (result.metrics or {}).get("node"),
-        "history": [] if history is None else [{k: v for k, v in row.items() if isinstance(v, (int, float))}
-                                               for row in json.loads(history.to_json(orient="records"))],
+        "history": epochs,
+        "epochs_trained": len(epochs),  # below train.epochs: stopped on its plateau (train.early_stop)
+        "plateaued": plateaued("vqvae", epochs, cfg.train.patience, cfg.train.min_delta),
         **measured,
     }
     stage.metrics.write_text(json.dumps(results, indent=2))

@@ -92,6 +92,9 @@ def final_metrics(results: dict) -> dict:
         if vq.get(key) is not None:
             out[f"vqvae/{key}"] = vq[key]
     out["vqvae/reused"] = bool(results.get("vqvae_reused"))
+    for key in ("epochs_trained", "plateaued"):  # how far each stage trained, and whether its held-out curve was flat
+        if key in vq:
+            out[f"vqvae/{key}"] = vq[key]
     if "pipeline_wall_s" in results:
         out["pipeline_wall_s"] = results["pipeline_wall_s"]
     for key, value in results.get("search", {}).items():
@@ -103,6 +106,12 @@ def final_metrics(results: dict) -> dict:
             if key in lm["training"]:
                 out[f"lm/{key}"] = lm["training"][key]
         out["lm/train_wall_s"] = lm["train_wall_s"]
+        for key in ("epochs_trained", "plateaued"):
+            if key in lm:
+                out[f"lm/{key}"] = lm[key]
+        for key, value in lm.get("training_cells", {}).items():  # the ceiling: as many draws from the training cells
+            if key != "samples":
+                out[f"ceiling/{key}"] = value
         out["samples_per_s"] = lm["samples_per_s"]
         for key, stats in lm.items():
             if key.startswith("accuracy_") and isinstance(stats, dict):

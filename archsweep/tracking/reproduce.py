@@ -120,35 +120,54 @@ def _at(row, ref: dict, *free: str) -> bool:
     return all(_get(row.config, k) == v for k, v in ref.items() if k not in free)
 
 
+def _training(metrics: dict) -> dict:
+    """How far a trial's stages trained and whether each held-out curve had plateaued (None: not recorded)."""
+    return {f"{stage}_{key}": metrics.get(f"{stage}/{name}") for stage in ("vqvae", "lm")
+            for key, name in (("epochs", "epochs_trained"), ("plateaued", "plateaued"))}
+
+
+def _line(row, **fields) -> dict:
+    return {**fields, "reconstruction": row.metrics["vqvae/reconstruction_accuracy"],
+            **{m: row.metrics[m] for m in METRICS}, **_training(row.metrics), "trial": row.trial_id}
+
+
 def generation_table(rows, ref: dict) -> list[dict]:
     """The paper's main table for one space: the continuous VAE, the VQ-VAE with a uniform prior over codes, and
-    the VQ-VAE with each LM family, all at the reference K and L; each line holds its metrics and trial ids."""
+    the VQ-VAE with each LM family, all at the reference K and L; each line holds its metrics, how far its stages
+    trained and its trial ids."""
     done = [r for r in rows if r.status == "TERMINATED"]
     vq = [r for r in done if r.config["vqvae"]["model"] == "vqvae" and _at(r, ref, "lm.name")]
     vae = sorted((r for r in done if r.config["vqvae"]["model"] == "vae"),
                  key=lambda r: r.config["vqvae"]["seq_len"] != ref["vqvae.seq_len"])
     lines = []
     if vae:
-        r = vae[0]
-        lines.append({"generator": "continuous VAE, Gaussian prior", "reconstruction": r.metrics[
-            "vqvae/reconstruction_accuracy"], **{m: r.metrics[m] for m in METRICS}, "trial": r.trial_id})
+        lines.append(_line(vae[0], generator="continuous VAE, Gaussian prior"))
     if vq:
         stage = json.loads(VQVAEStage(Path(vq[0].paths["vqvae_dir"])).metrics.read_text())
         lines.append({"generator": "VQ-VAE, uniform prior over codes", "reconstruction": stage[
-            "reconstruction_accuracy"], **{m: stage["random_codes"][m] for m in METRICS}, "trial": vq[0].trial_id})
+            "reconstruction_accuracy"], **{m: stage["random_codes"][m] for m in METRICS},
+            "vqvae_epochs": stage.get("epochs_trained"), "vqvae_plateaued": stage.get("plateaued"),
+            "trial": vq[0].trial_id})
     for r in sorted(vq, key=lambda r: r.config["lm"]["name"]):
-        lines.append({"generator": f"VQ-VAE + {r.config['lm']['name']}", "reconstruction": r.metrics[
-            "vqvae/reconstruction_accuracy"], **{m: r.metrics[m] for m in METRICS}, "trial": r.trial_id})
+        lines.append(_line(r, generator=f"VQ-VAE + {r.config['lm']['name']}"))
     return lines
+
+
+def ceiling(rows, ref: dict) -> dict | None:
+    """The ceiling line ("a perfect model of the training cells") of a generation sweep: the reference trial's,
+    or any LM trial's (every trial of one sweep shares the space, split and sample count). None: not recorded."""
+    done = [r for r in rows if r.status == "TERMINATED" and "ceiling/valid_unique" in r.metrics]
+    done.sort(key=lambda r: not _at(r, ref))
+    if not done:
+        return None
+    return {"reconstruction": None, **{m: done[0].metrics[f"ceiling/{m}"] for m in METRICS}, "ceiling": True}
 
 
 def ablation(rows, ref: dict, key: str) -> list[dict]:
     """The reference LM's trials that differ from the reference only in `key`, in order of its value."""
     picked = [r for r in rows if r.status == "TERMINATED" and r.config["vqvae"]["model"] == "vqvae"
               and _at(r, ref, key)]
-    return [{key: _get(r.config, key), "reconstruction": r.metrics["vqvae/reconstruction_accuracy"],
-             **{m: r.metrics[m] for m in METRICS}, "trial": r.trial_id}
-            for r in sorted(picked, key=lambda r: _get(r.config, key))]
+    return [_line(r, **{key: _get(r.config, key)}) for r in sorted(picked, key=lambda r: _get(r.config, key))]
 
 
 def reference_trial(rows, ref: dict):
@@ -168,14 +187,43 @@ def markdown(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]) + "\n"
 
 
-def metric_rows(lines: list[dict], first: str) -> list[list[str]]:
-    """Table cells: `first` column, held-out reconstruction, then the generation metrics."""
-    return [[str(line[first]), pct(line["reconstruction"]), *(pct(line[m]) for m in METRICS)] for line in lines]
+CEILING = "a perfect model of the training cells (ceiling)"
+CUT_SHORT = "not plateaued"
+
+
+def epochs_cell(line: dict) -> str:
+    """"VQ-VAE epochs / LM epochs", each marked where its held-out curve had not plateaued (a row cut short)."""
+    parts = []
+    for stage in ("vqvae", "lm"):
+        epochs, flat = line.get(f"{stage}_epochs"), line.get(f"{stage}_plateaued")
+        parts.append("–" if epochs is None else f"{epochs}" + ("" if flat or flat is None else f" ({CUT_SHORT})"))
+    return " / ".join(parts)
+
+
+def metric_rows(lines: list[dict], first: str, top: dict | None = None) -> list[list[str]]:
+    """Table cells: `first` column, the stages' epochs, held-out reconstruction, the generation metrics and
+    valid_unique as a fraction of the ceiling `top` (then its own row last)."""
+    out = []
+    for line in [*lines, *([top | {first: CEILING}] if top else [])]:
+        share = f"{line['valid_unique'] / top['valid_unique']:.2f}" if top and top["valid_unique"] else "–"
+        out.append([str(line[first]), "–" if line.get("ceiling") else epochs_cell(line),
+                    "–" if line["reconstruction"] is None else pct(line["reconstruction"]),
+                    *(pct(line[m]) for m in METRICS), share])
+    return out
+
+
+METRIC_HEAD = ["epochs (VQ-VAE / LM)", "held-out reconstruction", *METRICS, "valid_unique / ceiling"]
+
+
+def cut_short(lines: list[dict]) -> list[dict]:
+    """The lines with a stage whose held-out curve had not plateaued when its training ended."""
+    return [line for line in lines if any(line.get(f"{stage}_plateaued") is False for stage in ("vqvae", "lm"))]
 
 
 def plot_metrics(points: list[dict], x: str, path: Path, title: str, footer: str, xlabel: str = "",
-                 log2: bool = False) -> Path:
-    """The generation metrics (and held-out reconstruction where the points have it), in %, against `x`."""
+                 log2: bool = False, top: dict | None = None) -> Path:
+    """The generation metrics (and held-out reconstruction where the points have it), in %, against `x`; the
+    ceiling's valid_unique (`top`) as a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -185,6 +233,9 @@ def plot_metrics(points: list[dict], x: str, path: Path, title: str, footer: str
     xs = [p[x] for p in points]
     for metric in (("reconstruction",) if "reconstruction" in points[0] else ()) + METRICS:
         ax.plot(xs, [100 * p[metric] for p in points], marker="o", label=metric)
+    if top:
+        ax.axhline(100 * top["valid_unique"], color="0.3", linestyle="--", linewidth=1,
+                   label="valid_unique of a perfect model of the training cells")
     if log2:
         ax.set_xscale("log", base=2)
         ax.set_xticks(xs, [str(v) for v in xs])

@@ -47,6 +47,38 @@ def history(result):
         return pd.DataFrame(read_history(directory))
 
 
+def plateau_epoch(values: list[float], patience: int, min_delta: float, mode: str = "max") -> int | None:
+    """The first epoch at which a held-out curve has gone `patience` epochs without beating its best by more than
+    `min_delta`; None while it still improves (or is too short to tell). Early stopping stops there, and reports
+    call a run "plateaued" when its curve has such an epoch.
+
+    >>> plateau_epoch([0.5, 0.8, 0.9, 0.9, 0.9005, 0.9], patience=3, min_delta=0.001)
+    5
+    >>> plateau_epoch([3.0, 2.0, 1.5, 1.4], patience=2, min_delta=0.01, mode="min") is None
+    True
+    """
+    sign = 1.0 if mode == "max" else -1.0
+    best, since = -float("inf"), 0
+    for epoch, value in enumerate(values):
+        if sign * value > best + min_delta:
+            best, since = sign * value, 0
+        else:
+            since += 1
+            if since >= patience:
+                return epoch
+    return None
+
+
+# the held-out curve each stage is judged on, and whether higher is better
+CURVES = {"vqvae": ("heldout_exact_graph", "max"), "lm": ("heldout_loss", "min")}
+
+
+def plateaued(stage: str, history: list[dict], patience: int, min_delta: float) -> bool:
+    """Whether a stage's epoch reports (`history`) show its held-out curve on a plateau."""
+    key, mode = CURVES[stage]
+    return plateau_epoch([row[key] for row in history if key in row], patience, min_delta, mode) is not None
+
+
 # what a checkpoint was trained on: resuming it under other values of these would continue another model
 VQVAE_RUN_KEYS = ("space", "seed", "vqvae", "train.dataset_size", "train.dataset_seed", "train.train_fraction")
 LM_RUN_KEYS = (*VQVAE_RUN_KEYS, "lm.name", "lm.lora")

@@ -22,8 +22,8 @@ from archsweep.config import Config, from_dict, to_dict
 from archsweep.errors import ArchsweepError
 from archsweep.lm.models import add_lora, build
 from archsweep.lm.sampling import IGNORE, collate
-from archsweep.train import (LM_RUN_KEYS, read_history, read_run_config, refuse_other_run, run_trainer, scale,
-                             write_history, write_run_config)
+from archsweep.train import (LM_RUN_KEYS, plateaued, read_history, read_run_config, refuse_other_run, run_trainer,
+                             scale, write_history, write_run_config)
 
 RUN_NAME = "lm"
 TAG = "state"  # not "latest": DeepSpeed writes a file of that name beside the tag directory
@@ -184,6 +184,8 @@ def train_loop(loop_config: dict) -> None:
                                  f"({Path(checkpoint.path).parent}) to train it from scratch.") from None
             history = read_history(directory)
         start_epoch = client_state["epoch"] + 1
+    if cfg.lm.early_stop and plateaued("lm", history, cfg.lm.patience, cfg.lm.min_delta):
+        start_epoch = epochs  # it had stopped on its plateau: nothing is left to train
 
     last_checkpoint = time.perf_counter()
     setup_s = last_checkpoint - entered  # data, model, process group, resume: the stage's fixed cost
@@ -232,10 +234,12 @@ def train_loop(loop_config: dict) -> None:
                    "setup_s": setup_s, "steps": min(total_steps, (epoch + 1) * steps), **memory_footprint(engine),
                    "node": ray.get_runtime_context().get_node_id()}  # where rank 0 ran, for multi-node runs
         history.append(metrics)
+        metrics["plateaued"] = plateaued("lm", history, cfg.lm.patience, cfg.lm.min_delta)  # same on every rank
+        stop = cfg.lm.early_stop and metrics["plateaued"]
         with tempfile.TemporaryDirectory() as directory:
             checkpoint = None
-            if scale.checkpoint_due(epoch, epochs, cfg.lm.checkpoint_every, cfg.lm.checkpoint_interval_s,
-                                    float(totals[3])):
+            if stop or scale.checkpoint_due(epoch, epochs, cfg.lm.checkpoint_every, cfg.lm.checkpoint_interval_s,
+                                            float(totals[3])):
                 engine.save_checkpoint(directory, tag=TAG, client_state={"epoch": epoch})
                 if rank == 0:
                     write_history(directory, history)
@@ -243,6 +247,8 @@ def train_loop(loop_config: dict) -> None:
                 checkpoint = ray.train.Checkpoint.from_directory(directory)
                 last_checkpoint = time.perf_counter()
             ray.train.report(metrics, checkpoint=checkpoint)
+        if stop:
+            break
 
 
 def fit(cfg: Config, codes_path: str | Path, out_dir: str | Path, env: dict[str, str] | None = None,

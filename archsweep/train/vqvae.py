@@ -21,7 +21,8 @@ from archsweep.data import load_cells
 from archsweep.metrics import codebook_stats_from_counts
 from archsweep.models.vqvae import build_model, decode_graph, start_training
 from archsweep.spaces import get_space
-from archsweep.train import VQVAE_RUN_KEYS, read_history, refuse_other_run, run_trainer, scale, write_history
+from archsweep.train import (VQVAE_RUN_KEYS, plateaued, read_history, refuse_other_run, run_trainer, scale,
+                             write_history)
 
 RUN_NAME = "vqvae"
 
@@ -74,6 +75,9 @@ def train_loop(loop_config: dict) -> None:
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         start_epoch = state["epoch"] + 1
+    t = cfg.train
+    if t.early_stop and plateaued("vqvae", history, t.patience, t.min_delta):
+        start_epoch = t.epochs  # it had stopped on its plateau: nothing is left to train
 
     last_checkpoint = time.perf_counter()
     setup_s = last_checkpoint - entered  # data, model, process group, resume: the stage's fixed cost
@@ -135,8 +139,10 @@ def train_loop(loop_config: dict) -> None:
         if cfg.vqvae.model == "vqvae":
             metrics |= codebook_stats_from_counts(counts.numpy())
         history.append(metrics)
-        due = scale.checkpoint_due(epoch, cfg.train.epochs, cfg.train.checkpoint_every,
-                                   cfg.train.checkpoint_interval_s, float(since_checkpoint))
+        metrics["plateaued"] = plateaued("vqvae", history, t.patience, t.min_delta)  # same on every rank
+        stop = t.early_stop and metrics["plateaued"]
+        due = stop or scale.checkpoint_due(epoch, t.epochs, t.checkpoint_every, t.checkpoint_interval_s,
+                                           float(since_checkpoint))
         if due:
             last_checkpoint = time.perf_counter()
         with tempfile.TemporaryDirectory() as directory:
@@ -148,6 +154,8 @@ def train_loop(loop_config: dict) -> None:
                 write_history(directory, history)
                 checkpoint = ray.train.Checkpoint.from_directory(directory)
             ray.train.report(metrics, checkpoint=checkpoint)
+        if stop:
+            break
 
 
 def fit(cfg: Config, out_dir: Path, env: dict[str, str] | None = None, log_level: str = "WARNING",
