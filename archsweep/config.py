@@ -75,6 +75,7 @@ class TrainConfig:
     early_stop: bool = False
     patience: int = 3  # epochs without a gain above min_delta that make a plateau (also how reports judge a run)
     min_delta: float = 0.001  # in held-out cells exactly reconstructed (0.001 = 0.1 %)
+    min_epochs: int = 5  # no plateau before this many epochs: reconstruction can sit near 0 for a few at the start
 
 
 @dataclass
@@ -109,7 +110,8 @@ class LMConfig:
     # stop once the held-out loss has plateaued (archsweep.train.plateau_epoch); `epochs` is then the cap
     early_stop: bool = False
     patience: int = 3  # epochs without a gain above min_delta that make a plateau (also how reports judge a run)
-    min_delta: float = 0.002  # in held-out loss, nats per code token
+    min_delta: float = 0.01  # in held-out loss, nats per code token (0.01: 1 % of the perplexity)
+    min_epochs: int = 5  # no plateau before this many epochs
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30 % slower
     offload: str = "none"  # none | cpu: ZeRO-Offload, optimizer state (and, with ZeRO-3, parameters) in host memory
     lora: LoRAConfig = field(default_factory=LoRAConfig)
@@ -256,9 +258,11 @@ RANGES = {
     "train.max_failures": (lambda v: v >= -1, ">= -1 (-1: unlimited)"),
     "train.patience": (lambda v: v >= 1, ">= 1"),
     "train.min_delta": (lambda v: v >= 0, ">= 0"),
+    "train.min_epochs": (lambda v: v >= 0, ">= 0"),
     "lm.epochs": (lambda v: v >= 1, ">= 1"),
     "lm.patience": (lambda v: v >= 1, ">= 1"),
     "lm.min_delta": (lambda v: v >= 0, ">= 0"),
+    "lm.min_epochs": (lambda v: v >= 0, ">= 0"),
     "lm.batch_size": (lambda v: v == "auto" or _positive_int(v), '"auto" or an integer >= 1'),
     "lm.grad_accum": (lambda v: v >= 1, ">= 1"),
     "lm.lr": (lambda v: v > 0, "> 0"),

@@ -28,6 +28,7 @@ from archsweep.layout import LMStage, RunDir, VQVAEStage
 from archsweep.runtime import init_local_ray, worker_env
 from archsweep.stages import lm as lm_stage
 from archsweep.stages import pipeline
+from archsweep.tracking import reproduce as R
 from bench._measure import plain_lm_loop
 from bench._report import header, write_block
 
@@ -75,7 +76,10 @@ def generation_rows(args) -> tuple[list[str], list[str], list[str]]:
             g = results["generation"]
             label = f"VQ-VAE + {results['config']['lm']['name']} (T = 1.0)" if model == "vqvae" else \
                 "continuous VAE, Gaussian prior"
-            rows.append(f"| {space} | {label} | {pct(results['vqvae']['reconstruction_accuracy'])} | "
+            vq, lm = results["vqvae"], results.get("lm", {})
+            trained = R.epochs_cell({"vqvae_epochs": vq.get("epochs_trained"), "vqvae_plateaued": vq.get("plateaued"),
+                                     "lm_epochs": lm.get("epochs_trained"), "lm_plateaued": lm.get("plateaued")})
+            rows.append(f"| {space} | {label} | {trained} | {pct(vq['reconstruction_accuracy'])} | "
                         + " | ".join(pct(g[m]) for m in METRICS) + " |")
             print(rows[-1], flush=True)
             if model != "vqvae":
@@ -85,6 +89,8 @@ def generation_rows(args) -> tuple[list[str], list[str], list[str]]:
             cfg = load_config(overrides=[*base, "vqvae.model=vqvae"])
             lm = load_lm(cfg, RunDir(out).lm.model)
             scorer = lm_stage.Scorer(cfg, RunDir(out).vqvae.dir)
+            top = scorer.ceiling(cfg.sample.samples, cfg.sample.seed)
+            rows.append(f"| {space} | {R.CEILING} | – | – | " + " | ".join(pct(top[m]) for m in METRICS) + " |")
             for t in TEMPERATURES:
                 cfg.sample.temperature = t
                 m = lm_stage.generate(lm, scorer, cfg)
@@ -140,10 +146,16 @@ def family_rows(args) -> list[str]:
         scorer = scorer or lm_stage.Scorer(cfg, vq)
         cfg.sample.constrained = True
         c = lm_stage.generate(load_lm(cfg, LMStage(out).model), scorer, cfg)
+        if m.get("plateaued") is False:  # its held-out loss still improving after FAMILY_EPOCHS
+            label += f" ({R.CUT_SHORT})"
         rows.append(f"| {label} | {m['training']['heldout_perplexity']:.3f} | {pct(parsed)} | {pct(m['validity'])} | "
                     f"{pct(m['valid_unique'])} | {pct(c['validity'])} | {pct(c['valid_unique'])} | "
                     f"{pct(c['valid_unique_novel'])} | {m['train_wall_s']:.0f} s |")
         print(rows[-1], flush=True)
+    if scorer is not None:
+        top = scorer.ceiling(cfg.sample.samples, cfg.sample.seed)
+        rows.append(f"| {R.CEILING} | – | – | {pct(top['validity'])} | {pct(top['valid_unique'])} | – | – | "
+                    f"{pct(top['valid_unique_novel'])} | – |")
     return rows
 
 
@@ -217,8 +229,11 @@ def main() -> None:
         "(uniqueness and novelty by canonical hash, among the valid samples; novelty against the training split). "
         "Both models go through the same pipeline and metric code; the VAE samples the Gaussian fitted to its "
         "training latents.\n\n"
-        "| space | generator | held-out reconstruction | validity | uniqueness | novelty | valid_unique | "
-        "valid_unique_novel |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+        "Epochs: each stage's, marked \"not plateaued\" where its held-out curve (reconstruction; the LM's loss) still "
+        "gained more than min_delta within the last `patience` epochs when they ran out (archsweep.train.plateaued). "
+        "The ceiling row: as many draws from the training split itself (archsweep.stages.lm.ceiling).\n\n"
+        "| space | generator | epochs (VQ-VAE / LM) | held-out reconstruction | validity | uniqueness | novelty | "
+        "valid_unique | valid_unique_novel |\n|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
         "Temperature (same trained LM, fresh samples; accuracy: mean benchmark validation accuracy of the distinct "
         "valid generated cells, first dataset of the table; architectures/s: sampling throughput end to end, i.e. "
         "generate, parse, decode through the VQ-VAE and score, batches of 1,000, this CPU):\n\n"

@@ -90,7 +90,7 @@ def training_text(base) -> str:
     """How the sweep's stages train: fixed epochs, or up to a cap and stopped on the held-out plateau."""
     parts = []
     for what, t, curve in (("VQ-VAE", base.train, "held-out reconstruction"), ("LM", base.lm, "held-out loss")):
-        rule = f"patience {t.patience} epochs, min_delta {t.min_delta:g}"
+        rule = f"patience {t.patience} epochs, min_delta {t.min_delta:g}, at least {t.min_epochs} epochs"
         parts.append(f"{what} up to {t.epochs} epochs, stopped once its {curve} plateaus ({rule})" if t.early_stop
                      else f"{what} {t.epochs} epochs (judged plateaued by {curve}, {rule})")
     return "; ".join(parts)
@@ -115,8 +115,8 @@ def generation_section(sweep, rows, spec, figures: Path, footer: str) -> tuple[s
     text = (f"### {space}\n\n`{rel(sweep.source)}`: reference K = {ref['vqvae.codebook_size']}, "
             f"L = {ref['vqvae.seq_len']}; {training_text(sweep.base)}; {sweep.base.sample.samples:,} LM samples per "
             f"row (the VAE's prior and the uniform prior: {STANDARD_SAMPLES:,}, as the VQ-VAE stage measures them). "
-            "The last row, the ceiling, samples the training split itself as often: no generator of these cells "
-            "finds more distinct valid cells in as many samples.\n\n"
+            "The last row, the ceiling, samples the training split itself as often: what a generator that learnt "
+            "its training cells exactly would score (novelty 0; a generator above it finds cells beyond them).\n\n"
             + R.markdown(["generator", *R.METRIC_HEAD], R.metric_rows(lines, "generator", top))
             + "\n" + cut_short_text(lines, "generator"))
     for key, label in R.ABLATIONS.items():

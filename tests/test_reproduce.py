@@ -21,7 +21,8 @@ GENERATION = """
 name: gen-tiny
 space: nasbench201
 vqvae: {hidden_dim: 32, decoder_hidden: 128, gin_layers: 2, code_dim: 8, codebook_size: 8, seq_len: 2}
-train: {epochs: 4, batch_size: 512, early_stop: true, patience: 1, min_delta: 1.0}
+train: {epochs: 4, batch_size: 512, early_stop: true, patience: 1, min_delta: 1.0,
+        min_epochs: 0}
 lm: {name: gpt2-tiny, epochs: 1, batch_size: 256, warmup_steps: 5}
 sample: {samples: 300}
 sweep:

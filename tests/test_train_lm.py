@@ -68,7 +68,8 @@ def test_early_stop_ends_training_on_the_held_out_loss_plateau(local_ray, codes_
     from archsweep.train import history
     from archsweep.train.lm import fit
 
-    stop = config("lm.zero_stage=2", "lm.epochs=5", "lm.early_stop=true", "lm.patience=1", "lm.min_delta=100")
+    stop = config("lm.zero_stage=2", "lm.epochs=5", "lm.early_stop=true", "lm.patience=1", "lm.min_delta=100",
+                  "lm.min_epochs=0")
     first = fit(stop, codes_file, tmp_path / "run", local_ray)
     assert first.error is None, first.error
     trained = history(first)

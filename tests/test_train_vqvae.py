@@ -49,7 +49,8 @@ def test_early_stop_ends_training_on_the_plateau_and_a_rerun_trains_no_more(loca
     from archsweep.train import history
     from archsweep.train.vqvae import fit
 
-    stop = [*TINY, "train.epochs=6", "train.early_stop=true", "train.patience=1", "train.min_delta=1.0"]
+    stop = [*TINY, "train.epochs=6", "train.early_stop=true", "train.patience=1", "train.min_delta=1.0",
+            "train.min_epochs=0"]
     first = fit(load_config(overrides=stop), tmp_path, local_ray)
     assert first.error is None
     trained = history(first)
@@ -57,8 +58,8 @@ def test_early_stop_ends_training_on_the_plateau_and_a_rerun_trains_no_more(loca
     again = fit(load_config(overrides=stop), tmp_path, local_ray)
     assert again.error is None and history(again).equals(trained)
     # the rule off: the same run continues to its epochs, and still reports where its curve stands
-    on = fit(load_config(overrides=[*TINY, "train.epochs=3", "train.patience=1", "train.min_delta=1.0"]), tmp_path,
-             local_ray)
+    on = fit(load_config(overrides=[*TINY, "train.epochs=3", "train.patience=1", "train.min_delta=1.0",
+                                    "train.min_epochs=0"]), tmp_path, local_ray)
     assert history(on)["epoch"].tolist() == [0, 1, 2] and history(on)["plateaued"].tolist() == [False, True, True]
 
 

@@ -54,8 +54,8 @@ def _load_trained(cfg: Config, result, codebook_size: int):
 def ceiling(space, enum, train_index: np.ndarray, train_hashes: set[str], train_strings: set[str], samples: int,
             seed: int) -> dict:
     """A perfect model of the training cells: `samples` draws from the training split itself
-    (`metrics.training_draws`), scored like generated cells. No generator of these cells gets more distinct valid
-    cells from as many samples; its novelty is 0 by construction."""
+    (`metrics.training_draws`), scored like generated cells: what a generator that learnt its training distribution
+    exactly scores. Its novelty is 0 by construction; a generator above it finds cells beyond the training split."""
     draws = train_index[M.training_draws(len(train_index), samples, seed)]
     return M.generation_metrics([enum.cell(int(i)) for i in draws], space, train_hashes, train_strings)
 
@@ -135,7 +135,7 @@ def run(cfg: Config, vqvae_dir: str | Path, out_dir: str | Path, env: dict[str, 
                                                     if isinstance(v, (int, float))},
                "train_wall_s": train_seconds, "node": (result.metrics or {}).get("node"),
                "heldout_curve": curve, "epochs_trained": len(curve),
-               "plateaued": plateaued("lm", curve, cfg.lm.patience, cfg.lm.min_delta),
+               "plateaued": plateaued("lm", curve, cfg.lm),
                **generate(lm, scorer, cfg, stage.samples, stage.generated),
                "training_cells": scorer.ceiling(cfg.sample.samples, cfg.sample.seed)}
     stage.metrics.write_text(json.dumps(results, indent=2))

@@ -100,7 +100,7 @@ def run(cfg: Config, out_dir: str | Path, env: dict[str, str] | None = None, log
         "node": (result.metrics or {}).get("node"),
         "history": epochs,
         "epochs_trained": len(epochs),  # below train.epochs: stopped on its plateau (train.early_stop)
-        "plateaued": plateaued("vqvae", epochs, cfg.train.patience, cfg.train.min_delta),
+        "plateaued": plateaued("vqvae", epochs, cfg.train),
         **measured,
     }
     stage.metrics.write_text(json.dumps(results, indent=2))

@@ -184,7 +184,7 @@ def train_loop(loop_config: dict) -> None:
                                  f"({Path(checkpoint.path).parent}) to train it from scratch.") from None
             history = read_history(directory)
         start_epoch = client_state["epoch"] + 1
-    if cfg.lm.early_stop and plateaued("lm", history, cfg.lm.patience, cfg.lm.min_delta):
+    if cfg.lm.early_stop and plateaued("lm", history, cfg.lm):
         start_epoch = epochs  # it had stopped on its plateau: nothing is left to train
 
     last_checkpoint = time.perf_counter()
@@ -234,7 +234,7 @@ def train_loop(loop_config: dict) -> None:
                    "setup_s": setup_s, "steps": min(total_steps, (epoch + 1) * steps), **memory_footprint(engine),
                    "node": ray.get_runtime_context().get_node_id()}  # where rank 0 ran, for multi-node runs
         history.append(metrics)
-        metrics["plateaued"] = plateaued("lm", history, cfg.lm.patience, cfg.lm.min_delta)  # same on every rank
+        metrics["plateaued"] = plateaued("lm", history, cfg.lm)  # same on every rank
         stop = cfg.lm.early_stop and metrics["plateaued"]
         with tempfile.TemporaryDirectory() as directory:
             checkpoint = None

@@ -76,7 +76,7 @@ def train_loop(loop_config: dict) -> None:
         schedule.load_state_dict(state["schedule"])
         start_epoch = state["epoch"] + 1
     t = cfg.train
-    if t.early_stop and plateaued("vqvae", history, t.patience, t.min_delta):
+    if t.early_stop and plateaued("vqvae", history, t):
         start_epoch = t.epochs  # it had stopped on its plateau: nothing is left to train
 
     last_checkpoint = time.perf_counter()
@@ -139,7 +139,7 @@ def train_loop(loop_config: dict) -> None:
         if cfg.vqvae.model == "vqvae":
             metrics |= codebook_stats_from_counts(counts.numpy())
         history.append(metrics)
-        metrics["plateaued"] = plateaued("vqvae", history, t.patience, t.min_delta)  # same on every rank
+        metrics["plateaued"] = plateaued("vqvae", history, t)  # same on every rank
         stop = t.early_stop and metrics["plateaued"]
         due = stop or scale.checkpoint_due(epoch, t.epochs, t.checkpoint_every, t.checkpoint_interval_s,
                                            float(since_checkpoint))
