@@ -34,6 +34,7 @@ test: data
 bench: data
 	$(BIN)/python -m bench.enumerate_nb101 --write
 	$(BIN)/python -m bench.vqvae --write
+	$(BIN)/python -m bench.ceiling --write
 	$(BIN)/python -m bench.lm --write
 	$(BIN)/python -m bench.representations --write
 	$(BIN)/python -m bench.zero --write

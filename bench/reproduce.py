@@ -101,9 +101,9 @@ def cut_short_text(lines: list[dict], first: str) -> str:
     if not short:
         return ("Every row's held-out curves had plateaued when its training ended (none cut short).\n")
     names = ", ".join(str(line[first]) for line in short)
-    return (f"**Cut short** ({R.CUT_SHORT}: its held-out curve still improved by more than min_delta within the last "
-            f"`patience` epochs when its epochs ran out): {names}. Read those rows as under-trained, not as the "
-            "effect of the setting.\n")
+    return (f"**Cut short** ({R.CUT_SHORT}: fewer epochs than `min_epochs`, or its held-out curve still gained more "
+            f"than min_delta within the last `patience` epochs when its epochs ran out): {names}. Read those rows as "
+            "under-trained, not as the effect of the setting.\n")
 
 
 def generation_section(sweep, rows, spec, figures: Path, footer: str) -> tuple[str, dict]:
