@@ -71,7 +71,7 @@ class TrainConfig:
     checkpoint_interval_s: float = 30.0  # and at least this long after the previous one (the last epoch always)
     compile: bool = False  # torch.compile the model (pays on GPUs for long runs)
     max_failures: int = 2  # lost workers (a killed process, a lost node) survived by resuming from the checkpoint
-    # stop once held-out reconstruction has plateaued (archsweep.train.plateau_epoch); `epochs` is then the cap
+    # stop once held-out reconstruction has plateaued (archsweep.train.flat); `epochs` is then the cap
     early_stop: bool = False
     patience: int = 3  # epochs without a gain above min_delta that make a plateau (also how reports judge a run)
     min_delta: float = 0.001  # in held-out cells exactly reconstructed (0.001 = 0.1 %)
@@ -107,7 +107,7 @@ class LMConfig:
     compile: bool = False
     max_failures: int = 2
     max_steps: int = 0  # stop after this many optimiser steps in all (0: train every epoch through)
-    # stop once the held-out loss has plateaued (archsweep.train.plateau_epoch); `epochs` is then the cap
+    # stop once the held-out loss has plateaued (archsweep.train.flat); `epochs` is then the cap
     early_stop: bool = False
     patience: int = 3  # epochs without a gain above min_delta that make a plateau (also how reports judge a run)
     min_delta: float = 0.01  # in held-out loss, nats per code token (0.01: 1 % of the perplexity)
