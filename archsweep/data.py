@@ -3,6 +3,8 @@ split, and the training split's reference sets that novelty is measured against.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -27,6 +29,24 @@ def reference(space, enum, ops: torch.Tensor, adj: torch.Tensor, train: np.ndarr
             {space.from_graph(adj[i].numpy(), ops[i].numpy()).to_string() for i in index})
 
 
-def training_reference(cfg: Config) -> tuple[set[str], set[str]]:
-    """(canonical hashes, exact strings) of the training split: what novelty is measured against."""
-    return reference(get_space(cfg.space), training_cells(cfg), *load_cells(cfg))
+@dataclass
+class TrainingSplit:
+    """A run's cells, their graph arrays and train mask, and the training split's reference sets."""
+
+    enum: object  # archsweep.spaces.training_cells(cfg)
+    ops: torch.Tensor
+    adj: torch.Tensor
+    train: np.ndarray
+    hashes: set[str]  # canonical hashes of the training cells: what novelty is measured against
+    strings: set[str]  # their exact strings
+
+    @property
+    def index(self) -> np.ndarray:
+        """Positions of the training cells among the run's cells."""
+        return np.flatnonzero(self.train)
+
+
+def training_split(cfg: Config) -> TrainingSplit:
+    enum = training_cells(cfg)
+    ops, adj, train = load_cells(cfg)
+    return TrainingSplit(enum, ops, adj, train, *reference(get_space(cfg.space), enum, ops, adj, train))

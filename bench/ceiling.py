@@ -17,34 +17,28 @@ import time
 import numpy as np
 
 from archsweep.config import load_config
-from archsweep.data import load_cells, reference
-from archsweep.spaces import get_space, training_cells
+from archsweep.data import training_split
+from archsweep.spaces import get_space
 from archsweep.stages.lm import ceiling
+from archsweep.tracking.reproduce import METRICS, pct
 from bench._report import header, write_block
 
 SPACES = ("nasbench201", "nasbench101", "darts")
 SEEDS = (0, 1, 2)  # draws of the ceiling: how much it moves between sample sets
-METRICS = ("validity", "uniqueness", "novelty", "valid_unique", "valid_unique_novel")
-
-
-def pct(x: float) -> str:
-    return f"{100 * x:.2f} %"
 
 
 def space_row(space_name: str, samples: int) -> str:
     cfg = load_config(overrides=[f"space={space_name}"])
     space = get_space(space_name)
     start = time.perf_counter()
-    enum = training_cells(cfg)
-    ops, adj, train = load_cells(cfg)
-    index = np.flatnonzero(train)
-    hashes, strings = reference(space, enum, ops, adj, train)
-    _, sizes = np.unique([enum.hash(int(i)) for i in index], return_counts=True)
+    split = training_split(cfg)
+    index = split.index
+    _, sizes = np.unique([split.enum.hash(int(i)) for i in index], return_counts=True)
     expected = (1 - (1 - sizes / len(index)) ** samples).sum() / samples
-    draws = [ceiling(space, enum, index, hashes, strings, samples, seed) for seed in SEEDS]
+    draws = [ceiling(space, split, samples, seed) for seed in SEEDS]
     first = draws[0]
     spread = [d["valid_unique"] for d in draws]
-    row = (f"| {space_name} | {len(ops):,} | {len(index):,} | {len(sizes):,} | {samples:,} | "
+    row = (f"| {space_name} | {len(split.ops):,} | {len(index):,} | {len(sizes):,} | {samples:,} | "
            + " | ".join(pct(first[m]) for m in METRICS)
            + f" | {pct(min(spread))} - {pct(max(spread))} | {pct(expected)} | {time.perf_counter() - start:.0f} s |")
     print(row, flush=True)

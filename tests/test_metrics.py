@@ -104,19 +104,15 @@ def test_the_ceiling_is_the_expected_share_of_distinct_cells_in_draws_from_the_t
     """NAS-Bench-201's training split (90 % of its 15,625 cells, seed 0) drawn 10,000 times: the distinct
     isomorphism classes found are what the draws' expectation, sum over classes of 1 - (1 - n_c / N)^S, says."""
     from archsweep.config import load_config
-    from archsweep.data import load_cells, reference
-    from archsweep.spaces import training_cells
+    from archsweep.data import training_split
     from archsweep.stages.lm import ceiling
 
-    cfg = load_config(overrides=["space=nasbench201"])
-    enum = training_cells(cfg)
-    ops, adj, train = load_cells(cfg)
-    index = np.flatnonzero(train)
-    hashes, strings = reference(nb201, enum, ops, adj, train)
-    got = ceiling(nb201, enum, index, hashes, strings, 10_000, seed=0)
-    assert got == ceiling(nb201, enum, index, hashes, strings, 10_000, seed=0)  # seeded
+    split = training_split(load_config(overrides=["space=nasbench201"]))
+    index = split.index
+    got = ceiling(nb201, split, 10_000, seed=0)
+    assert got == ceiling(nb201, split, 10_000, seed=0)  # seeded
     assert got["samples"] == 10_000 and got["validity"] == 1.0 and got["novelty"] == 0.0
-    _, sizes = np.unique([enum.hash(int(i)) for i in index], return_counts=True)
+    _, sizes = np.unique([split.enum.hash(int(i)) for i in index], return_counts=True)
     expected = (1 - (1 - sizes / len(index)) ** 10_000).sum() / 10_000
     assert got["valid_unique"] == pytest.approx(expected, abs=0.005)
     assert 0.34 < got["valid_unique"] < 0.37  # the issue's 35.6-36.2 % over all 15,625 cells, a little below

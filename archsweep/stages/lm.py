@@ -23,12 +23,12 @@ from archsweep import metrics as M
 from archsweep.artifacts import load_model, save_lm
 from archsweep.benchmarks import has_table, load_benchmark
 from archsweep.config import Config, to_dict
-from archsweep.data import load_cells, reference
+from archsweep.data import TrainingSplit, training_split
 from archsweep.decoding import generated_cells
 from archsweep.layout import LMStage, VQVAEStage
 from archsweep.lm.models import add_lora, build
 from archsweep.lm.sampling import sample
-from archsweep.spaces import get_space, training_cells
+from archsweep.spaces import get_space
 from archsweep.spaces.enumeration import GraphIndex
 from archsweep.train import history as train_history
 from archsweep.train import plateaued
@@ -51,13 +51,12 @@ def _load_trained(cfg: Config, result, codebook_size: int):
     return lm
 
 
-def ceiling(space, enum, train_index: np.ndarray, train_hashes: set[str], train_strings: set[str], samples: int,
-            seed: int) -> dict:
+def ceiling(space, split: TrainingSplit, samples: int, seed: int) -> dict:
     """A perfect model of the training cells: `samples` draws from the training split itself
     (`metrics.training_draws`), scored like generated cells: what a generator that learnt its training distribution
     exactly scores. Its novelty is 0 by construction; a generator above it finds cells beyond the training split."""
-    draws = train_index[M.training_draws(len(train_index), samples, seed)]
-    return M.generation_metrics([enum.cell(int(i)) for i in draws], space, train_hashes, train_strings)
+    draws = split.index[M.training_draws(len(split.index), samples, seed)]
+    return M.generation_metrics([split.enum.cell(int(i)) for i in draws], space, split.hashes, split.strings)
 
 
 class Scorer:
@@ -67,14 +66,12 @@ class Scorer:
     def __init__(self, cfg: Config, vqvae_dir: str | Path, data_dir: str | None = None):
         self.space = get_space(cfg.space)
         self.model, _ = load_model(VQVAEStage(Path(vqvae_dir)).model)
-        self.enum = training_cells(cfg)
-        ops, adj, train = load_cells(cfg)
-        self.train_index = np.flatnonzero(train)
-        self.train_hashes, self.train_strings = reference(self.space, self.enum, ops, adj, train)
+        self.split = training_split(cfg)
+        self.train_hashes, self.train_strings = self.split.hashes, self.split.strings
         self.benchmark = load_benchmark(cfg.space, data_dir) if has_table(cfg.space) else None
         self.index = None
         if not hasattr(self.space, "graph_hashes"):  # such a space checks and hashes decoded graphs itself
-            self.index = GraphIndex(ops.numpy(), adj.numpy(), self.enum.hash)
+            self.index = GraphIndex(self.split.ops.numpy(), self.split.adj.numpy(), self.split.enum.hash)
 
     def rows(self, codes: list[tuple[int, ...] | None], cells: list, limit: int = TABLE_ROWS) -> list[dict]:
         """The first samples one by one (metrics.sample_rows), accuracy on the benchmark's first dataset."""
@@ -82,7 +79,7 @@ class Scorer:
         return M.sample_rows(codes, cells, self.space, self.train_hashes, self.benchmark, dataset, limit)
 
     def ceiling(self, samples: int, seed: int) -> dict:
-        return ceiling(self.space, self.enum, self.train_index, self.train_hashes, self.train_strings, samples, seed)
+        return ceiling(self.space, self.split, samples, seed)
 
     def __call__(self, codes: list[tuple[int, ...] | None]) -> tuple[dict, list]:
         """(metrics, decoded cells with None where the text did not parse)."""
