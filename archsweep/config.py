@@ -137,7 +137,12 @@ class EvolutionConfig:
 @dataclass
 class LMGuidedConfig:
     prior: str = ""  # a finished `archsweep run` or sweep-trial directory; a sweep trial's search uses its own
-    candidates: int = 512  # LM samples drawn per round
+    candidates: int = 512  # LM samples drawn per round (source table: table cells drawn)
+    # sample: the adapted LM's samples, kept where the search may query them | table: every unqueried cell of the
+    # benchmark table scored by the adapted LM's log-likelihood and drawn from it at `temperature` without
+    # replacement, the LM restricted to the cells a search may query (on a subset table such as NAS-Bench-101's
+    # 30k cells, ~93 % of the prior's samples are cells the table lacks)
+    source: str = "sample"
     temperature: float = 0.7  # below 1: the adapted LM's likely cells first (0.7 and top_k 3 chosen on NB201 CIFAR-10)
     sample_top_k: int = 0  # sampling's top-k (0: off)
     top_k: int = 3  # the LM is adapted to the k best architectures found so far
@@ -228,6 +233,7 @@ CHOICES = {
     "search.strategy": ("lm_guided", "regularized_evolution", "random", "bo", "rl", "lm_ranker"),
     "search.encoding": ("vq", "vae", "adjacency"),
     "search.bo.pool": ("space", "table", "lm"),
+    "search.lm_guided.source": ("sample", "table"),
     "lm.offload": ("none", "cpu"),
 }
 # key -> (test, what is allowed)

@@ -15,6 +15,7 @@ import sys
 import time
 
 import numpy as np
+from scipy.stats import kendalltau
 
 from archsweep.benchmarks import load_benchmark
 from archsweep.config import LMRankerConfig
@@ -22,41 +23,66 @@ from archsweep.layout import VQVAEStage, resolve_prior
 from archsweep.search.base import Domain
 from archsweep.search.encodings import CodeEncoder, Encoder
 from archsweep.search.predictor import DNGO
-from archsweep.search.ranker import Prompts, Ranker, training_examples
+from archsweep.search.ranker import Prompts, Ranker, score_bins, training_examples
 from archsweep.spaces import get_space
 from bench._report import ROOT, header, write_block
 
 HISTORY = (50, 100, 150)
 HELD_OUT = 1000
+GROUPINGS = 8  # random groupings of the held-out cells a ranker's per-cell score averages over
 
 
-def accuracy(codes, values, n: int, score_weight: float, seed: int, s: LMRankerConfig, prompts: Prompts) -> float:
+def accuracy(codes, values, n: int, score_weight: float, seed: int, s: LMRankerConfig,
+             prompts: Prompts) -> tuple[float, float]:
+    """(best-of-4 accuracy in 500 held-out prompts, Kendall tau of `cell_scores` on the held-out cells)."""
     rows, answers = training_examples(codes[:n], values[:n], prompts, s.examples, np.random.default_rng(seed))
     ranker = Ranker(s.name, prompts, seed)
     ranker.fit(rows, answers, s.steps, s.lr, s.batch_size, seed, score_weight)
     test, truth = training_examples(codes[n:], values[n:], prompts, 500, np.random.default_rng(seed + 1000))
-    return float((ranker.scores(test).argmax(1) == truth).mean())
+    score = cell_scores(ranker, prompts, codes[:n], values[:n], codes[n:], np.random.default_rng(seed + 3000))
+    return float((ranker.scores(test).argmax(1) == truth).mean()), float(kendalltau(score, values[n:])[0])
 
 
-def dngo_accuracy(vectors: np.ndarray, values, n: int, seed: int, candidates: int) -> float:
-    """DNGO fitted on the first n cells picks the best of `candidates` random held-out cells, 500 times."""
+def cell_scores(ranker: Ranker, prompts: Prompts, codes, values, held, rng: np.random.Generator) -> np.ndarray:
+    """Each held-out cell's score as lm_ranker scores its pool (the 8 best queried cells as context, the pool in
+    random groups of 4, a cell's probability of being the group's best), averaged over GROUPINGS random groupings
+    so that a cell's score depends less on the three it was grouped with."""
+    best = sorted(range(len(values)), key=lambda i: values[i])[-prompts.context:]
+    bins = score_bins(values)
+    context = [(codes[i], int(bins[i])) for i in best]
+    k, total = prompts.candidates, np.zeros(len(held))
+    for _ in range(GROUPINGS):
+        order = rng.permutation(len(held))
+        groups = [order[i:i + k] for i in range(0, len(order), k)]
+        padded = [np.resize(g, k) for g in groups]  # a short last group repeats its cells, as lm_ranker pads
+        probs = ranker.scores(np.array([prompts.prompt(context, [held[i] for i in g]) for g in padded]))
+        for g, row in zip(groups, probs):
+            total[g] += row[:len(g)]
+    return total / GROUPINGS
+
+
+def dngo_accuracy(vectors: np.ndarray, values, n: int, seed: int, candidates: int) -> tuple[float, float]:
+    """DNGO fitted on the first n cells picks the best of `candidates` random held-out cells, 500 times; and the
+    Kendall tau of its mean on the held-out cells."""
     mean, _ = DNGO(seed=seed).fit(vectors[:n], values[:n]).predict(vectors[n:])
     truth = np.asarray(values[n:])
     rng = np.random.default_rng(seed + 2000)
     picks = [rng.choice(len(truth), candidates, replace=False) for _ in range(500)]
-    return float(np.mean([np.argmax(mean[p]) == np.argmax(truth[p]) for p in picks]))
+    return float(np.mean([np.argmax(mean[p]) == np.argmax(truth[p]) for p in picks])), float(kendalltau(mean, truth)[0])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--dataset", default="cifar10")
+    parser.add_argument("--prior", default=str(ROOT / "runs/bench-lm/nasbench201/vqvae"),
+                        help="a finished NAS-Bench-201 run (or its VQ-VAE stage) whose codes the ranker reads")
     parser.add_argument("--write", action="store_true", help="write the block into docs/BENCHMARKS.md")
     args = parser.parse_args()
     s = LMRankerConfig()
     benchmark = load_benchmark("nasbench201")
     table = Domain(benchmark).table()
-    stage = resolve_prior(str(ROOT / "runs/bench-lm/nasbench201/vqvae"))[1]
+    stage = resolve_prior(args.prior)[1]
     encoder = CodeEncoder(get_space("nasbench201"), VQVAEStage(stage).model)
     vq = Encoder(get_space("nasbench201"), "vq", VQVAEStage(stage).model)
     prompts = Prompts(encoder.codebook_size, encoder.seq_len, s.context, s.candidates_per_prompt)
@@ -74,23 +100,28 @@ def main() -> None:
             results.setdefault((n, "dngo"), []).append(
                 dngo_accuracy(rows, values[:n] + held[1], n, seed, s.candidates_per_prompt))
             for weight in (0.0, s.score_weight):
-                acc = accuracy(codes[:n] + held[0], values[:n] + held[1], n, weight, seed, s, prompts)
-                results.setdefault((n, weight), []).append(acc)
-                print(f"seed {seed} history {n} score weight {weight}: {acc:.3f}", file=sys.stderr, flush=True)
+                acc, tau = accuracy(codes[:n] + held[0], values[:n] + held[1], n, weight, seed, s, prompts)
+                results.setdefault((n, weight), []).append((acc, tau))
+                print(f"seed {seed} history {n} score weight {weight}: best of {s.candidates_per_prompt} {acc:.3f}, "
+                      f"Kendall tau {tau:.3f}", file=sys.stderr, flush=True)
     seconds = time.perf_counter() - start
-    lines = [("| queried cells it learns from | ranker: answer loss alone | ranker: answer + score tokens | DNGO on "
-              "the VQ code vectors (reference) |"), "|---|---|---|---|"]
+    lines = [("| queried cells it learns from | measure | ranker: answer loss alone | ranker: answer + score tokens | "
+              "DNGO on the VQ code vectors (reference) |"), "|---|---|---|---|---|"]
     for n in HISTORY:
-        cell = [f"{np.mean(results[(n, w)]):.3f} ± {np.std(results[(n, w)]):.3f}"
-                for w in (0.0, s.score_weight, "dngo")]
-        lines.append(f"| {n} | {' | '.join(cell)} |")
+        for j, measure in enumerate((f"best of {s.candidates_per_prompt} picked", "Kendall tau")):
+            cell = [f"{np.mean([r[j] for r in results[(n, w)]]):.3f} ± {np.std([r[j] for r in results[(n, w)]]):.3f}"
+                    for w in (0.0, s.score_weight, "dngo")]
+            lines.append(f"| {n} | {measure} | {' | '.join(cell)} |")
     body = ("### lm_ranker's ranker on unseen cells (NAS-Bench-201 " + args.dataset + ")\n\n" + header() + "\n"
             f"The ranker as lm_ranker builds it ({s.name}, {s.examples} ranking examples from the queried cells, "
             f"{s.steps} AdamW steps at lr {s.lr}, context {s.context}, {s.candidates_per_prompt} candidates a "
             f"prompt), trained on n random cells' VQ codes and validation accuracies, then asked for the best of "
             f"{s.candidates_per_prompt} in 500 prompts built from {HELD_OUT} other cells: the fraction it gets "
-            f"right (chance {1 / s.candidates_per_prompt:.2f}), mean ± std over {args.seeds} seeds (each its own "
-            f"cells and initialisation); {seconds:.0f} s in all.\n\n" + "\n".join(lines) + "\n")
+            f"right (chance {1 / s.candidates_per_prompt:.2f}), and the Kendall tau between the true validation "
+            f"accuracies of those {HELD_OUT} cells and each cell's score as lm_ranker scores its pool (the 8 best "
+            f"learnt cells as context, groups of {s.candidates_per_prompt}, the probability of being the group's "
+            f"best, averaged over {GROUPINGS} random groupings) or DNGO's predicted mean; mean ± std over "
+            f"{args.seeds} seeds (each its own cells and initialisation); {seconds:.0f} s in all.\n\n" + "\n".join(lines) + "\n")
     print(body)
     if args.write:
         write_block("ranker", body)

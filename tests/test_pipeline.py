@@ -179,6 +179,27 @@ storage: {tmp_path / 'runs'}
     assert "lm_ranker" in {q.source for q in wholes["lm_ranker-cifar10-s1"].history[12:22]}
     assert "bo" in {q.source for q in wholes["explore-cifar10-s1"].history[20:]}  # past the cut
 
+    # the generator scores cells it is not asked to sample: a code sequence's log-likelihood is minus the LM's loss
+    # on it times its predicted tokens; source=table draws each round from those scores over the unqueried table
+    import torch
+
+    from archsweep.lm.sampling import IGNORE, collate
+
+    cells = [c for c, _ in Domain(bench).table()]
+    scores = generator.log_likelihood([], cells, adapt_steps=0, adapt_lr=1e-3)
+    assert scores.shape == (len(cells),) and (scores < 0).all()
+    one = collate(generator.lm, generator.encode(cells[:1]))
+    with torch.no_grad():
+        loss = float(generator.lm.model(**one).loss)
+    assert scores[0] == pytest.approx(-loss * int((one["labels"] != IGNORE).sum()), rel=1e-4)
+    cfg = dict(spec.runs())["lm_guided-cifar10-s1"]
+    cfg.search.lm_guided.source, cfg.search.lm_guided.temperature = "table", 1e-6
+    drawn = search(cfg, tmp_path / "table.jsonl")
+    assert {q.source for q in drawn.history} == {"lm"} and len({q.key for q in drawn.history}) == 25
+    score = dict(zip((k for _, k in Domain(bench).table()), scores))  # the first round (no elite): the 10 likeliest
+    assert sorted(score[q.key] for q in drawn.history[:10]) == pytest.approx(np.sort(scores)[-10:].tolist())
+    assert [q.key for q in search(cfg, tmp_path / "table-again.jsonl").history] == [q.key for q in drawn.history]
+
 
 def test_the_search_bench_adopts_what_restricted_calls_finished_with_the_same_settings(local_ray, data_dir,
                                                                                          tmp_path):

@@ -129,6 +129,25 @@ def sample(lm: LanguageModel, count: int, codebook_size: int, temperature: float
     return codes, texts
 
 
+@torch.no_grad()
+def log_likelihood(lm: LanguageModel, batch: Sequence[Sequence[int]], batch_size: int = 8192) -> torch.Tensor:
+    """Each code sequence's log-probability under the LM (natural log, summed over its target tokens, end of
+    sequence included): the generator's own ranking of cells it is not asked to sample."""
+    model = lm.model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for first in range(0, len(batch), batch_size):
+        inputs = {k: v.to(device) for k, v in collate(lm, batch[first:first + batch_size]).items()}
+        labels = inputs.pop("labels")
+        if lm.seq2seq:  # the decoder reads the labels shifted right; its logits line up with them
+            logits = model(**inputs, labels=labels).logits
+        else:  # position t predicts token t + 1
+            logits, labels = model(**inputs).logits[:, :-1], labels[:, 1:]
+        token = torch.log_softmax(logits.float(), -1).gather(-1, labels.clamp(min=0)[..., None])[..., 0]
+        out.append((token * (labels != IGNORE)).sum(1).cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
 def _generate(lm: LanguageModel, prompt: torch.Tensor, longest: int, settings: dict) -> list[str]:
     """One batch of generated texts (the prompt removed)."""
     model = lm.model

@@ -10,19 +10,21 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from archsweep.artifacts import load_lm, load_model
 from archsweep.config import Config
 from archsweep.decoding import encode_cells, generated_cells
 from archsweep.layout import VQVAEStage, resolve_prior
-from archsweep.lm.sampling import collate, sample
+from archsweep.lm.sampling import collate, log_likelihood, sample
 from archsweep.spaces import Cell, get_space
 
 
 class Generator:
     """Candidate cells from the prior: `candidates(elite, ...)` adapts the LM to the elite cells' codes, samples,
-    decodes, and returns the distinct valid cells, most often sampled first."""
+    decodes, and returns the distinct valid cells, most often sampled first; `log_likelihood(elite, cells, ...)`
+    adapts it the same way and scores given cells instead (the LM's distribution restricted to them)."""
 
     def __init__(self, cfg: Config, vqvae_dir: str | Path, lm_dir: str | Path, device: str = "cpu"):
         self.cfg = cfg
@@ -33,6 +35,7 @@ class Generator:
         self.lm.model.to(self.device)
         self.prior = {k: v.detach().clone() for k, v in self.lm.model.state_dict().items()}
         self._adapted: tuple | None = None  # what the weights are adapted to now
+        self._codes: dict[str, tuple[int, ...]] = {}  # cells scored before, by their string
 
     @classmethod
     def from_prior(cls, prior: str | Path, device: str = "cpu") -> Generator:
@@ -64,6 +67,17 @@ class Generator:
         model.eval()
         self._adapted = key
         return loss
+
+    def log_likelihood(self, elite: list[Cell], cells: list[Cell], *, adapt_steps: int, adapt_lr: float) -> np.ndarray:
+        """Each cell's code sequence's log-probability under the LM adapted to `elite` (as `candidates` adapts it).
+        A cell's codes are computed once and kept, so a search scoring the same table round after round encodes it
+        once."""
+        self.adapt(elite, adapt_steps, adapt_lr, seed=0)
+        names = [c.to_string() for c in cells]
+        missing = {n: c for n, c in zip(names, cells) if n not in self._codes}
+        if missing:
+            self._codes.update(zip(missing, self.encode(list(missing.values()))))
+        return log_likelihood(self.lm, [self._codes[n] for n in names]).double().numpy()
 
     def candidates(self, elite: list[Cell], *, count: int, temperature: float, sample_top_k: int, adapt_steps: int,
                    adapt_lr: float, seed: int) -> list[Cell]:

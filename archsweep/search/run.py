@@ -60,6 +60,9 @@ class GeneratorActor:
     def candidates(self, elite, **settings):
         return self.generator.candidates(elite, **settings)
 
+    def log_likelihood(self, elite, cells, **settings):
+        return self.generator.log_likelihood(elite, cells, **settings)
+
 
 class _RemoteGenerator:
     def __init__(self, actor):
@@ -67,6 +70,9 @@ class _RemoteGenerator:
 
     def candidates(self, elite, **settings):
         return ray.get(self.actor.candidates.remote(elite, **settings))
+
+    def log_likelihood(self, elite, cells, **settings):
+        return ray.get(self.actor.log_likelihood.remote(elite, cells, **settings))
 
 
 @ray.remote(num_cpus=0, max_restarts=DRIVER_RESTARTS, max_task_retries=DRIVER_RESTARTS)

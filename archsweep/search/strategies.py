@@ -89,7 +89,10 @@ class LMGuided(Observing):
     """Sample the VQ-VAE + LM generator, adapted each round to the `top_k` best cells found so far (the prior,
     fine-tuned on their code sequences, so its samples concentrate around high-accuracy cells); keep the sampled
     cells the search may query, most often sampled first. When a round's samples hold too few new cells, sample
-    again hotter (x1.5, twice), then fill up with random cells (source `fallback`, counted).
+    again hotter (x1.5, twice), then fill up with random cells (source `fallback`, counted). With
+    search.lm_guided.source = table, the generator is not sampled but scores every unqueried cell of the table, and
+    the round's cells are drawn from those scores (`_drawn_from_table`): on a subset table most samples would be
+    cells the search may not query.
 
     With a `surrogate` (search.lm_guided.surrogate, as AG-Net steers its generator with a predictor), once
     `surrogate_after` cells are queried every new cell of the round's samples is ranked by the surrogate's
@@ -133,7 +136,16 @@ class LMGuided(Observing):
         s = self.settings
         elite = [q.cell for q in sorted(self.history, key=lambda q: -q.val)[:s.top_k]]
         ranked = self.surrogate is not None and len(self.history) >= self.surrogate_after
-        taken, out = set(self.queried), []
+        if s.source == "table":
+            out = self._drawn_from_table(elite, s.candidates if ranked else n, rng)
+        else:
+            out = self._sampled(elite, n, ranked, rng)
+        if ranked and len(out) > n:
+            out = self.surrogate.rank(self.history, out, int(rng.integers(2**31)))[:n]
+        return out
+
+    def _sampled(self, elite: list[Cell], n: int, ranked: bool, rng: np.random.Generator) -> list[Candidate]:
+        s, taken, out = self.settings, set(self.queried), []
         for attempt in range(3):
             cells = self.generator.candidates(elite, count=s.candidates, temperature=s.temperature * 1.5 ** attempt,
                                               sample_top_k=s.sample_top_k, adapt_steps=s.adapt_steps,
@@ -145,9 +157,20 @@ class LMGuided(Observing):
                     out.append(c)
             if len(out) >= n:
                 break
-        if ranked and len(out) > n:
-            out = self.surrogate.rank(self.history, out, int(rng.integers(2**31)))[:n]
         return out
+
+    def _drawn_from_table(self, elite: list[Cell], n: int, rng: np.random.Generator) -> list[Candidate]:
+        """n unqueried table cells drawn without replacement with probability proportional to p(cell)^(1 / T)
+        under the adapted LM (Gumbel top-k): what sampling at temperature T and keeping the new table cells would
+        give, without the samples the table lacks."""
+        s = self.settings
+        pool = [(cell, key) for cell, key in self.domain.table() if key not in self.queried]
+        if not pool:
+            return []
+        score = self.generator.log_likelihood(elite, [cell for cell, _ in pool], adapt_steps=s.adapt_steps,
+                                              adapt_lr=s.adapt_lr)
+        drawn = np.argsort(-(score / s.temperature + rng.gumbel(size=len(pool))), kind="stable")[:n]
+        return [Candidate(*pool[i], "lm") for i in drawn]
 
 
 class BayesianOptimisation(Observing):
