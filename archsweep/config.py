@@ -180,8 +180,10 @@ class LMRankerConfig:
     name: str = "gpt2-tiny"  # the ranker: a preset of any family (archsweep.lm.models.PRESETS), trained each round
     context: int = 8  # history cells (code sequence + score) in a prompt; at ranking time the best so far
     candidates_per_prompt: int = 4
-    examples: int = 1024  # ranking examples built from the queried cells each round
-    steps: int = 150  # optimiser steps at the first ranked round
+    # ranking examples built from the queried cells each round, and optimiser steps at the first ranked round:
+    # at 1,024 and 150 the ranker's Kendall tau on unseen NB201 cells was 0.26 against DNGO's 0.42 (bench.ranker)
+    examples: int = 4096
+    steps: int = 600
     update_steps: int = 50  # optimiser steps each later round, continuing the ranker on the grown history
     score_weight: float = 1.0  # weight of the loss on each context cell's score token (0: the answer's alone)
     lr: float = 3e-3

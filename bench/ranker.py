@@ -11,6 +11,7 @@ Uses the VQ-VAE of bench/lm.py's NAS-Bench-201 prior (runs/bench-lm/nasbench201/
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 
@@ -29,6 +30,7 @@ from bench._report import ROOT, header, write_block
 
 HISTORY = (50, 100, 150)
 HELD_OUT = 1000
+EARLIER = (150, 1024)  # the ranker's training before it was measured against DNGO: steps, examples
 GROUPINGS = 8  # random groupings of the held-out cells a ranker's per-cell score averages over
 
 
@@ -86,7 +88,12 @@ def main() -> None:
     encoder = CodeEncoder(get_space("nasbench201"), VQVAEStage(stage).model)
     vq = Encoder(get_space("nasbench201"), "vq", VQVAEStage(stage).model)
     prompts = Prompts(encoder.codebook_size, encoder.seq_len, s.context, s.candidates_per_prompt)
-    results: dict[tuple[int, float | str], list[float]] = {}
+    variants = {  # label -> (score weight, steps, examples)
+        "answer loss alone": (0.0, s.steps, s.examples),
+        f"answer + score tokens, {EARLIER[0]} steps on {EARLIER[1]:,} examples": (s.score_weight, *EARLIER),
+        f"answer + score tokens, {s.steps} steps on {s.examples:,} examples (default)": (s.score_weight, s.steps,
+                                                                                          s.examples)}
+    results: dict[tuple[int, str], list[tuple[float, float]]] = {}
     start = time.perf_counter()
     for seed in range(args.seeds):
         pick = np.random.default_rng(seed).choice(len(table), max(HISTORY) + HELD_OUT, replace=False)
@@ -99,29 +106,32 @@ def main() -> None:
             rows = np.concatenate([vectors[:n], vectors[max(HISTORY):]])
             results.setdefault((n, "dngo"), []).append(
                 dngo_accuracy(rows, values[:n] + held[1], n, seed, s.candidates_per_prompt))
-            for weight in (0.0, s.score_weight):
-                acc, tau = accuracy(codes[:n] + held[0], values[:n] + held[1], n, weight, seed, s, prompts)
-                results.setdefault((n, weight), []).append((acc, tau))
-                print(f"seed {seed} history {n} score weight {weight}: best of {s.candidates_per_prompt} {acc:.3f}, "
+            for label, (weight, steps, examples) in variants.items():
+                v = dataclasses.replace(s, score_weight=weight, steps=steps, examples=examples)
+                acc, tau = accuracy(codes[:n] + held[0], values[:n] + held[1], n, weight, seed, v, prompts)
+                results.setdefault((n, label), []).append((acc, tau))
+                print(f"seed {seed} history {n} {label}: best of {s.candidates_per_prompt} {acc:.3f}, "
                       f"Kendall tau {tau:.3f}", file=sys.stderr, flush=True)
     seconds = time.perf_counter() - start
-    lines = [("| queried cells it learns from | measure | ranker: answer loss alone | ranker: answer + score tokens | "
-              "DNGO on the VQ code vectors (reference) |"), "|---|---|---|---|---|"]
+    columns = [*variants, "dngo"]
+    lines = ["| queried cells it learns from | measure | " + " | ".join(f"ranker: {v}" for v in variants)
+             + " | DNGO on the VQ code vectors (reference) |", "|---|---|" + "---|" * len(columns)]
     for n in HISTORY:
         for j, measure in enumerate((f"best of {s.candidates_per_prompt} picked", "Kendall tau")):
             cell = [f"{np.mean([r[j] for r in results[(n, w)]]):.3f} ± {np.std([r[j] for r in results[(n, w)]]):.3f}"
-                    for w in (0.0, s.score_weight, "dngo")]
+                    for w in columns]
             lines.append(f"| {n} | {measure} | {' | '.join(cell)} |")
     body = ("### lm_ranker's ranker on unseen cells (NAS-Bench-201 " + args.dataset + ")\n\n" + header() + "\n"
-            f"The ranker as lm_ranker builds it ({s.name}, {s.examples} ranking examples from the queried cells, "
-            f"{s.steps} AdamW steps at lr {s.lr}, context {s.context}, {s.candidates_per_prompt} candidates a "
+            f"The ranker as lm_ranker builds it ({s.name}, ranking examples from the queried cells, AdamW at lr "
+            f"{s.lr}, batch {s.batch_size}, context {s.context}, {s.candidates_per_prompt} candidates a "
             f"prompt), trained on n random cells' VQ codes and validation accuracies, then asked for the best of "
             f"{s.candidates_per_prompt} in 500 prompts built from {HELD_OUT} other cells: the fraction it gets "
             f"right (chance {1 / s.candidates_per_prompt:.2f}), and the Kendall tau between the true validation "
             f"accuracies of those {HELD_OUT} cells and each cell's score as lm_ranker scores its pool (the 8 best "
             f"learnt cells as context, groups of {s.candidates_per_prompt}, the probability of being the group's "
             f"best, averaged over {GROUPINGS} random groupings) or DNGO's predicted mean; mean ± std over "
-            f"{args.seeds} seeds (each its own cells and initialisation); {seconds:.0f} s in all.\n\n" + "\n".join(lines) + "\n")
+            f"{args.seeds} seeds (each its own cells and initialisation); {seconds:.0f} s in all.\n\n"
+            + "\n".join(lines) + "\n")
     print(body)
     if args.write:
         write_block("ranker", body)

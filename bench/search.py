@@ -20,12 +20,14 @@ import sys
 import time
 from pathlib import Path
 
+from archsweep.config import LMRankerConfig
 from archsweep.runtime import init_local_ray
 from archsweep.search.report import markdown, plot_curves, write_report
 from archsweep.search.run import run_searches, search_dir_of
 from archsweep.search.spec import load_search_file
 from bench._report import ROOT, footer, header, write_block
 
+R = LMRankerConfig()  # lm_ranker's settings, as the files leave them
 FILES = ("sweeps/search-nasbench201.yaml", "sweeps/search-nasbench101.yaml")
 LABELS = {"nasbench201": "NAS-Bench-201 (15,625 cells): test accuracy of the best-by-validation cell",
           "nasbench101": "NAS-Bench-101, **restricted to the 30,001 cells of the public subset table** (one run "
@@ -267,11 +269,11 @@ def main() -> None:
             "bo over adjacency + one-hot (expected improvement over 1,000 random table cells; on NAS-Bench-101 over "
             "the whole table); "
             "lm_guided_surrogate_explore: the same with the generator's new samples ranked by the surrogate and bo's "
-            "picks from the whole table; lm_ranker: a gpt2-tiny trained on 1,024 ranking examples built from the "
-            "queried cells (150 steps at its first round, 50 more each later round), picking among 64 new prior "
-            "samples. Wall time: mean over seeds of a search's rounds on its "
-            "driver actor (in brackets, the strategy's own propose step: model fits, LM adaptation and sampling), "
-            "with the other searches sharing the machine's cores.\n")
+            "picks from the whole table; lm_ranker: a " + R.name + f" trained on {R.examples:,} ranking examples "
+            f"built from the queried cells ({R.steps} steps at its first round, {R.update_steps} more each later "
+            f"round), picking among {R.pool} new prior samples. Wall time: mean over seeds of a search's rounds "
+            "on its driver actor (in brackets, the strategy's own propose step: model fits, LM adaptation and "
+            "sampling), with the other searches sharing the machine's cores.\n")
     nb201 = None
     for file in args.files:
         spec = restricted(load_search_file(ROOT / file, overrides(args)), args)
