@@ -209,6 +209,8 @@ def test_search_config_errors_name_the_key():
         load_config(overrides=["search.enabled=true", "search.strategy=bo", "search.bo.pool=lm", "vqvae.model=vae"])
     with pytest.raises(ConfigError, match="'search.bo.initial' is 1; allowed: >= 2"):
         load_config(overrides=["search.bo.initial=1"])
+    with pytest.raises(ConfigError, match="'search.lm_guided.source' is 'tabel'; allowed: sample, table"):
+        load_config(overrides=["search.lm_guided.source=tabel"])
 
 
 def test_search_file_checks(tmp_path):
