@@ -130,11 +130,14 @@ def sample(lm: LanguageModel, count: int, codebook_size: int, temperature: float
 
 
 @torch.no_grad()
-def log_likelihood(lm: LanguageModel, batch: Sequence[Sequence[int]], batch_size: int = 8192) -> torch.Tensor:
+def log_likelihood(lm: LanguageModel, batch: Sequence[Sequence[int]], logits_budget: int = 2**24) -> torch.Tensor:
     """Each code sequence's log-probability under the LM (natural log, summed over its target tokens, end of
-    sequence included): the generator's own ranking of cells it is not asked to sample."""
+    sequence included): the generator's own ranking of cells it is not asked to sample. Batches hold about
+    `logits_budget` logits (64 MB in float32), whatever the vocabulary."""
     model = lm.model.eval()
     device = next(model.parameters()).device
+    width = len(lm.target_ids([0] * lm.seq_len)) + 1
+    batch_size = max(1, logits_budget // (width * model.get_output_embeddings().weight.shape[0]))
     out = []
     for first in range(0, len(batch), batch_size):
         inputs = {k: v.to(device) for k, v in collate(lm, batch[first:first + batch_size]).items()}
