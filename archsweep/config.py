@@ -188,7 +188,7 @@ class LMRankerConfig:
     score_weight: float = 1.0  # weight of the loss on each context cell's score token (0: the answer's alone)
     lr: float = 3e-3
     batch_size: int = 32
-    pool: int = 64  # new cells sampled from the prior (lm_guided's sampling settings) that the ranker ranks
+    pool: int = 64  # new cells of the prior (sampled or drawn from the table as search.lm_guided.source says) it ranks
     initial: int = 16  # random queries before the first ranking (at least context + candidates_per_prompt)
 
 

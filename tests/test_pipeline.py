@@ -199,6 +199,10 @@ storage: {tmp_path / 'runs'}
     score = dict(zip((k for _, k in Domain(bench).table()), scores))  # the first round (no elite): the 10 likeliest
     assert sorted(score[q.key] for q in drawn.history[:10]) == pytest.approx(np.sort(scores)[-10:].tolist())
     assert [q.key for q in search(cfg, tmp_path / "table-again.jsonl").history] == [q.key for q in drawn.history]
+    cfg = dict(spec.runs())["lm_ranker-cifar10-s1"]  # its pool drawn the same way: full, where sampling repeats itself
+    cfg.search.lm_guided.source = "table"
+    ranked = search(cfg, tmp_path / "ranker-table.jsonl").history
+    assert [q.source for q in ranked[12:]] == ["lm_ranker"] * 13
 
 
 def test_the_search_bench_adopts_what_restricted_calls_finished_with_the_same_settings(local_ray, data_dir,

@@ -125,3 +125,17 @@ class Observing:
                 taken.add(key)
                 out.append(Candidate(cell, key, source))
         return out
+
+    def _drawn_from_table(self, generator, elite: list[Cell], n: int, settings, rng: np.random.Generator,
+                          source: str) -> list[Candidate]:
+        """n unqueried table cells drawn without replacement with probability proportional to p(cell)^(1 / T)
+        under the generator's LM adapted to `elite` (Gumbel top-k; T, adapt_steps, adapt_lr from
+        search.lm_guided): what sampling at temperature T and keeping the new table cells would give, without the
+        samples the table lacks or the search has queried."""
+        pool = [(cell, key) for cell, key in self.domain.table() if key not in self.queried]
+        if not pool:
+            return []
+        score = generator.log_likelihood(elite, [cell for cell, _ in pool], adapt_steps=settings.adapt_steps,
+                                         adapt_lr=settings.adapt_lr)
+        drawn = np.argsort(-(score / settings.temperature + rng.gumbel(size=len(pool))), kind="stable")[:n]
+        return [Candidate(*pool[i], source) for i in drawn]

@@ -192,6 +192,8 @@ class LMRanker(Observing):
     def _samples(self, rng: np.random.Generator, taken: set[str]) -> list[Candidate]:
         g = self.guide
         elite = [q.cell for q in sorted(self.history, key=lambda q: -q.val)[:g.top_k]]
+        if g.source == "table":
+            return self._drawn_from_table(self.generator, elite, self.settings.pool, g, rng, "lm_ranker")
         cells = self.generator.candidates(elite, count=g.candidates, temperature=g.temperature,
                                           sample_top_k=g.sample_top_k, adapt_steps=g.adapt_steps,
                                           adapt_lr=g.adapt_lr, seed=int(rng.integers(2**31)))

@@ -137,7 +137,7 @@ class LMGuided(Observing):
         elite = [q.cell for q in sorted(self.history, key=lambda q: -q.val)[:s.top_k]]
         ranked = self.surrogate is not None and len(self.history) >= self.surrogate_after
         if s.source == "table":
-            out = self._drawn_from_table(elite, s.candidates if ranked else n, rng)
+            out = self._drawn_from_table(self.generator, elite, s.candidates if ranked else n, s, rng, "lm")
         else:
             out = self._sampled(elite, n, ranked, rng)
         if ranked and len(out) > n:
@@ -158,19 +158,6 @@ class LMGuided(Observing):
             if len(out) >= n:
                 break
         return out
-
-    def _drawn_from_table(self, elite: list[Cell], n: int, rng: np.random.Generator) -> list[Candidate]:
-        """n unqueried table cells drawn without replacement with probability proportional to p(cell)^(1 / T)
-        under the adapted LM (Gumbel top-k): what sampling at temperature T and keeping the new table cells would
-        give, without the samples the table lacks."""
-        s = self.settings
-        pool = [(cell, key) for cell, key in self.domain.table() if key not in self.queried]
-        if not pool:
-            return []
-        score = self.generator.log_likelihood(elite, [cell for cell, _ in pool], adapt_steps=s.adapt_steps,
-                                              adapt_lr=s.adapt_lr)
-        drawn = np.argsort(-(score / s.temperature + rng.gumbel(size=len(pool))), kind="stable")[:n]
-        return [Candidate(*pool[i], "lm") for i in drawn]
 
 
 class BayesianOptimisation(Observing):
