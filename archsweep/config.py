@@ -172,6 +172,9 @@ class BOConfig:
 class RLConfig:
     lr: float = 0.05  # Adam on the policy's mean and log standard deviation
     sigma: float = 0.5  # initial standard deviation, in units of the representation's per-dimension spread
+    # random queries before the policy acts; its mean then starts at the best of them, not at the representation's
+    # centre, whose cells can be worse than the table's average (NB101, bench/lm.py's VQ-VAE: 90.2 against 91.05)
+    initial: int = 16
     pool_size: int = 2000  # random cells of the table a sampled point is rounded to (nearest by encoding)
 
 
@@ -312,6 +315,7 @@ RANGES = {
     "search.rl.lr": (lambda v: v > 0, "> 0"),
     "search.rl.sigma": (lambda v: v > 0, "> 0"),
     "search.rl.pool_size": (lambda v: v >= 1, ">= 1"),
+    "search.rl.initial": (lambda v: v >= 0, ">= 0 (0: the policy starts at the representation's centre)"),
     "search.lm_ranker.context": (lambda v: v >= 1, ">= 1"),
     "search.lm_ranker.candidates_per_prompt": (lambda v: v >= 2, ">= 2"),
     "search.lm_ranker.examples": (lambda v: v >= 1, ">= 1"),

@@ -134,13 +134,20 @@ def test_representation_strategies_resume_exactly_and_spend_the_budget(nb201, tm
     (and mid-write of the fourth) continues into the same queries as one never interrupted."""
     overrides = [f"search.strategy={strategy}", "search.encoding=adjacency", "search.budget=40",
                  "search.batch_size=5", "search.seed=2", "search.bo.initial=10", "search.bo.fit_steps=100",
-                 "search.bo.pool_size=300", "search.rl.pool_size=300"]
+                 "search.bo.pool_size=300", "search.rl.pool_size=300", "search.rl.initial=12"]
     whole = _search(nb201, tmp_path, overrides, name="whole.jsonl")
     keys = [q.key for q in whole.history]
     assert len(keys) == len(set(keys)) == 40 and whole.finished
-    assert {q.source for q in whole.history} == ({"random", "bo"} if strategy == "bo" else {"rl"})
-    if strategy == "bo":
-        assert [q.source for q in whole.history[:10]] == ["random"] * 10
+    first = 10 if strategy == "bo" else 12
+    assert [q.source for q in whole.history[:first]] == ["random"] * first
+    assert {q.source for q in whole.history[first:]} == {strategy}
+    if strategy == "rl":  # the policy's mean starts at the best of the random cells, and moves from there
+        policy = make_strategy(load_config(overrides=["space=nasbench201", *overrides]), Domain(nb201))
+        policy.observe(whole.history[:12])
+        best = max(whole.history[:12], key=lambda q: q.val)
+        assert np.allclose(policy.mu.detach().numpy(), policy._standard([best.cell])[0])
+        policy.observe(whole.history[12:22])
+        assert not np.allclose(policy.mu.detach().numpy(), policy._standard([best.cell])[0])
 
     with pytest.raises(_Died):
         _search(nb201, tmp_path, overrides, on_round=_die_after_three_rounds, name="cut.jsonl")

@@ -198,7 +198,8 @@ class BayesianOptimisation(Observing):
 
 class Reinforce(Observing):
     """REINFORCE in a representation, as arch2vec's RL search: a Gaussian policy N(mu, diag(sigma^2)) over the
-    standardised encodings. Each proposal is the not-yet-queried cell nearest to a sample of the policy among a
+    standardised encodings, after `initial` random cells of the table with its mean at the best of them. Each
+    proposal is the not-yet-queried cell nearest to a sample of the policy among a
     fresh pool (random cells of the table, uniform over its distinct cells); the queried cell's encoding is the
     action, so after each round mu and log sigma take one Adam step on -mean((accuracy - baseline) * log p(action))
     (baseline: a moving average of the rewards). The policy is a function of the history alone, rebuilt exactly by
@@ -219,6 +220,7 @@ class Reinforce(Observing):
                                     requires_grad=True)
         self.optimizer = torch.optim.Adam([self.mu, self.log_sigma], lr=settings.lr)
         self.baseline: float | None = None
+        self.started = settings.initial == 0  # whether the policy acts (after `initial` random queries)
 
     def _standard(self, cells: list[Cell]) -> np.ndarray:
         return (self.encoder(cells) - self.center) / self.scale
@@ -229,6 +231,14 @@ class Reinforce(Observing):
         super().observe(queries)
         for r in sorted({q.round for q in queries}):
             batch = [q for q in queries if q.round == r]
+            if not self.started and len([q for q in self.history if q.round <= r]) >= self.settings.initial:
+                self.started = True
+                if self.settings.initial:  # the policy's mean starts at the best random cell
+                    best = max((q for q in self.history if q.round <= r), key=lambda q: q.val)
+                    with torch.no_grad():
+                        self.mu.copy_(torch.from_numpy(self._standard([best.cell])[0]))
+            if all(q.source != "rl" for q in batch):  # the random start: not the policy's actions
+                continue
             rewards = np.array([q.val for q in batch])
             baseline = float(rewards.mean()) if self.baseline is None else self.baseline
             actions = torch.from_numpy(self._standard([q.cell for q in batch]))
@@ -241,6 +251,8 @@ class Reinforce(Observing):
 
     def propose(self, n: int, rng: np.random.Generator) -> list[Candidate]:
         taken = set(self.queried)
+        if not self.started:
+            return self._from_table(min(n, self.settings.initial - len(self.history)), rng, taken, "random")
         pool = self._from_table(self.settings.pool_size, rng, set(taken), "rl")
         if not pool:
             return []
