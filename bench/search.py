@@ -20,14 +20,14 @@ import sys
 import time
 from pathlib import Path
 
-from archsweep.config import LMRankerConfig
+from archsweep.config import LMRankerConfig, RLConfig
 from archsweep.runtime import init_local_ray
 from archsweep.search.report import markdown, plot_curves, write_report
 from archsweep.search.run import run_searches, search_dir_of
 from archsweep.search.spec import load_search_file
 from bench._report import ROOT, footer, header, write_block
 
-R = LMRankerConfig()  # lm_ranker's settings, as the files leave them
+R, RL = LMRankerConfig(), RLConfig()  # lm_ranker's and rl's settings, as the files leave them
 FILES = ("sweeps/search-nasbench201.yaml", "sweeps/search-nasbench101.yaml")
 LABELS = {"nasbench201": "NAS-Bench-201 (15,625 cells): test accuracy of the best-by-validation cell",
           "nasbench101": "NAS-Bench-101, **restricted to the 30,001 cells of the public subset table** (one run "
@@ -262,8 +262,9 @@ def main() -> None:
             "3 x 50 network's features, Bayesian linear regression) and expected improvement over every unqueried "
             "cell of the table, 5 queries a round, after 16 random queries, in the VQ-VAE's code vectors (the "
             "prior's), the continuous VAE's latent means (`bench/lm.py`'s VAE row) or adjacency + one-hot "
-            "operations; rl_vq: REINFORCE with a Gaussian policy over the VQ representation, each sample rounded "
-            "to the nearest of 2,000 random table cells; "
+            "operations; rl_vq: REINFORCE with a Gaussian policy over the VQ representation, its mean starting at "
+            f"the best of {RL.initial} random queries, each sample rounded to the nearest of {RL.pool_size:,} random "
+            "table cells; "
             "lm_guided_surrogate: lm_guided with each round's new samples ranked by bo's DNGO instead of by sample "
             "count; lm_guided_explore: 10 random queries, then each round 7 of lm_guided's cells and 3 picked by a "
             "bo over adjacency + one-hot (expected improvement over 1,000 random table cells; on NAS-Bench-101 over "
