@@ -11,7 +11,7 @@ import torch
 
 from archsweep.errors import UnknownNameError
 from archsweep.lm.models import ALIASES, PRESETS, CodeTokenizer, add_lora, build, check_name, load_lora, parameter_count
-from archsweep.lm.sampling import collate, sample
+from archsweep.lm.sampling import IGNORE, collate, log_likelihood, sample
 
 K, L = 16, 4
 
@@ -47,6 +47,18 @@ def test_family_learns_and_samples(name, data):
     assert len(valid) >= 150  # it learned the format
     assert sum(c in data for c in valid) >= 0.9 * len(valid)  # and the sequences it saw
     assert sample(lm, 50, K, seed=1)[1] == sample(lm, 50, K, seed=1)[1]  # seeded
+    # the log-likelihood a search ranks table cells by: minus the loss on the sequence times its predicted tokens,
+    # higher for the sequences it learned than for others, and the same in batches of any size
+    unseen = [c for c in ((a, b, c, d) for a in range(K) for b in range(0, K, 5) for c in (1, 7) for d in (0, 9))
+              if c not in data][:len(data)]
+    scores = log_likelihood(lm, [*data, *unseen])
+    for codes, score in zip([data[0], unseen[0]], [scores[0], scores[len(data)]]):
+        one = collate(lm, [codes])
+        with torch.no_grad():
+            loss = float(lm.model(**one).loss)
+        assert float(score) == pytest.approx(-loss * int((one["labels"] != IGNORE).sum()), rel=1e-4)
+    assert scores[:len(data)].mean() > scores[len(data):].mean() + 3
+    assert torch.allclose(log_likelihood(lm, [*data, *unseen], logits_budget=64), scores, atol=1e-4)
 
 
 def test_pretrained_checkpoint_from_a_local_path(tmp_path, data):
