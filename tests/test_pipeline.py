@@ -192,6 +192,10 @@ storage: {tmp_path / 'runs'}
     with torch.no_grad():
         loss = float(generator.lm.model(**one).loss)
     assert scores[0] == pytest.approx(-loss * int((one["labels"] != IGNORE).sum()), rel=1e-4)
+    from archsweep.search.run import GeneratorActor, _RemoteGenerator
+
+    remote = _RemoteGenerator(GeneratorActor.remote(str(tmp_path / "prior")))  # what a search driver calls
+    assert np.allclose(remote.log_likelihood([], cells[:200], adapt_steps=0, adapt_lr=1e-3), scores[:200])
     cfg = dict(spec.runs())["lm_guided-cifar10-s1"]
     cfg.search.lm_guided.source, cfg.search.lm_guided.temperature = "table", 1e-6
     drawn = search(cfg, tmp_path / "table.jsonl")

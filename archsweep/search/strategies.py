@@ -199,11 +199,10 @@ class BayesianOptimisation(Observing):
 class Reinforce(Observing):
     """REINFORCE in a representation, as arch2vec's RL search: a Gaussian policy N(mu, diag(sigma^2)) over the
     standardised encodings, after `initial` random cells of the table with its mean at the best of them. Each
-    proposal is the not-yet-queried cell nearest to a sample of the policy among a
-    fresh pool (random cells of the table, uniform over its distinct cells); the queried cell's encoding is the
-    action, so after each round mu and log sigma take one Adam step on -mean((accuracy - baseline) * log p(action))
-    (baseline: a moving average of the rewards). The policy is a function of the history alone, rebuilt exactly by
-    observing it again."""
+    proposal is the not-yet-queried cell nearest to a sample of the policy among a fresh pool (random cells of the
+    table, uniform over its distinct cells); the queried cell's encoding is the action, so after each round mu and
+    log sigma take one Adam step on -mean((accuracy - baseline) * log p(action)) (baseline: a moving average of the
+    rewards). The policy is a function of the history alone, rebuilt exactly by observing it again."""
 
     name = "rl"
 
