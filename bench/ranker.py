@@ -24,7 +24,7 @@ from archsweep.layout import VQVAEStage, resolve_prior
 from archsweep.search.base import Domain
 from archsweep.search.encodings import CodeEncoder, Encoder
 from archsweep.search.predictor import DNGO
-from archsweep.search.ranker import Prompts, Ranker, score_bins, training_examples
+from archsweep.search.ranker import Prompts, Ranker, pool_scores, training_examples
 from archsweep.spaces import get_space
 from bench._report import ROOT, header, write_block
 
@@ -36,31 +36,15 @@ GROUPINGS = 8  # random groupings of the held-out cells a ranker's per-cell scor
 
 def accuracy(codes, values, n: int, score_weight: float, seed: int, s: LMRankerConfig,
              prompts: Prompts) -> tuple[float, float]:
-    """(best-of-4 accuracy in 500 held-out prompts, Kendall tau of `cell_scores` on the held-out cells)."""
+    """(best-of-4 accuracy in 500 held-out prompts, Kendall tau of lm_ranker's pool scores (`pool_scores`) on the
+    held-out cells)."""
     rows, answers = training_examples(codes[:n], values[:n], prompts, s.examples, np.random.default_rng(seed))
     ranker = Ranker(s.name, prompts, seed)
     ranker.fit(rows, answers, s.steps, s.lr, s.batch_size, seed, score_weight)
     test, truth = training_examples(codes[n:], values[n:], prompts, 500, np.random.default_rng(seed + 1000))
-    score = cell_scores(ranker, prompts, codes[:n], values[:n], codes[n:], np.random.default_rng(seed + 3000))
+    score = pool_scores(ranker, prompts, codes[:n], values[:n], codes[n:], np.random.default_rng(seed + 3000),
+                        GROUPINGS)
     return float((ranker.scores(test).argmax(1) == truth).mean()), float(kendalltau(score, values[n:])[0])
-
-
-def cell_scores(ranker: Ranker, prompts: Prompts, codes, values, held, rng: np.random.Generator) -> np.ndarray:
-    """Each held-out cell's score as lm_ranker scores its pool (the 8 best queried cells as context, the pool in
-    random groups of 4, a cell's probability of being the group's best), averaged over GROUPINGS random groupings
-    so that a cell's score depends less on the three it was grouped with."""
-    best = sorted(range(len(values)), key=lambda i: values[i])[-prompts.context:]
-    bins = score_bins(values)
-    context = [(codes[i], int(bins[i])) for i in best]
-    k, total = prompts.candidates, np.zeros(len(held))
-    for _ in range(GROUPINGS):
-        order = rng.permutation(len(held))
-        groups = [order[i:i + k] for i in range(0, len(order), k)]
-        padded = [np.resize(g, k) for g in groups]  # a short last group repeats its cells, as lm_ranker pads
-        probs = ranker.scores(np.array([prompts.prompt(context, [held[i] for i in g]) for g in padded]))
-        for g, row in zip(groups, probs):
-            total[g] += row[:len(g)]
-    return total / GROUPINGS
 
 
 def dngo_accuracy(vectors: np.ndarray, values, n: int, seed: int, candidates: int) -> tuple[float, float]:

@@ -86,6 +86,26 @@ def training_examples(codes: Sequence[Sequence[int]], values: Sequence[float], p
     return np.array(rows, dtype=np.int64), np.array(answers, dtype=np.int64)
 
 
+def pool_scores(ranker: Ranker, prompts: Prompts, codes, values, pool_codes, rng: np.random.Generator,
+                groupings: int = 1) -> np.ndarray:
+    """Each pool cell's probability of being the best of its random group of `prompts.candidates` (the context:
+    the `prompts.context` best queried cells, ascending; a short last group padded by repeating its cells),
+    averaged over `groupings` random groupings."""
+    best = sorted(range(len(values)), key=lambda i: values[i])[-prompts.context:]
+    bins = score_bins(values)
+    context = [(codes[i], int(bins[i])) for i in best]
+    k, total = prompts.candidates, np.zeros(len(pool_codes))
+    for _ in range(groupings):
+        order = rng.permutation(len(pool_codes))
+        groups = [np.resize(order[i:i + k], k) for i in range(0, len(order), k)]
+        probs = ranker.scores(np.array([prompts.prompt(context, [pool_codes[i] for i in g]) for g in groups]))
+        score = np.zeros(len(pool_codes))
+        for g, row in zip(groups, probs):
+            np.maximum.at(score, g, row)
+        total += score
+    return total / groupings
+
+
 class Ranker:
     """A preset LM trained on ranking examples; `scores(prompts)` -> the softmax over each prompt's markers.
     `fit` continues from the previous call (weights and AdamW state)."""
@@ -237,17 +257,7 @@ class LMRanker(Observing):
         pool = self._samples(rng, set(taken))
         out: list[Candidate] = []
         if pool:
-            best = sorted(range(len(self.history)), key=lambda i: values[i])[-p.context:]  # ascending
-            bins = score_bins(values)
-            context = [(codes[i], int(bins[i])) for i in best]
-            pool_codes = self.codes(pool)
-            order = rng.permutation(len(pool))
-            groups = [order[i:i + p.candidates] for i in range(0, len(order), p.candidates)]
-            groups = [np.resize(g, p.candidates) for g in groups]  # the last group padded by repeating its cells
-            probs = ranker.scores(np.array([p.prompt(context, [pool_codes[i] for i in g]) for g in groups]))
-            score = np.zeros(len(pool))
-            for g, row in zip(groups, probs):
-                np.maximum.at(score, g, row)
+            score = pool_scores(ranker, p, codes, values, self.codes(pool), rng)
             out = [pool[i] for i in np.argsort(-score, kind="stable")[:n]]
         taken |= {c.key for c in out}
         return out + self._random(n - len(out), rng, taken, "fallback")
