@@ -24,7 +24,7 @@ from archsweep.config import LMRankerConfig, RLConfig
 from archsweep.runtime import init_local_ray
 from archsweep.search.report import markdown, plot_curves, write_report
 from archsweep.search.run import run_searches, search_dir_of
-from archsweep.search.spec import load_search_file
+from archsweep.search.spec import check_models, load_search_file
 from bench._report import ROOT, footer, header, write_block
 
 R, RL = LMRankerConfig(), RLConfig()  # lm_ranker's and rl's settings, as the files leave them
@@ -277,7 +277,8 @@ def main() -> None:
             "sampling), with the other searches sharing the machine's cores.\n")
     nb201 = None
     for file in args.files:
-        spec = restricted(load_search_file(ROOT / file, overrides(args)), args)
+        spec = restricted(load_search_file(ROOT / file, overrides(args), check_prior=False), args)
+        check_models(spec)  # only the kept strategies' models
         nb201 = spec if file == FILES[0] else nb201
         def show(done, total, finished, file=file):
             print(f"\r{file}: {done}/{total} queries, {finished} searches done", end="", file=sys.stderr, flush=True)

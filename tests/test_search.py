@@ -221,7 +221,7 @@ def test_search_config_errors_name_the_key():
 
 
 def test_search_file_checks(tmp_path):
-    from archsweep.search.spec import load_search_file
+    from archsweep.search.spec import check_models, load_search_file
 
     path = tmp_path / "s.yaml"
     path.write_text("space: nasbench201\nsearch: {budget: 20}\nsearches:\n  strategies: {random: {}, "
@@ -251,6 +251,13 @@ def test_search_file_checks(tmp_path):
         path.write_text(f"space: nasbench201\n{text}\n")
         with pytest.raises(ConfigError, match=error):
             load_search_file(path)
+    # a file cut to some strategies needs only their models (bench.search --strategies)
+    path.write_text("space: nasbench201\nsearches: {strategies: {random: {}, bo: {search.encoder: /nowhere}}}\n")
+    spec = load_search_file(path, check_prior=False)
+    with pytest.raises(ConfigError, match="searches.strategies.bo: .*/nowhere is not a file"):
+        check_models(spec)
+    spec.searches.strategies.pop("bo")
+    check_models(spec)
 
 
 # --- on Ray: the driver actor ----------------------------------------------------------------------------------

@@ -86,7 +86,7 @@ def load_search_file(path: str | os.PathLike, overrides: list[str] | tuple[str, 
                      check_prior: bool = True) -> SearchFile:
     """Read and check a search YAML; `overrides` (`key=value`) apply to the base configuration, or to
     `searches.*`, `tracking.*`, `name` and `storage`. `check_prior=False`: lm_guided's prior is not there yet
-    (the reproduction report trains it first)."""
+    (the reproduction report trains it first; `check_models` checks later)."""
     path = Path(path)
     source = str(path)
     raw, sections, base_overrides, name = read_spec_file(path, overrides, SECTIONS, ("searches", "tracking"),
@@ -114,9 +114,17 @@ def load_search_file(path: str | os.PathLike, overrides: list[str] | tuple[str, 
                               "search.strategy in its patch")
         for dataset in searches.datasets:
             with_key(config, "search.dataset", dataset, f"{source}: searches.datasets")
-        if check_prior:
-            _check_models(from_dict(config), where)
+    if check_prior:
+        check_models(spec)
     return spec
+
+
+def check_models(spec: SearchFile) -> None:
+    """The trained models each strategy of the file needs are there (a file cut to some strategies checks only
+    theirs)."""
+    for label, patch in spec.searches.strategies.items():
+        config = patched(to_dict(spec.base), _strategy_patch(label, patch))
+        _check_models(from_dict(config), f"{spec.source}: searches.strategies.{label}")
 
 
 def _searches(data, source: str) -> SearchSettings:
