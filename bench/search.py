@@ -305,8 +305,8 @@ def main() -> None:
         body += (f"\n#### {LABELS[spec.base.space]}\n\n`{file}`: {len(spec.runs())} searches, "
                  f"{spec.searches.seeds} seeds, budget {spec.base.search.budget} queries; "
                  f"{ran(len(spec.runs()) - earlier, earlier, seconds, provenance(search_dir_of(spec)))}.\n\n"
-                 + (f"Restricted to {', '.join(args.datasets or [])} {', '.join(args.strategies or [])} (searches "
-                    f"named {spec.name}).\n\n" if cut else "")
+                 + (f"Restricted to {'; '.join(', '.join(x) for x in (args.datasets, args.strategies) if x)} "
+                    f"(searches named {spec.name}).\n\n" if cut else "")
                  + markdown(table, budgets) + "\n" + "".join(f"- {n}\n" for n in sorted(notes)) + figure)
         print(f"\n{file}: report in {files[0].parent}", file=sys.stderr)
     if args.optimum_budget and nb201 is not None and {"lm_guided", "regularized_evolution"} <= set(
