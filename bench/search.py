@@ -312,7 +312,7 @@ def main() -> None:
     if args.optimum_budget and nb201 is not None and {"lm_guided", "regularized_evolution"} <= set(
             nb201.searches.strategies) and "cifar10" in nb201.searches.datasets:
         body += optimum_supplement(args, nb201)
-    if nb201 is not None:
+    if nb201 is not None and "cifar10" in nb201.searches.datasets:
         body += ("\nPublished NAS-Bench-201 CIFAR-10 test accuracies for reference (their own budgets): REA 93.92 ± "
                  "0.30, random search 93.70 ± 0.36, arch2vec-BO 94.18 ± 0.24; the table's optimum is 94.37.\n")
     print(body)
