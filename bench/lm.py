@@ -104,10 +104,11 @@ def generation_rows(args) -> tuple[list[str], list[str], list[str]]:
 
 
 # The family table: the same VQ-VAE stage (NAS-Bench-201's generation row above), each LM trained as the stage
-# trains it (Ray Train, DeepSpeed ZeRO-2, 1 worker), lm.epochs as below, 10,000 samples at temperature 1.0.
+# trains it (Ray Train, DeepSpeed ZeRO-2, 1 worker) until its held-out loss plateaus (lm.early_stop, at most
+# FAMILY_EPOCHS), so the families compare at convergence; 10,000 samples at temperature 1.0.
 # Pretrained checkpoints: archsweep.lm.checkpoints (byte-level BPE, briefly pretrained on number strings), saved
 # locally; these machines reach no model hub.
-FAMILY_EPOCHS = 8
+FAMILY_EPOCHS = 40  # the cap; the tiny presets plateaued after 10-18 epochs
 FAMILIES = [("gpt2-tiny", []), ("llama-tiny", []), ("t5-tiny", []),
             ("pretrained:gpt2", []), ("pretrained:llama", []), ("pretrained:t5", []),
             ("pretrained:gpt2", ["lm.lora.rank=16"]), ("pretrained:t5", ["lm.lora.rank=16"])]
@@ -133,7 +134,7 @@ def family_rows(args) -> list[str]:
             name = f"pretrained:{checkpoint.resolve()}"
             label = f"{family}, pretrained (local checkpoint)" + (", LoRA rank 16" if extra else ", every weight")
         cfg = load_config(overrides=[f"space={space}", *EPOCHS[space], f"lm.name={name}",
-                                     f"lm.epochs={FAMILY_EPOCHS}", *extra])
+                                     f"lm.epochs={FAMILY_EPOCHS}", "lm.early_stop=true", *extra])
         out = args.out / "families" / (label.replace(" ", "").replace(",", "-").replace("(", "").replace(")", ""))
         done = LMStage(out).metrics
         if done.exists() and not args.fresh and same_config(json.loads(done.read_text())["config"], cfg):
@@ -146,15 +147,15 @@ def family_rows(args) -> list[str]:
         scorer = scorer or lm_stage.Scorer(cfg, vq)
         cfg.sample.constrained = True
         c = lm_stage.generate(load_lm(cfg, LMStage(out).model), scorer, cfg)
-        if m.get("plateaued") is False:  # its held-out loss still improving after FAMILY_EPOCHS
-            label += f" ({R.CUT_SHORT})"
-        rows.append(f"| {label} | {m['training']['heldout_perplexity']:.3f} | {pct(parsed)} | {pct(m['validity'])} | "
+        epochs = f"{m['epochs_trained']}" + ("" if m.get("plateaued") else f" ({R.CUT_SHORT})")
+        rows.append(f"| {label} | {epochs} | {m['training']['heldout_perplexity']:.3f} | {pct(parsed)} | "
+                    f"{pct(m['validity'])} | "
                     f"{pct(m['valid_unique'])} | {pct(c['validity'])} | {pct(c['valid_unique'])} | "
                     f"{pct(c['valid_unique_novel'])} | {m['train_wall_s']:.0f} s |")
         print(rows[-1], flush=True)
     if scorer is not None:
         top = scorer.ceiling(cfg.sample.samples, cfg.sample.seed)
-        rows.append(f"| {R.CEILING} | – | – | {pct(top['validity'])} | {pct(top['valid_unique'])} | – | – | "
+        rows.append(f"| {R.CEILING} | – | – | – | {pct(top['validity'])} | {pct(top['valid_unique'])} | – | – | "
                     f"{pct(top['valid_unique_novel'])} | – |")
     return rows
 
@@ -163,15 +164,16 @@ def families_block(args) -> str:
     return (
         "### LM families side by side (NAS-Bench-201)\n\n" + header() + "\n"
         f"One VQ-VAE stage (NAS-Bench-201, {', '.join(EPOCHS['nasbench201'])}, K = 64, L = 8); each LM trained by "
-        f"the LM stage (Ray Train, DeepSpeed ZeRO-2, 1 worker) for {FAMILY_EPOCHS} epochs, 10,000 samples at "
+        f"the LM stage (Ray Train, DeepSpeed ZeRO-2, 1 worker) until its held-out loss plateaus (`lm.early_stop=true`: "
+        f"no gain above lm.min_delta in lm.patience epochs; at most {FAMILY_EPOCHS} epochs), 10,000 samples at "
         "temperature 1.0. Pretrained rows: a checkpoint saved locally by `archsweep.lm.checkpoints` (64 wide, 2 "
         "layers, byte-level BPE tokenizer, pretrained briefly on number strings; these machines reach no model hub), "
         "fine-tuned fully or through LoRA adapters. Free sampling (the default): parsed = samples that are exactly "
         "L numbers below K, validity = parsed and decoded into a valid cell. Constrained (`sample.constrained=true`, "
         "the same trained LM sampled again): decoding keeps to L numbers below K, so every sample parses.\n\n"
-        f"| LM ({FAMILY_EPOCHS} epochs) | held-out perplexity | parsed | validity | valid_unique | validity, "
+        "| LM | epochs | held-out perplexity | parsed | validity | valid_unique | validity, "
         "constrained | valid_unique, constrained | valid_unique_novel, constrained | training wall |\n"
-        "|---|---|---|---|---|---|---|---|---|\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
         + "\n".join(family_rows(args)) + "\n")
 
 
