@@ -37,7 +37,8 @@ EPOCHS = {  # training length per space (VQ-VAE as bench/vqvae.py); everything e
     "nasbench101": ["train.epochs=6", "lm.epochs=8"],  # at 3 its held-out loss still fell
     # a sampled training set (train.dataset_size, default 100,000 cells) of a space too large to enumerate
     # the LM's one worker takes both cores (Ray gives a worker's torch as many threads as it has CPUs)
-    "darts": ["train.epochs=4", "lm.epochs=10", "lm.cpus_per_worker=2"],
+    # (its LM was still improving at 10 epochs: trained to its plateau under the default 20-epoch cap)
+    "darts": ["train.epochs=4", "lm.epochs=20", "lm.early_stop=true", "lm.cpus_per_worker=2"],
 }
 ENUMERATED = ["nasbench201", "nasbench101"]  # the "lm" block; DARTS has a block of its own (`--spaces darts`)
 WORKERS = ["train.num_workers=2"]  # the LM: the default (1 Ray Train worker, DeepSpeed ZeRO-2)
