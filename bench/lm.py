@@ -86,7 +86,7 @@ def generation_rows(args) -> tuple[list[str], list[str], list[str]]:
             if model != "vqvae":
                 continue
             training = results["lm"]["training"]
-            speed.append(f"| {space} | {results['config']['lm']['epochs']} | {training['heldout_perplexity']:.3f} |")
+            speed.append(f"| {space} | {results['lm'].get('epochs_trained')} | {training['heldout_perplexity']:.3f} |")
             cfg = load_config(overrides=[*base, "vqvae.model=vqvae"])
             lm = load_lm(cfg, RunDir(out).lm.model)
             scorer = lm_stage.Scorer(cfg, RunDir(out).vqvae.dir)
