@@ -245,7 +245,7 @@ def main() -> None:
     args = parser.parse_args()
     init_local_ray()
     cut = bool(args.datasets or args.strategies)
-    body = ("### NAS search: every strategy in one harness\n\n" + header() + "\n"
+    harness = (
             "Every strategy runs in the same harness (a Ray driver actor per search, evaluator actors answering "
             "benchmark queries, generator actors holding the LM prior), with the same budgets and seeds; the "
             "budget is benchmark queries, each distinct cell charged once. At every query the search records the "
@@ -275,6 +275,10 @@ def main() -> None:
             f"round), picking among {R.pool} new prior samples. Wall time: mean over seeds of a search's rounds "
             "on its driver actor (in brackets, the strategy's own propose step: model fits, LM adaptation and "
             "sampling), with the other searches sharing the machine's cores.\n")
+    body = (f"### NAS search, restricted to {suffix(args)}\n\n" + header() + "\nHarness and columns as in block "
+            "search (\"NAS search: every strategy in one harness\"); each strategy as its search file sets it "
+            "today.\n" if cut else
+            "### NAS search: every strategy in one harness\n\n" + header() + "\n" + harness)
     nb201 = None
     for file in args.files:
         spec = restricted(load_search_file(ROOT / file, overrides(args), check_prior=False), args)
