@@ -39,6 +39,7 @@ bench: data
 	$(BIN)/python -m bench.representations --write
 	$(BIN)/python -m bench.zero --write
 	$(BIN)/python -m bench.search --write
+	$(BIN)/python -m bench.optimum --write
 	$(BIN)/python -m bench.load --write
 	$(BIN)/python -m bench.overhead --write
 	$(BIN)/python -m bench.wandb_cost --write
