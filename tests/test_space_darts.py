@@ -201,11 +201,17 @@ def test_many_graphs_at_once_agree_with_one_by_one():
     assert all(hashes[i] is None for i in range(2, 1500, 4)) and 100 < hashes[0:1500:4].count(None) < 375
 
 
+def test_a_sample_hashed_across_processes_is_the_one_hashed_in_process():
+    many = D.sample_dataset(12_000, 3, processes=2)  # above two chunks of 5,000: hashed in a worker pool
+    assert many.hex_hashes == D.sample_dataset(12_000, 3, processes=1).hex_hashes
+    assert len(set(many.hex_hashes)) == 12_000
+
+
 def test_sampled_dataset_is_distinct_valid_cached_and_reproducible(tmp_path):
     space = get_space("darts")
     a = space.dataset(3000, seed=7, cache_dir=tmp_path)
     assert (tmp_path / "darts-sample-3000-seed7.npz").is_file()
-    b = D.sample_dataset(3000, 7, processes=2)  # built again, the hashing spread over processes
+    b = D.sample_dataset(3000, 7, processes=2)  # built again
     assert a.hex_hashes == b.hex_hashes and np.array_equal(a.edges, b.edges) and np.array_equal(a.ops, b.ops)
     assert len(set(a.hex_hashes)) == 3000
     assert D.sample_dataset(3000, 8).hex_hashes != a.hex_hashes

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -237,3 +241,32 @@ def test_graph_index_keys_every_cell_apart(nb101_cells):
     for k in rows[:20]:
         cell = nb101.from_graph(adj[k], ops[k])
         assert index.hash_of(int(k)) == nb101.canonical_hash(cell) and nb101.is_valid(cell)
+
+
+POOL_UNDER_A_CAUGHT_SIGTERM = """
+import signal
+from archsweep.spaces.enumeration import worker_pool
+signal.signal(signal.SIGTERM, lambda *_: None)  # as a Ray worker does: a Python handler that does not exit
+def square(x):
+    return x * x
+with worker_pool(2) as pool:
+    assert sum(pool.imap(square, range(100))) == 328350
+try:
+    with worker_pool(2) as pool:
+        for i, _ in enumerate(pool.imap(square, range(100))):
+            if i == 3:
+                raise KeyError("stop")  # the error path: the pool terminates its workers
+except KeyError:
+    print("ended", flush=True)
+"""
+
+
+def test_the_hashing_pool_ends_inside_a_process_that_catches_sigterm(tmp_path):
+    """Forked from a Ray worker, pool workers inherit its SIGTERM handler: Pool.terminate then never ended them
+    and a sweep trial hung in the enumeration's pool exit. Both exits (done, and an error) must end."""
+    script = tmp_path / "pool.py"
+    script.write_text(POOL_UNDER_A_CAUGHT_SIGTERM)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                         env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["ended"]

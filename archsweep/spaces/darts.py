@@ -21,6 +21,7 @@ vertices 0..10, the reduction cell 11..21, with no edge between them.
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import itertools
 from collections.abc import Sequence
@@ -30,7 +31,7 @@ import numpy as np
 
 from archsweep.errors import InvalidCellError
 from archsweep.spaces.cell import Cell, GraphArrays
-from archsweep.spaces.enumeration import Enumeration
+from archsweep.spaces.enumeration import Enumeration, worker_pool
 
 NAME = "darts"
 OPS = ("max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
@@ -394,7 +395,6 @@ def graph_hashes(ops: np.ndarray, adj: np.ndarray) -> list[str | None]:
 def sample_dataset(size: int, seed: int, progress=None, processes: int | None = None) -> Enumeration:
     """`size` random cells (as `random_cell`), distinct up to isomorphism, in the order drawn; the same for the
     same (size, seed). Hashed across `processes` worker processes (default: all cores) when large."""
-    import multiprocessing as mp
     import os
 
     if size > NUM_CELLS:
@@ -403,9 +403,7 @@ def sample_dataset(size: int, seed: int, progress=None, processes: int | None = 
     processes = processes or os.cpu_count() or 1
     chunk = 5_000
     kept_ops, kept_src, hashes, seen = [], [], [], set()
-    pool = mp.get_context("fork" if os.name == "posix" else "spawn").Pool(processes) if size > 2 * chunk and \
-        processes > 1 else None
-    try:
+    with worker_pool(processes) if size > 2 * chunk and processes > 1 else contextlib.nullcontext() as pool:
         while len(hashes) < size:
             ops, src = _random_genotypes(rng, max(size - len(hashes), 64))
             parts = [(ops[i:i + chunk], src[i:i + chunk]) for i in range(0, len(ops), chunk)]
@@ -419,9 +417,6 @@ def sample_dataset(size: int, seed: int, progress=None, processes: int | None = 
                     kept_src.append(src[n])
             if progress is not None:
                 progress(len(hashes), size)
-    finally:
-        if pool is not None:
-            pool.close()
     vocab, adj = _graph_arrays(np.stack(kept_ops), np.stack(kept_src))
     edges = np.packbits(adj.reshape(size, -1), axis=1)
     digests = np.frombuffer(bytes.fromhex("".join(hashes)), dtype=np.uint8).reshape(size, 16)

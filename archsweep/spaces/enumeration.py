@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import multiprocessing as mp
 import os
+import signal
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -17,6 +20,25 @@ from archsweep.spaces.cell import Cell
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 2
+
+
+def _default_sigterm() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def worker_pool(processes: int) -> Iterator[mp.pool.Pool]:
+    """A process pool for hashing cells, safe inside a Ray worker. Its workers are forked (cheap: no re-import)
+    and would inherit the Ray worker's SIGTERM handler, under which `Pool.terminate` never ends them: a trial
+    hung for 20 minutes in the pool's exit. So they take the default handler back, and a pool that finished its
+    work is closed and joined (its workers leave by themselves); terminate only ends one left by an error."""
+    pool = mp.get_context("fork" if os.name == "posix" else "spawn").Pool(processes, initializer=_default_sigterm)
+    try:
+        yield pool
+        pool.close()
+        pool.join()
+    finally:
+        pool.terminate()
 
 
 @dataclass(frozen=True, eq=False)

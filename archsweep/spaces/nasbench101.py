@@ -22,7 +22,7 @@ import numpy as np
 
 from archsweep.errors import InvalidCellError
 from archsweep.spaces.cell import Cell, GraphArrays, upper_triangular
-from archsweep.spaces.enumeration import Enumeration
+from archsweep.spaces.enumeration import Enumeration, worker_pool
 
 NAME = "nasbench101"
 INPUT, OUTPUT, PAD = "input", "output", "pad"
@@ -269,7 +269,6 @@ def build_enumeration(processes: int | None = None, progress=None) -> Enumeratio
     graphs), across `processes` worker processes (default: all cores). Cells whose hashes coincide are kept
     once, as the benchmark does. `progress(done, total)` is called as work completes.
     """
-    import multiprocessing as mp
     import os
 
     work = []
@@ -293,7 +292,7 @@ def build_enumeration(processes: int | None = None, progress=None) -> Enumeratio
         for item in work:
             consume(item, _hash_class(item))
     else:
-        with mp.get_context("fork" if os.name == "posix" else "spawn").Pool(processes) as pool:
+        with worker_pool(processes) as pool:
             for item, digests in zip(work, pool.imap(_hash_class, work, chunksize=16)):
                 consume(item, digests)
 
