@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import multiprocessing as mp
 import os
 import signal
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -26,19 +25,12 @@ def _default_sigterm() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-@contextlib.contextmanager
-def worker_pool(processes: int) -> Iterator[mp.pool.Pool]:
-    """A process pool for hashing cells, safe inside a Ray worker. Its workers are forked (cheap: no re-import)
-    and would inherit the Ray worker's SIGTERM handler, under which `Pool.terminate` never ends them: a trial
-    hung for 20 minutes in the pool's exit. So they take the default handler back, and a pool that finished its
-    work is closed and joined (its workers leave by themselves); terminate only ends one left by an error."""
-    pool = mp.get_context("fork" if os.name == "posix" else "spawn").Pool(processes, initializer=_default_sigterm)
-    try:
-        yield pool
-        pool.close()
-        pool.join()
-    finally:
-        pool.terminate()
+def worker_pool(processes: int) -> mp.pool.Pool:
+    """A process pool for hashing cells, safe inside a Ray worker (use it as `with worker_pool(n) as pool:`). Its
+    workers are forked (cheap: no re-import) and would inherit the Ray worker's SIGTERM handler, under which the
+    pool's exit (`Pool.terminate`) never ends them: a trial hung for 20 minutes there. So they take the default
+    handler back."""
+    return mp.get_context("fork" if os.name == "posix" else "spawn").Pool(processes, initializer=_default_sigterm)
 
 
 @dataclass(frozen=True, eq=False)
