@@ -248,6 +248,7 @@ def build_tuner(sweep: Sweep, sweep_dir: Path, callbacks: list, env: dict, log_l
         param_space=param_space(sweep),
         tune_config=tune.TuneConfig(search_alg=search_algorithm(sweep, concurrency), scheduler=scheduler(sweep),
                                     num_samples=t.num_samples, time_budget_s=t.time_budget_s or None,
+                                    reuse_actors=t.reuse_actors,
                                     trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(sweep_dir), callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=t.max_failures),

@@ -59,6 +59,7 @@ class TuneSettings:
     max_failures: int = 1  # times a failed trial is retried (from its stages' checkpoints)
     seed: int = 0  # random search's draws, Optuna's sampler
     time_budget_s: int = 0  # stop starting trials and end the sweep after this many seconds; 0: no limit
+    reuse_actors: bool = True  # a trial starts in a finished trial's worker: its imports (~5 s) once per worker
 
 
 @dataclass
