@@ -24,6 +24,7 @@ class ClusterConfigError(ArchsweepError):
 
 # Ray ships no defaults file for the fake_multinode provider: its autoscaler reads such a YAML as written, so these
 # keys must be in it (the local rehearsal cluster, cluster/local.yaml, has them all).
+LOCAL_NODE_TYPE = "local.cluster.node"  # Ray's name for the one node type of a `local` (on-premise) cluster
 AS_WRITTEN = ("file_mounts", "cluster_synced_files", "initialization_commands", "setup_commands",
               "head_setup_commands", "worker_setup_commands", "head_start_ray_commands", "worker_start_ray_commands")
 
@@ -93,10 +94,14 @@ def validate_cluster_yaml(path: str | os.PathLike) -> dict:
     except jsonschema.ValidationError as exc:
         where = ".".join(str(p) for p in exc.absolute_path) or "(top level)"
         raise ClusterConfigError(f"{path}: {where}: {exc.message}") from None
-    as_written = raw.get("provider", {}).get("type") == "fake_multinode"
+    provider = raw.get("provider", {}).get("type")
+    as_written = provider == "fake_multinode" or (
+        provider == "local" and LOCAL_NODE_TYPE in (raw.get("available_node_types") or {}))
     if as_written and (missing := [k for k in AS_WRITTEN if k not in raw]):
-        raise ClusterConfigError(f"{path}: a fake_multinode cluster is read as written (Ray has no defaults for "
-                                 f"that provider); add {', '.join(missing)} (empty is fine), as cluster/local.yaml has")
+        why = ("Ray has no defaults for that provider" if provider == "fake_multinode" else
+               f"Ray merges no defaults into a local cluster that states its node type {LOCAL_NODE_TYPE}")
+        raise ClusterConfigError(f"{path}: a {provider} cluster is read as written here ({why}); add "
+                                 f"{', '.join(missing)} (empty is fine), as cluster/local.yaml and onprem.yaml have")
     try:
         prepared = copy.deepcopy(raw) if as_written else prepare_config(copy.deepcopy(raw))
         validate_config(prepared)
@@ -115,11 +120,13 @@ def from_cluster_config(config: dict, source: str, head_resources: dict[str, flo
     out = [NodeType(head, {k: float(v) for k, v in (types[head].get("resources") or head_resources or {}).items()},
                     1, head=True)]
     for name, spec in types.items():
-        if name == head:
-            continue
         count = min(spec.get("max_workers", 0), room)
+        if name == head and not count:
+            continue
         room -= count
-        out.append(NodeType(name, {k: float(v) for k, v in (spec.get("resources") or {}).items()}, count))
+        resources = spec.get("resources") or (head_resources if name == head else None) or {}
+        out.append(NodeType(name, {k: float(v) for k, v in resources.items()}, count))  # a local cluster's
+        # workers are of the head's type, and the autoscaler takes the head's resources as theirs
     if missing := [t.name for t in out if "CPU" not in t.resources]:
         raise ClusterConfigError(f"{source} does not state the resources of node type(s) {', '.join(missing)} (the "
                                  "machines of a `local` provider report theirs when Ray starts on them), so trials "
@@ -169,7 +176,7 @@ def _monitor_config(gcs_port: str) -> dict | None:
 
     for process in psutil.process_iter(["cmdline"]):
         cmdline = process.info.get("cmdline") or []
-        if not any(part.endswith("autoscaler/_private/monitor.py") for part in cmdline):
+        if not any(part.endswith("/monitor.py") and "/ray/autoscaler/" in part for part in cmdline):  # v1 or v2
             continue
         if not any(p.startswith("--gcs-address=") and p.rsplit(":", 1)[-1] == gcs_port for p in cmdline):
             continue
