@@ -9,7 +9,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 STAMP := $(VENV)/.installed
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: install data demo test bench report clean
+.PHONY: install data demo test hosts-tools bench report clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,9 +27,17 @@ demo: data
 
 # The default run, then the long suites: reliability (faults and load: tests/test_faults.py, tests/test_load.py)
 # and end-to-end (the reproduction report: tests/test_reproduce.py).
-test: data
+test: data hosts-tools
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest -m "reliability or e2e"
+
+# The long suite's test hosts (tests/test_onprem.py, cluster/hosts.py) run sshd and rsync: as root on Debian, install
+# them where missing, with services kept from starting (policy-rc.d), so no sshd listens on this machine's network.
+hosts-tools:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! { [ -x /usr/sbin/sshd ] && command -v rsync >/dev/null; }; then \
+	  made=; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; made=1; }; \
+	  { apt-get install -yq openssh-server rsync || { apt-get update -q && apt-get install -yq openssh-server rsync; }; } >/dev/null; \
+	  status=$$?; [ -z "$$made" ] || rm -f /usr/sbin/policy-rc.d; exit $$status; fi
 
 bench: data
 	$(BIN)/python -m bench.enumerate_nb101 --write

@@ -102,6 +102,11 @@ def validate_cluster_yaml(path: str | os.PathLike) -> dict:
                f"Ray merges no defaults into a local cluster that states its node type {LOCAL_NODE_TYPE}")
         raise ClusterConfigError(f"{path}: a {provider} cluster is read as written here ({why}); add "
                                  f"{', '.join(missing)} (empty is fine), as cluster/local.yaml and onprem.yaml have")
+    if as_written and raw.get("setup_commands") and not (raw.get("head_setup_commands") and
+                                                         raw.get("worker_setup_commands")):
+        raise ClusterConfigError(f"{path}: Ray runs only head_setup_commands and worker_setup_commands of a file "
+                                 "read as written, never setup_commands: put the setup there (`setup_commands: "
+                                 "&setup`, then `head_setup_commands: *setup`, as cluster/onprem.yaml does)")
     try:
         prepared = copy.deepcopy(raw) if as_written else prepare_config(copy.deepcopy(raw))
         validate_config(prepared)
@@ -109,6 +114,36 @@ def validate_cluster_yaml(path: str | os.PathLike) -> dict:
         message = exc.message if isinstance(exc, jsonschema.ValidationError) else str(exc)
         raise ClusterConfigError(f"{path}: {message}") from None
     return prepared
+
+
+# The example values of the shipped cluster files, which are no one's: `archsweep cluster validate` refuses a file
+# that still holds one, naming the key. Substrings, but for the on-premise addresses, which must match whole.
+EXAMPLES = {"your-gcp-project": "your GCP project's id", "fs-XXXXXXXX": "your EFS file system's id",
+            "10.0.0.2:/share": "your Filestore instance's address and share"}
+EXAMPLE_ADDRESSES = {"10.0.0.10": "your head machine's address", "10.0.0.11": "your worker machines' addresses",
+                     "10.0.0.12": "your worker machines' addresses"}
+
+
+def examples_left(path: str | os.PathLike) -> list[str]:
+    """One line for each example value still in the cluster file at `path`: its key and what to set there."""
+    import yaml
+
+    found: list[str] = []
+
+    def walk(node, where: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{where}.{key}" if where else str(key))
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{where}[{i}]")
+        elif isinstance(node, str):
+            hits = [(e, what) for e, what in EXAMPLES.items() if e in node]
+            hits += [(node, EXAMPLE_ADDRESSES[node])] if node in EXAMPLE_ADDRESSES else []
+            found.extend(f"{path}: {where} holds the example {e!r}: set {what}" for e, what in hits)
+
+    walk(yaml.safe_load(Path(path).read_text()), "")
+    return found
 
 
 def from_cluster_config(config: dict, source: str, head_resources: dict[str, float] | None = None) -> Capacity:

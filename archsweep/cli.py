@@ -820,15 +820,23 @@ def cluster():
 
 @cluster.command("validate")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-def cluster_validate(files):
-    """Check cluster YAMLs offline with Ray's own schema (what `ray up` would reject)."""
-    from archsweep.capacity import validate_cluster_yaml
+@click.option("--allow-examples", is_flag=True,
+              help="Pass a file that still holds the shipped files' example values (project, file system, addresses).")
+def cluster_validate(files, allow_examples):
+    """Check cluster YAMLs offline with Ray's own schema and config preparation (what `ray up` would reject), and
+    that no example value of the shipped files is left in them; exit status 2 names the file and the key."""
+    from archsweep.capacity import examples_left, validate_cluster_yaml
 
+    left = []
     for path in files:
         prepared = validate_cluster_yaml(path)
         types = prepared.get("available_node_types", {})
         _console().print(f"{path}: valid ({len(types)} node type(s): {', '.join(types)}; "
                          f"max_workers {prepared.get('max_workers')})")
+        left += [] if allow_examples else examples_left(path)
+    if left:
+        click.echo("\n".join(left), err=True)
+        raise SystemExit(2)
 
 
 @cluster.command("start")

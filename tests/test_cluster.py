@@ -93,7 +93,7 @@ def test_broken_cluster_yamls_are_rejected(tmp_path, case):
 
 def test_cli_validates_and_exits_2_on_a_broken_file(tmp_path):
     runner = CliRunner()
-    ok = runner.invoke(cli, ["cluster", "validate", *map(str, SHIPPED)])
+    ok = runner.invoke(cli, ["cluster", "validate", "--allow-examples", *map(str, SHIPPED)])
     assert ok.exit_code == 0 and ok.output.count(": valid") == len(SHIPPED)
     bad = tmp_path / "bad.yaml"
     bad.write_text("cluster_name: x\nprovider: [\n")
@@ -122,8 +122,50 @@ def test_a_sweep_that_outgrows_the_cluster_is_refused_before_it_runs():
     assert "needs 16 CPUs and 8 GPUs at once" in result.stderr and "4 GPUs" in result.stderr
 
 
-def test_a_cluster_that_does_not_state_its_resources_cannot_be_checked_offline():
-    result = CliRunner().invoke(cli, ["sweep", GPU_SWEEP, "--check", "--cluster", str(CLUSTER / "onprem.yaml")])
+def test_the_shipped_files_example_values_are_refused_naming_each_key_and_what_to_set():
+    result = CliRunner().invoke(cli, ["cluster", "validate", *map(str, SHIPPED)])
+    assert result.exit_code == 2
+    lines = set(result.stderr.splitlines())
+    assert {f"{CLUSTER / 'aws-gpu.yaml'}: initialization_commands[2] holds the example 'fs-XXXXXXXX': set your EFS "
+            "file system's id",
+            f"{CLUSTER / 'gcp-gpu.yaml'}: provider.project_id holds the example 'your-gcp-project': set your GCP "
+            "project's id",
+            f"{CLUSTER / 'gcp-gpu.yaml'}: initialization_commands[2] holds the example '10.0.0.2:/share': set your "
+            "Filestore instance's address and share",
+            f"{CLUSTER / 'onprem.yaml'}: provider.head_ip holds the example '10.0.0.10': set your head machine's "
+            "address"} <= lines, result.stderr
+    assert sum("onprem.yaml: provider.worker_ips[" in line for line in lines) == 2
+
+
+def test_the_onprem_file_is_read_as_written_plans_its_workers_like_the_head_and_runs_its_setup(tmp_path):
+    """Stating Ray's local node type makes Ray read the file as written: its setup runs only from
+    head_setup_commands / worker_setup_commands, and the head's type is also the workers' (max_workers of it)."""
+    from archsweep.capacity import from_cluster_file
+
+    capacity = from_cluster_file(CLUSTER / "onprem.yaml")
+    assert [t.describe() for t in capacity.node_types] == [
+        "local.cluster.node (head, 16 CPU)", "up to 2 x local.cluster.node (16 CPU each)"]
+    raw = yaml.safe_load((CLUSTER / "onprem.yaml").read_text())
+    assert raw["head_setup_commands"] == raw["worker_setup_commands"] == raw["setup_commands"]
+    assert all("RAY_AUTH_MODE=token ARCHSWEEP_DATA_DIR=$HOME/archsweep-data" in c
+               for c in raw["head_start_ray_commands"][1:] + raw["worker_start_ray_commands"][1:])
+    assert "RAY_enable_autoscaler_v2=0 ray start --head" in raw["head_start_ray_commands"][1]
+    assert raw["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    for key in ("head_setup_commands", "worker_setup_commands"):
+        broken = dict(raw, **{key: []})
+        path = tmp_path / "onprem.yaml"
+        path.write_text(yaml.safe_dump(broken))
+        with pytest.raises(ClusterConfigError, match="never setup_commands: put the setup there"):
+            validate_cluster_yaml(path)
+
+
+def test_a_cluster_that_does_not_state_its_resources_cannot_be_checked_offline(tmp_path):
+    raw = yaml.safe_load((CLUSTER / "onprem.yaml").read_text())
+    for key in ("available_node_types", "head_node_type"):  # Ray then makes the node type, without resources
+        del raw[key]
+    path = tmp_path / "onprem.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(cli, ["sweep", GPU_SWEEP, "--check", "--cluster", str(path)])
     assert result.exit_code == 2 and "does not state the resources of node type(s)" in result.stderr
 
 
