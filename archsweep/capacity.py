@@ -119,6 +119,7 @@ def validate_cluster_yaml(path: str | os.PathLike) -> dict:
 # The example values of the shipped cluster files, which are no one's: `archsweep cluster validate` refuses a file
 # that still holds one, naming the key. Substrings, but for the on-premise addresses, which must match whole.
 EXAMPLES = {"your-gcp-project": "your GCP project's id", "fs-XXXXXXXX": "your EFS file system's id",
+            "ami-XXXXXXXXXXXXXXXXX": "the AMI id the comment above it reads from AWS's SSM parameter",
             "10.0.0.2:/share": "your Filestore instance's address and share"}
 EXAMPLE_ADDRESSES = {"10.0.0.10": "your head machine's address", "10.0.0.11": "your worker machines' addresses",
                      "10.0.0.12": "your worker machines' addresses"}

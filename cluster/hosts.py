@@ -1,12 +1,12 @@
 """Machines to rehearse `ray up cluster/onprem.yaml` on, made on this one: each its own network namespace with an
 address on a private bridge, its own sshd, its own PID namespace, and its own /tmp and home (mount namespace), so
 that Ray's launcher reaches it over SSH as it would a real machine, and a `ray stop` there stops only its own Ray.
-The workers but the last mount one directory at /mnt/shared (the storage shared by the cluster); the last has a
-directory of its own there, like a machine whose NFS mount is missing.
+The head and the workers mount one directory at /mnt/shared (the storage the cluster shares); one more host, not
+in the cluster file, has a directory of its own there, like a machine whose NFS mount is missing.
 
     sudo python cluster/hosts.py up             # hosts 10.213.0.10 (head) .11 .12 (workers) .13 (no shared storage)
     ray up -y /tmp/archsweep-hosts/onprem.yaml  # the cluster file it wrote: cluster/onprem.yaml pointed at them
-    sudo python cluster/hosts.py cut 10.213.0.11   # that host's link down, as a machine vanishes
+    sudo python cluster/hosts.py cut 10.213.0.11   # that host's link down, as a machine vanishes (`back`: up)
     sudo python cluster/hosts.py down           # every namespace, process, mount and file it made, gone
 
 Needs root, iproute2, util-linux's unshare, openssh-server and rsync (Debian: `apt-get install openssh-server
@@ -89,6 +89,10 @@ def make_home(home: Path, public_key: str, host_key: Path, venv: Path, data: Pat
     (home / ".sshd").mkdir(mode=0o700)
     shutil.copy(host_key, home / ".sshd" / "host_key")
     relocated_venv(venv, home)
+    built = Path(os.environ.get("TORCH_EXTENSIONS_DIR", Path.home() / ".cache" / "torch_extensions"))
+    if built.is_dir():  # DeepSpeed's compiled ops, as on a machine that ran it before (else ~1 min on first use)
+        (home / ".cache").mkdir(exist_ok=True)
+        run("cp", "-al", str(built), str(home / ".cache" / "torch_extensions"))
     shutil.copytree(data, home / "archsweep-data", ignore=shutil.ignore_patterns("SOURCES.md"))
     for path in (home / "archsweep-data").rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
@@ -151,7 +155,7 @@ def init(spec_path: str) -> None:
 # --- up, cut, down ----------------------------------------------------------------------------------------------
 
 
-def up(state_dir: Path, workers: int, subnet: str, data: Path) -> dict:
+def up(state_dir: Path, workers: int, subnet: str, data: Path, idle_minutes: float = 1.0) -> dict:
     if os.geteuid() != 0:
         sys.exit("hosts.py up: needs root (network, PID and mount namespaces)")
     for tool in ("ip", "unshare", "ssh-keygen", "rsync", "/usr/sbin/sshd"):
@@ -162,7 +166,8 @@ def up(state_dir: Path, workers: int, subnet: str, data: Path) -> dict:
     if not data.is_dir():
         sys.exit(f"hosts.py up: no benchmark tables in {data}; give --data-dir (e.g. ../shared/data)")
     state_dir.mkdir(parents=True, exist_ok=True)
-    state = {"dir": str(state_dir), "subnet": subnet, "hosts": {}, "made_mount_point": not SHARED_MOUNT.exists()}
+    state = {"dir": str(state_dir), "subnet": subnet, "hosts": {}, "made_mount_point": not SHARED_MOUNT.exists(),
+             "idle_minutes": idle_minutes}
     (state_dir / "hosts.json").write_text(json.dumps(state))  # from here on `down` can undo whatever was made
     key = state_dir / "id_ed25519"
     run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key))
@@ -248,6 +253,7 @@ def write_cluster_file(state: dict) -> Path:
         "ssh_private_key: ~/.ssh/id_ed25519": f"ssh_private_key: {state['dir']}/id_ed25519",
         "~/archsweep: .": f"~/archsweep: {CHECKOUT}",
         "resources: {CPU: 16, GPU: 0}": f"resources: {{CPU: {os.cpu_count()}, GPU: 0}}",
+        "idle_timeout_minutes: 5": f"idle_timeout_minutes: {state['idle_minutes']:g}",
         "~/.ray/auth_token: ~/.ray/auth_token": f"~/.ray/auth_token: {state['dir']}/auth_token",
     }
     for old, new in replace.items():
@@ -259,14 +265,14 @@ def write_cluster_file(state: dict) -> Path:
     return path
 
 
-def cut(state_dir: Path, ip: str) -> None:
-    """The host at `ip` drops off the network, as a machine that vanishes: its link goes down, nothing of it
-    is told."""
+def link(state_dir: Path, ip: str, state: str) -> None:
+    """`down`: the host at `ip` drops off the network, as a machine that vanishes (nothing of it is told); `up`:
+    it is back."""
     for host in hosts_of(state_dir).get("hosts", {}).values():
         if host["ip"] == ip:
-            run("ip", "link", "set", host["link"], "down")
+            run("ip", "link", "set", host["link"], state)
             return
-    sys.exit(f"hosts.py cut: no host {ip} in {state_dir}")
+    sys.exit(f"hosts.py: no host {ip} in {state_dir}")
 
 
 def down(state_dir: Path) -> None:
@@ -312,23 +318,27 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="make the hosts and write DIR/onprem.yaml")
     p_up.add_argument("--workers", type=int, default=2, help="worker hosts with the shared storage (default 2)")
+    p_up.add_argument("--idle-minutes", type=float, default=1.0,
+                      help="idle_timeout_minutes of the cluster file: how soon idle workers go (default 1)")
     p_up.add_argument("--subnet", default="10.213.0", help="the bridge's /24, as A.B.C (default 10.213.0)")
     p_up.add_argument("--data-dir", type=Path,
                       default=Path(os.environ.get("ARCHSWEEP_DATA_DIR", CHECKOUT.parent / "shared" / "data")),
                       help="the benchmark tables each host starts with (default $ARCHSWEEP_DATA_DIR)")
     p_cut = sub.add_parser("cut", help="take a host off the network")
     p_cut.add_argument("ip")
+    p_back = sub.add_parser("back", help="put a host that was cut back on the network")
+    p_back.add_argument("ip")
     sub.add_parser("down", help="remove the hosts and everything made for them")
-    p_init = sub.add_parser("init", help=argparse.SUPPRESS)
+    p_init = sub.add_parser("init")  # a host's PID 1, run by `up` inside its namespaces
     p_init.add_argument("spec")
-    for p in (p_up, p_cut, sub.choices["down"]):
+    for p in (p_up, p_cut, p_back, sub.choices["down"]):
         p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"where the hosts live (default {DEFAULT_DIR})")
     args = parser.parse_args(argv)
     if args.command == "init":
         init(args.spec)
     elif args.command == "up":
         try:
-            state = up(args.dir.resolve(), args.workers, args.subnet, args.data_dir.resolve())
+            state = up(args.dir.resolve(), args.workers, args.subnet, args.data_dir.resolve(), args.idle_minutes)
         except BaseException:
             down(args.dir.resolve())
             raise
@@ -336,8 +346,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"hosts up: head {hosts['head']['ip']}, workers "
               f"{', '.join(h['ip'] for n, h in hosts.items() if n.startswith('w'))}, without the shared storage "
               f"{hosts['x1']['ip']}; the cluster file: {args.dir.resolve()}/onprem.yaml")
-    elif args.command == "cut":
-        cut(args.dir.resolve(), args.ip)
+    elif args.command in ("cut", "back"):
+        link(args.dir.resolve(), args.ip, "down" if args.command == "cut" else "up")
     else:
         down(args.dir.resolve())
 

@@ -147,6 +147,7 @@ def test_the_onprem_file_is_read_as_written_plans_its_workers_like_the_head_and_
         "local.cluster.node (head, 16 CPU)", "up to 2 x local.cluster.node (16 CPU each)"]
     raw = yaml.safe_load((CLUSTER / "onprem.yaml").read_text())
     assert raw["head_setup_commands"] == raw["worker_setup_commands"] == raw["setup_commands"]
+    assert any('export PATH="$HOME/venv/bin:$PATH"' in c and "~/.bashrc" in c for c in raw["setup_commands"])
     assert all("RAY_AUTH_MODE=token ARCHSWEEP_DATA_DIR=$HOME/archsweep-data" in c
                for c in raw["head_start_ray_commands"][1:] + raw["worker_start_ray_commands"][1:])
     assert "RAY_enable_autoscaler_v2=0 ray start --head" in raw["head_start_ray_commands"][1]
@@ -186,5 +187,29 @@ def test_the_cloud_yamls_run_the_pinned_ray_and_python_with_the_sdk_shared_stora
     assert f"{sdk} = [" in extras
     assert any("mount" in c and "/mnt/shared" in c for c in raw["initialization_commands"])
     assert "-v /mnt/shared:/mnt/shared" in raw["docker"]["run_options"]
-    images = str(raw["available_node_types"])  # the hosts: the clouds' images with the NVIDIA driver
-    assert ("base-oss-nvidia-driver-gpu" if sdk == "aws" else "deeplearning-platform-release") in images
+    images = str(raw["available_node_types"])  # the hosts: the clouds' images with the NVIDIA driver (AWS: the
+    text = (CLUSTER / name).read_text()          # id read from the SSM parameter the file names)
+    assert ("base-oss-nvidia-driver-gpu" in text) if sdk == "aws" else ("deeplearning-platform-release" in images)
+
+
+@pytest.mark.parametrize("name, sdk", [("aws-gpu.yaml", "aws"), ("gcp-gpu.yaml", "gcp")])
+def test_the_config_ray_runs_from_the_cloud_yamls_keeps_the_pins_gives_workers_the_gpu_and_wants_the_token(name, sdk):
+    """Checked on the config Ray prepares from the file (its provider defaults merged, as `ray up` runs it), not
+    the raw YAML: no default of Ray's replaces a pinned package on the head, workers' containers get the GPU
+    explicitly and fail their setup without one, GPU hosts wait for their driver, every node runs Ray with token
+    auth and the token file, and the AMI is an id, not an SSM alias the workers' launcher may not resolve."""
+    prepared = validate_cluster_yaml(CLUSTER / name)
+    installs = [c for key in ("setup_commands", "head_setup_commands", "worker_setup_commands")
+                for c in prepared[key] if "pip install" in c]
+    assert installs and all("-c ~/archsweep/requirements/constraints.txt" in c for c in installs), installs
+    assert not any("google-api-python-client==1.7.8" in c or "boto3>=" in c for c in prepared["head_setup_commands"])
+    docker = prepared["docker"]
+    assert docker["worker_run_options"] == ["--gpus all"] and docker["disable_automatic_runtime_detection"] is True
+    assert "nvidia-smi -L" in prepared["worker_setup_commands"]
+    assert any("until nvidia-smi -L" in c and "timeout 900" in c for c in prepared["initialization_commands"])
+    starts = [c for key in ("head_start_ray_commands", "worker_start_ray_commands") for c in prepared[key]
+              if "ray start" in c]
+    assert len(starts) == 2 and all(c.startswith("export RAY_AUTH_MODE=token && ") for c in starts)
+    assert prepared["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    images = [t["node_config"].get("ImageId") for t in prepared["available_node_types"].values()]
+    assert sdk != "aws" or images == ["ami-XXXXXXXXXXXXXXXXX"] * 2  # one id, set once (a YAML anchor)
