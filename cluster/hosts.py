@@ -4,10 +4,12 @@ that Ray's launcher reaches it over SSH as it would a real machine, and a `ray s
 The head and the workers mount one directory at /mnt/shared (the storage the cluster shares); one more host, not
 in the cluster file, has a directory of its own there, like a machine whose NFS mount is missing.
 
-    sudo python cluster/hosts.py up             # hosts 10.213.0.10 (head) .11 .12 (workers) .13 (no shared storage)
+    python cluster/hosts.py up                  # hosts 10.213.0.10 (head) .11 .12 (workers) .13 (no shared storage)
     ray up -y /tmp/archsweep-hosts/onprem.yaml  # the cluster file it wrote: cluster/onprem.yaml pointed at them
-    sudo python cluster/hosts.py cut 10.213.0.11   # that host's link down, as a machine vanishes (`back`: up)
-    sudo python cluster/hosts.py down           # every namespace, process, mount and file it made, gone
+    python cluster/hosts.py cut 10.213.0.11     # that host's link down, as a machine vanishes (`back`: up)
+    python cluster/hosts.py down                # every namespace, process, mount and file it made, gone
+
+As root, all of it (the SSH key it writes for `ray up` is root's).
 
 Needs root, iproute2, util-linux's unshare, openssh-server and rsync (Debian: `apt-get install openssh-server
 rsync`). Only the hosts and this machine talk on the bridge: nothing is routed beyond it. Each host's home holds
