@@ -776,6 +776,7 @@ def sync_command(run_dir, project, entity, dry_run, list_only):
     from rich.table import Table
 
     from archsweep.tracking.wandb import declare_uses, read_offline_run, sync_command_line, sync_plan
+    from archsweep.tracking.wandb_log import rewrite
 
     console = _console()
     plan = sync_plan(run_dir, project, entity)
@@ -791,17 +792,38 @@ def sync_command(run_dir, project, entity, dry_run, list_only):
                               f"{len(data['artifacts'])} artifacts", soft_wrap=True)
         return
     table = Table(title=f"W&B runs under {run_dir}")
-    for column in ("run id", "name", "job type", "to", "parts", "steps", "uses", "state"):
+    for column in ("run id", "name", "job type", "to", "parts", "steps", "artifact files", "uses", "state"):
         table.add_column(column, overflow="fold")
     for e in plan:
+        files = [f for found in e["files"].values() for f in found]
+        lost, moved = sum(not f.found for f in files), sum(bool(f.found) and str(f.found) != f.recorded for f in files)
         table.add_row(e["id"], e["name"] or "", e["job_type"] or "", f"{e['entity'] or '(default entity)'}/"
-                      f"{e['project']}", str(len(e["dirs"])), str(e["steps"]), ", ".join(e["uses"]),
-                      "synced" if e["synced"] else "to upload")
+                      f"{e['project']}", str(len(e["dirs"])), str(e["steps"]),
+                      f"{len(files)}" + (f", {moved} moved" if moved else "") + (f", {lost} missing" if lost else ""),
+                      ", ".join(e["uses"]), "synced" if e["synced"] else "to upload")
     console.print(table)
     todo = [e for e in plan if not e["synced"]]
+    files = [f for e in todo for found in e["files"].values() for f in found]
+    missing = [f for f in files if not f.found]
+    for f in missing:
+        click.echo(f"missing: {f.recorded} (file {f.path} of artifact {f.artifact}) is not there, nor under "
+                   f"{run_dir} by the end of its path with its digest", err=True)
+    if missing:
+        click.echo(f"{len(missing)} artifact file(s) of runs to upload are missing: copy the whole directory the runs "
+                   "were written in (`ray rsync-down` keeps its layout), or sync where they were written", err=True)
+    moved = sum(bool(f.found) and str(f.found) != f.recorded for f in files)
+    found = f"all {len(files)} artifact files found" + (f" ({moved} under {run_dir}, where the runs' logs will point "
+                                                         "before uploading)" if moved else "")
     if dry_run:
-        console.print(f"dry run: {len(todo)} of {len(plan)} runs would be uploaded; nothing was")
-        return
+        console.print(f"dry run: {len(todo)} of {len(plan)} runs would be uploaded; "
+                      f"{found if not missing else f'{len(missing)} artifact file(s) missing'}; nothing was",
+                      soft_wrap=True)
+        raise SystemExit(1 if missing else 0)
+    if missing:
+        raise SystemExit(1)
+    for e in todo:
+        for log, run_files in e["files"].items():
+            rewrite(log, run_files)
     wandb = Path(sys.executable).with_name("wandb")
     command = sync_command_line(plan, project, entity, str(wandb) if wandb.exists() else "wandb")
     if subprocess.run(command).returncode != 0:

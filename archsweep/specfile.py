@@ -4,6 +4,7 @@ copy a run directory keeps of the file it ran."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,15 +23,19 @@ WANDB_MODES = ("offline", "online", "disabled")
 class TrackingSettings:
     wandb: bool = True
     mode: str = "offline"  # offline: runs written under each trial dir; `archsweep sync` uploads them later
-    project: str = "archsweep"
-    entity: str | None = None
+    project: str | None = None  # default: $WANDB_PROJECT, else "archsweep"
+    entity: str | None = None  # default: $WANDB_ENTITY, else your W&B default entity
     group: str | None = None  # default: the sweep name
     artifacts: bool = True  # VQ-VAE stages and LMs logged as W&B artifacts (their files uploaded by `sync`)
 
 
 def check_tracking(tracking: TrackingSettings, source: str) -> None:
+    """Checks the settings, and fills what the file leaves unset from the environment, as W&B itself would:
+    `WANDB_PROJECT` and `WANDB_ENTITY` (a value in the file wins)."""
     if tracking.mode not in WANDB_MODES:
         raise ConfigError(f"{source}: 'tracking.mode' is {tracking.mode!r}; allowed: {', '.join(WANDB_MODES)}")
+    tracking.project = tracking.project or os.environ.get("WANDB_PROJECT") or "archsweep"
+    tracking.entity = tracking.entity or os.environ.get("WANDB_ENTITY") or None
 
 
 def read_settings(cls, data: Any, section: str, source: str):

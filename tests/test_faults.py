@@ -94,7 +94,7 @@ def _runs_by_id(sweep_dir: Path, job_type: str = "trial") -> dict[str, list[dict
     for path in offline_runs(sweep_dir):
         run = read_offline_run(path)
         if run["job_type"] in (job_type, None):  # None: a run W&B has only begun to write
-            runs.setdefault(run["id"], []).append(run)
+            runs.setdefault(run["id"].rsplit("-", 1)[-1], []).append(run)  # by trial id (behind the sweep's prefix)
     return runs
 
 

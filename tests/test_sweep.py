@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -58,6 +60,7 @@ def test_sweep_runs_trials_shares_the_vqvae_and_mirrors_to_wandb(data_dir, tmp_p
     from archsweep.tracking.report import report
     from archsweep.tracking.wandb import (offline_runs, read_offline_run, sync_command_line, sync_plan, synced,
                                           wandb_env)
+    from archsweep.tracking.wandb_log import artifact_files, rewrite
 
     sweep = tiny_sweep(tmp_path)
     sweep_dir = sweep_dir_of(sweep)
@@ -103,8 +106,10 @@ def test_sweep_runs_trials_shares_the_vqvae_and_mirrors_to_wandb(data_dir, tmp_p
     parts = [read_offline_run(p) for p in offline_runs(sweep_dir)]
     by_type = {kind: [r for r in parts if r["job_type"] == kind] for kind in ("trial", "vqvae", "sweep-summary")}
     assert sum(map(len, by_type.values())) == len(parts)
-    runs = {r["id"]: r for r in by_type["trial"]}
+    runs = {r["id"].rsplit("-", 1)[-1]: r for r in by_type["trial"]}  # by trial id, behind the sweep's prefix
     assert set(runs) == set(rows)
+    prefix = by_type["vqvae"][0]["id"].removesuffix(f"-{stages[0].name}")
+    assert {r["id"] for r in runs.values()} == {f"{prefix}-{t}" for t in rows}
     assert {r["name"] for r in runs.values()} == {"K8-L2-gpt2-tiny", "K8-L2-llama-tiny"}
     (stage_run,) = by_type["vqvae"]
     assert {r["id"] for r in by_type["sweep-summary"]} == {stage_run["id"].replace(stages[0].name, "summary")}
@@ -114,6 +119,9 @@ def test_sweep_runs_trials_shares_the_vqvae_and_mirrors_to_wandb(data_dir, tmp_p
         assert run["config"]["lm"]["name"] == name
         assert run["config"]["swept"] == ["vqvae.codebook_size", "vqvae.seq_len", "lm.name"]
         assert run["config"]["archsweep"]["version"] and "commit" in run["config"]["archsweep"]
+        # the machines its stages ran on (the driver writes the run: no system charts of its own machine)
+        hosts = {"vqvae": rows[trial_id].paths["vqvae_host"], "lm": rows[trial_id].paths["lm_host"]}
+        assert run["config"]["ran_on"] == hosts and hosts["lm"] == f"{socket.gethostname()} (127.0.0.1)"
         # the LM's epochs on their own axis; held-out loss summarised by its minimum, validity by its maximum
         assert run["metrics"]["lm/*"]["step_metric"] == "lm/epoch"
         assert run["metrics"]["lm/heldout_loss"] == {"step_metric": "lm/epoch", "summary": ["min"]}
@@ -170,13 +178,36 @@ def test_sweep_runs_trials_shares_the_vqvae_and_mirrors_to_wandb(data_dir, tmp_p
     listed = CliRunner().invoke(cli, ["sync", str(sweep_dir), "--list"])
     assert listed.exit_code == 0 and listed.output.count("logged steps") == len(parts)
     planned = CliRunner().invoke(cli, ["sync", str(sweep_dir), "--dry-run", "--project", "elsewhere"])
-    assert planned.exit_code == 0 and "4 of 4 runs would be uploaded; nothing was" in planned.output
+    said = " ".join(planned.output.split())
+    assert planned.exit_code == 0 and "4 of 4 runs would be uploaded; all" in said and "found; nothing was" in said
     assert not any(synced(p) for p in offline_runs(sweep_dir))
     plan = sync_plan(sweep_dir, project="elsewhere")
     assert {e["project"] for e in plan} == {"elsewhere"} and sum(len(e["dirs"]) for e in plan) == len(parts)
     command = sync_command_line(plan, "elsewhere", None)
     assert command[:4] == ["wandb", "sync", "--project", "elsewhere"] and len(command) == 4 + len(parts)
-    assert {e["id"]: e["uses"] for e in plan if e["uses"]} == {t: [f"{stage_run['id']}:latest"] for t in runs}
+    assert {e["id"]: e["uses"] for e in plan if e["uses"]} == {f"{prefix}-{t}": [f"{stage_run['id']}:latest"]
+                                                                for t in runs}
+
+    # moved, as `ray rsync-down` or `mv` does: each artifact file (recorded by its absolute path) is found again
+    # under the new place by its path's end and digest, and the logs are pointed there before an upload
+    moved = tmp_path / "pulled" / "tiny"
+    shutil.move(sweep_dir, moved)
+    planned = CliRunner().invoke(cli, ["sync", str(moved), "--dry-run"])
+    count = sum(len(f) for e in sync_plan(moved) for f in e["files"].values())
+    assert planned.exit_code == 0, planned.output
+    assert f"all {count} artifact files found ({count} under {moved}" in " ".join(planned.output.split())
+    assert count == sum(len(a["files"]) for r in parts for a in r["artifacts"]) > 2 * 4 + 3  # LMs, stage, tables
+    lm_weights = next(moved.glob("trials/*/lm/lm/model.safetensors"))
+    lm_weights.rename(lm_weights.with_suffix(".gone"))
+    lost = CliRunner().invoke(cli, ["sync", str(moved), "--dry-run"])
+    assert lost.exit_code == 1 and "1 artifact file(s) missing" in lost.output
+    assert f"missing: {sweep_dir}/{lm_weights.relative_to(moved)} (file lm/model.safetensors of artifact" in lost.output
+    lm_weights.with_suffix(".gone").rename(lm_weights)
+    for entry in sync_plan(moved):
+        for log, files in entry["files"].items():
+            assert rewrite(log, files) == sum(f.recorded != str(f.found) for f in files)
+            assert all(f.recorded == str(f.found) and f.found.is_relative_to(moved) for f in artifact_files(log, moved))
+    assert [read_offline_run(p)["artifacts"] for p in offline_runs(moved)] == [r["artifacts"] for r in parts]
 
 
 @pytest.mark.e2e  # a whole sweep: minutes; the long suite

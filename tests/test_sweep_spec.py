@@ -294,3 +294,16 @@ def test_a_trial_the_scheduler_stopped_is_recorded_as_stopped_with_its_last_repo
     ResultStore(tmp_path).put(Row("c_00002", "RUNNING", {}))  # started by a driver that died before Tune saved it
     _forget_unsaved(tmp_path)
     assert [r.trial_id for r in ResultStore(tmp_path).rows()] == ["a_00000", "b_00001"]
+
+
+def test_wandb_project_and_entity_come_from_the_environment_unless_the_file_sets_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_PROJECT", "from-env")
+    monkeypatch.setenv("WANDB_ENTITY", "team")
+    quick = load_sweep(ROOT / "sweeps" / "quick.yaml").tracking
+    assert (quick.project, quick.entity) == ("from-env", "team")
+    own = load_sweep(write(tmp_path, GOOD), ["tracking.project=mine"]).tracking
+    assert (own.project, own.entity) == ("mine", "team")
+    monkeypatch.delenv("WANDB_PROJECT")
+    monkeypatch.delenv("WANDB_ENTITY")
+    default = load_sweep(ROOT / "sweeps" / "quick.yaml").tracking
+    assert (default.project, default.entity) == ("archsweep", None)

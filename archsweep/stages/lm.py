@@ -131,6 +131,7 @@ def run(cfg: Config, vqvae_dir: str | Path, out_dir: str | Path, env: dict[str, 
     results = {"config": to_dict(cfg), "training": {k: v for k, v in (result.metrics or {}).items()
                                                     if isinstance(v, (int, float))},
                "train_wall_s": train_seconds, "node": (result.metrics or {}).get("node"),
+               "host": (result.metrics or {}).get("host"),
                "heldout_curve": curve, "epochs_trained": len(curve),
                "plateaued": plateaued("lm", curve, cfg.lm),
                **generate(lm, scorer, cfg, stage.samples, stage.generated),

@@ -98,6 +98,7 @@ def run(cfg: Config, out_dir: str | Path, env: dict[str, str] | None = None, log
         "graphs_per_s": float(history["graphs_per_s"].mean()) if history is not None and len(history) else None,
         "train_wall_s": train_seconds,
         "node": (result.metrics or {}).get("node"),
+        "host": (result.metrics or {}).get("host"),
         "history": epochs,
         "epochs_trained": len(epochs),  # below train.epochs: stopped on its plateau (train.early_stop)
         "plateaued": plateaued("vqvae", epochs, cfg.train),

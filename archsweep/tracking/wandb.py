@@ -1,7 +1,8 @@
 """Weights & Biases: the runs a researcher compares, offline by default.
 
 A sweep writes, all in one W&B group (the sweep's name):
-- one run per trial (job_type `trial`), named after its swept values (`K64-L8-gpt2-tiny`) and tagged with its space
+- one run per trial (job_type `trial`; id: the sweep's prefix and Tune's trial id), named after its swept values
+  (`K64-L8-gpt2-tiny`) and tagged with its space
   and LM; its config names the swept keys and archsweep's version and commit; the LM's epochs are on the
   `lm/epoch` axis, held-out loss is summarised by its minimum and the generation metrics by their maximum; a table
   of generated cells; its LM as an artifact;
@@ -22,14 +23,15 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import re
-import struct
 from pathlib import Path
 
 from archsweep import __version__, commit
 from archsweep.config import get_key
 from archsweep.errors import ArchsweepError
 from archsweep.layout import RunDir, VQVAEStage
+from archsweep.tracking.wandb_log import artifact_files, records, staged_in
 
 log = logging.getLogger(__name__)
 # W&B settings every process of a sweep needs (PLATFORM.md: workers do not inherit the driver's WANDB_*).
@@ -38,8 +40,6 @@ PASSED_ON = ("WANDB_MODE", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_BASE_URL", "W
 
 
 def wandb_env(tracking) -> dict[str, str]:
-    import os
-
     env = {"WANDB_MODE": tracking.mode if tracking.wandb else "disabled", "WANDB_SILENT": "true",
            "WANDB_DISABLE_GIT": "true", "WANDB_DISABLE_CODE": "true"}
     env |= {k: os.environ[k] for k in PASSED_ON if k in os.environ and k != "WANDB_MODE"}
@@ -49,8 +49,6 @@ def wandb_env(tracking) -> dict[str, str]:
 def check_login(tracking) -> None:
     """Online tracking needs a W&B login; without one, say so before any trial runs (W&B would fail in the
     middle of the sweep instead)."""
-    import os
-
     if not tracking.wandb or tracking.mode != "online":
         return
     if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
@@ -134,6 +132,11 @@ def define_axes(run, stage: str) -> None:
             run.define_metric(key, summary=how)
 
 
+# The sweep's driver writes every run, wherever the work ran: no system charts or host metadata of its own machine,
+# which would be read as the trial's (`ran_on` in a trial's config names the machines of its stages).
+NOT_HERE = {"x_disable_stats": True, "x_disable_meta": True, "x_disable_machine_info": True}
+
+
 def open_run(tracking, *, id: str, name: str, directory: str | Path, group: str, job_type: str, tags: list[str],
              config: dict):
     """A W&B run (created, or continued when `id` exists), its log on disk within FLUSH_S seconds."""
@@ -143,7 +146,7 @@ def open_run(tracking, *, id: str, name: str, directory: str | Path, group: str,
     return wandb.init(id=id, name=name, dir=str(directory), project=tracking.project, entity=tracking.entity,
                       group=group, job_type=job_type, tags=[t[:64] for t in tags], mode=tracking.mode,
                       config=config | {"archsweep": provenance()}, resume="allow", reinit="create_new",
-                      settings=wandb.Settings(x_transaction_log_flush_interval=FLUSH_S))
+                      settings=wandb.Settings(x_transaction_log_flush_interval=FLUSH_S, **NOT_HERE))
 
 
 def wandb_callback(sweep, sweep_dir: Path) -> list:
@@ -196,13 +199,18 @@ def _mirror_class():
             if trial.trial_id not in self.runs:
                 config = trial.config.get("trial", trial.config)
                 run = self.runs[trial.trial_id] = open_run(
-                    self.tracking, id=trial.trial_id, name=trial_name(config, self.keys), directory=trial.path,
+                    self.tracking, id=self._id(trial), name=trial_name(config, self.keys), directory=trial.path,
                     group=self.group, job_type="trial", tags=tags_of(config), config=config | {"swept": self.keys})
                 define_axes(run, "lm")
                 if trial.trial_id not in self.steps:
-                    self.steps[trial.trial_id] = max(last_step(trial.path, trial.trial_id),
+                    self.steps[trial.trial_id] = max(last_step(trial.path, self._id(trial)),
                                                      int(getattr(run, "starting_step", 0)) - 1)
             return self.runs[trial.trial_id]
+
+        def _id(self, trial) -> str:
+            """The trial's run id: Tune's trial id behind the sweep's prefix, so that sweeps sharing a project
+            never write into each other's runs."""
+            return run_id(self.prefix, trial.trial_id)
 
         def on_trial_start(self, iteration, trials, trial, **info):
             # Opened now, while the trial's process starts and its VQ-VAE stage trains: a function trial waits
@@ -236,6 +244,9 @@ def _mirror_class():
             if not done.metrics.is_file():  # stopped early by the scheduler: it generated nothing
                 return
             config = trial.config.get("trial", trial.config)
+            ran_on = {stage: json.loads(path.read_text()).get("host") for stage, path in (
+                ("vqvae", done.vqvae.metrics), ("lm", done.lm.metrics)) if path.is_file()}
+            run.config.update({"ran_on": ran_on}, allow_val_change=True)  # this run is written by the driver
             if done.vqvae.metrics.is_file():
                 ref = self._stage(done.vqvae.dir, config)
                 if ref:
@@ -246,10 +257,12 @@ def _mirror_class():
                 rows = json.loads(done.lm.generated.read_text())
                 columns = list(rows[0]) if rows else ["codes", "cell", "valid", "novel", "accuracy"]
                 self.steps[trial.trial_id] += 1
-                run.log({"generated": wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows],
-                                                  allow_mixed_types=True)}, step=self.steps[trial.trial_id])
+                with staged_in(run):
+                    run.log({"generated": wandb.Table(columns=columns, data=[[r.get(c) for c in columns]
+                                                                             for r in rows], allow_mixed_types=True)},
+                            step=self.steps[trial.trial_id])
             if self.tracking.artifacts and done.lm.finished():
-                artifact = wandb.Artifact(run_id("lm", trial.trial_id), type="lm",
+                artifact = wandb.Artifact(run_id(self._id(trial), "lm"), type="lm",
                                           metadata={"trial": run.name, **config.get("lm", {})})
                 artifact.add_dir(str(done.lm.model), name="lm", policy="immutable")
                 for path in (done.lm.metrics, done.lm.samples, done.lm.generated):
@@ -340,7 +353,8 @@ def log_sweep_summary(tracking, group: str, prefix: str, table: list[dict], plot
         data = [[_cell(r.get(c)) for c in columns] for r in table]
         row = {"results": wandb.Table(columns=columns, data=data, allow_mixed_types=True)}
         row |= {f"plots/{p.stem}": wandb.Image(str(p)) for p in plots if p.suffix == ".png"}
-        run.log(row)
+        with staged_in(run):
+            run.log(row)
         statuses = [r.get("status") for r in table]
         run.summary["trials"] = len(table)
         run.summary["finished"] = statuses.count("TERMINATED")
@@ -376,33 +390,6 @@ def last_step(root: str | Path | None, run_id: str) -> int:
     return max(steps, default=-1)
 
 
-_BLOCK, _HEADER = 32768, 7  # the transaction log: LevelDB-style 32 KiB blocks of [crc32c, length, type] records
-
-
-def _records(path: Path):
-    """The records of a transaction log; a record cut off by a killed writer ends it (what precedes is kept)."""
-    data = path.read_bytes()
-    if data[:4] != b":W&B":
-        raise ValueError(f"{path} is not a W&B transaction log")
-    pos, pending = 7, b""
-    while pos + _HEADER <= len(data):
-        room = _BLOCK - pos % _BLOCK
-        if room < _HEADER:  # block trailer padding
-            pos += room
-            continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + _HEADER])
-        chunk = data[pos + _HEADER:pos + _HEADER + length]
-        if len(chunk) < length:
-            return
-        pos += _HEADER + length
-        if kind == 0 and length == 0:
-            continue
-        pending += chunk
-        if kind in (1, 4):  # full record, or last fragment
-            yield pending
-            pending = b""
-
-
 def read_offline_run(run_dir: str | Path) -> dict:
     """What an offline run directory holds: {"id", "name", "group", "job_type", "tags", "project", "entity",
     "config", "history": [rows], "summary", "metrics": {name: {"step_metric", "summary"}} (its define_metric
@@ -421,7 +408,7 @@ def read_offline_run(run_dir: str | Path) -> dict:
             key = item.key or "/".join(item.nested_key)
             yield key, json.loads(item.value_json)
 
-    for raw in _records(log):
+    for raw in records(log):
         record = pb.Record()
         try:
             record.ParseFromString(raw)
@@ -458,14 +445,18 @@ def synced(run_dir: str | Path) -> bool:
 
 def sync_plan(root: str | Path, project: str | None = None, entity: str | None = None) -> list[dict]:
     """Where each W&B run under `root` goes: one entry per run id (a resumed run's parts together, oldest first):
-    {"id", "name", "job_type", "project", "entity", "dirs", "steps", "synced", "uses"}; `project` and `entity`
-    override what the runs recorded. `uses`: the artifacts the run used (recorded offline, declared after upload)."""
+    {"id", "name", "job_type", "project", "entity", "dirs", "steps", "synced", "uses", "files"}; `project` and
+    `entity` override what the runs recorded. `uses`: the artifacts the run used (recorded offline, declared after
+    upload). `files`: {log: [ArtifactFile]}, each artifact file and where it is now, looked for under `root` when
+    the directory has moved since the run wrote it."""
     plan: dict[str, dict] = {}
     for run_dir in offline_runs(root):
         data = read_offline_run(run_dir)
         entry = plan.setdefault(data["id"], {"id": data["id"], "name": None, "job_type": None, "dirs": [],
-                                             "steps": 0, "synced": True, "uses": [],
+                                             "steps": 0, "synced": True, "uses": [], "files": {},
                                              "project": project, "entity": entity})
+        if (log := next(run_dir.glob("run-*.wandb"), None)) is not None:
+            entry["files"][log] = artifact_files(log, Path(root).resolve())
         entry["name"] = data["name"] or entry["name"]
         entry["job_type"] = data["job_type"] or entry["job_type"]
         entry["project"] = entry["project"] or data["project"]

@@ -18,6 +18,15 @@ HISTORY = "history.json"  # every epoch's report so far, in each checkpoint (Ray
 RUN_CONFIG = "config.json"  # the config a checkpoint was trained with (the LM's, beside DeepSpeed's files)
 
 
+def host() -> str:
+    """This machine as a person reads it, `name (address)`: where a stage ran, for reports and W&B."""
+    import socket
+
+    import ray
+
+    return f"{socket.gethostname()} ({ray.util.get_node_ip_address()})"
+
+
 def read_history(directory: str | Path) -> list[dict]:
     """The epoch reports saved with a checkpoint directory ([] for one written before histories were kept)."""
     path = Path(directory) / HISTORY

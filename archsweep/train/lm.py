@@ -22,8 +22,8 @@ from archsweep.config import Config, from_dict, to_dict
 from archsweep.errors import ArchsweepError
 from archsweep.lm.models import add_lora, build
 from archsweep.lm.sampling import IGNORE, collate
-from archsweep.train import (LM_RUN_KEYS, plateaued, read_history, read_run_config, refuse_other_run, run_trainer,
-                             scale, write_history, write_run_config)
+from archsweep.train import (LM_RUN_KEYS, host, plateaued, read_history, read_run_config, refuse_other_run,
+                             run_trainer, scale, write_history, write_run_config)
 
 RUN_NAME = "lm"
 TAG = "state"  # not "latest": DeepSpeed writes a file of that name beside the tag directory
@@ -232,7 +232,7 @@ def train_loop(loop_config: dict) -> None:
                    "heldout_loss": heldout, "heldout_perplexity": math.exp(heldout),
                    "tokens_per_s": float(totals[2]) / seconds, "lr": engine.get_lr()[0], "batch_size": batch,
                    "setup_s": setup_s, "steps": min(total_steps, (epoch + 1) * steps), **memory_footprint(engine),
-                   "node": ray.get_runtime_context().get_node_id()}  # where rank 0 ran, for multi-node runs
+                   "node": ray.get_runtime_context().get_node_id(), "host": host()}  # where rank 0 ran
         history.append(metrics)
         metrics["plateaued"] = plateaued("lm", history, cfg.lm)  # same on every rank
         stop = cfg.lm.early_stop and metrics["plateaued"]

@@ -21,8 +21,8 @@ from archsweep.data import load_cells
 from archsweep.metrics import codebook_stats_from_counts
 from archsweep.models.vqvae import build_model, decode_graph, start_training
 from archsweep.spaces import get_space
-from archsweep.train import (VQVAE_RUN_KEYS, plateaued, read_history, refuse_other_run, run_trainer, scale,
-                             write_history)
+from archsweep.train import (VQVAE_RUN_KEYS, host, plateaued, read_history, refuse_other_run, run_trainer,
+                             scale, write_history)
 
 RUN_NAME = "vqvae"
 
@@ -133,6 +133,7 @@ def train_loop(loop_config: dict) -> None:
             "graphs_per_s": steps * batch * world / seconds,
             "lr": schedule.get_last_lr()[0],
             "node": ray.get_runtime_context().get_node_id(),  # where rank 0 ran, for multi-node runs
+            "host": host(),
             "batch_size": batch * world,
             "setup_s": setup_s,
         }
