@@ -160,24 +160,6 @@ def test_a_worker_node_lost_mid_trial_is_replaced_and_the_trial_resumes_from_its
              f"LM resumed at epoch {lm['start_epoch']} of {epochs}", f"on node ...{row.paths['lm_node'][-5:]}")
 
 
-def test_a_submitted_sweep_and_search_file_run_to_the_end_on_the_autoscaling_cluster(cluster, data_dir, tmp_path):
-    sweep = archsweep("submit", str(sweep_file(tmp_path, "submitted", lms="gpt2-tiny")), "--address", cluster.jobs,
-                      "--cluster-data-dir", str(data_dir), "--follow", timeout=600)
-    assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
-    (row,) = rows(tmp_path / "sweeps" / "submitted")
-    assert row.status == "TERMINATED" and row.paths["lm_node"] != HEAD
-    search_file = Path(__file__).resolve().parent.parent / "sweeps" / "search-quick.yaml"
-    search = archsweep("submit", str(search_file), "searches.seeds=1", "searches.strategies={random: {}}",
-                       f"storage={tmp_path / 'searches'}", "--address", cluster.jobs, "--cluster-data-dir",
-                       str(data_dir), "--follow", timeout=300)
-    assert search.returncode == 0, search.stdout[-3000:] + search.stderr[-3000:]
-    (done,) = rows(tmp_path / "searches" / "search-quick")
-    assert done.status == "TERMINATED" and done.metrics["queries"] == 100
-    listed = archsweep("job", "list", "--address", cluster.jobs)
-    assert listed.returncode == 0 and "submitted" in listed.stdout and "search-quick" in listed.stdout
-    assert listed.stdout.count("SUCCEEDED") == 2
-
-
 def test_a_trial_no_node_type_can_ever_hold_is_refused_naming_its_needs_and_the_node_types(cluster, data_dir,
                                                                                           tmp_path):
     refused = archsweep("sweep", str(sweep_file(tmp_path, "never")), "--address", cluster.address,
