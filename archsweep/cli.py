@@ -796,7 +796,7 @@ def sync_command(run_dir, project, entity, dry_run, list_only):
         table.add_column(column, overflow="fold")
     for e in plan:
         files = [f for found in e["files"].values() for f in found]
-        lost, moved = sum(not f.found for f in files), sum(bool(f.found) and str(f.found) != f.recorded for f in files)
+        lost, moved = sum(not f.found for f in files), sum(f.moved for f in files)
         table.add_row(e["id"], e["name"] or "", e["job_type"] or "", f"{e['entity'] or '(default entity)'}/"
                       f"{e['project']}", str(len(e["dirs"])), str(e["steps"]),
                       f"{len(files)}" + (f", {moved} moved" if moved else "") + (f", {lost} missing" if lost else ""),
@@ -811,7 +811,7 @@ def sync_command(run_dir, project, entity, dry_run, list_only):
     if missing:
         click.echo(f"{len(missing)} artifact file(s) of runs to upload are missing: copy the whole directory the runs "
                    "were written in (`ray rsync-down` keeps its layout), or sync where they were written", err=True)
-    moved = sum(bool(f.found) and str(f.found) != f.recorded for f in files)
+    moved = sum(f.moved for f in files)
     found = f"all {len(files)} artifact files found" + (f" ({moved} under {run_dir}, where the runs' logs will point "
                                                          "before uploading)" if moved else "")
     if dry_run:

@@ -157,7 +157,8 @@ def init(spec_path: str) -> None:
 # --- up, cut, down ----------------------------------------------------------------------------------------------
 
 
-def up(state_dir: Path, workers: int, subnet: str, data: Path, idle_minutes: float = 1.0) -> dict:
+def preflight(state_dir: Path, data: Path) -> None:
+    """What `up` needs, checked before it makes anything (a refusal here leaves whatever exists alone)."""
     if os.geteuid() != 0:
         sys.exit("hosts.py up: needs root (network, PID and mount namespaces)")
     for tool in ("ip", "unshare", "ssh-keygen", "rsync", "/usr/sbin/sshd"):
@@ -165,8 +166,13 @@ def up(state_dir: Path, workers: int, subnet: str, data: Path, idle_minutes: flo
             sys.exit(f"hosts.py up: `{tool}` not found; on Debian: apt-get install iproute2 openssh-server rsync")
     if hosts_of(state_dir):
         sys.exit(f"hosts.py up: {state_dir} holds hosts already; `python cluster/hosts.py down --dir {state_dir}`")
+    if run("ip", "link", "show", BRIDGE, check=False).returncode == 0:
+        sys.exit(f"hosts.py up: the bridge {BRIDGE} exists: another set of hosts is up (`hosts.py down --dir` theirs)")
     if not data.is_dir():
         sys.exit(f"hosts.py up: no benchmark tables in {data}; give --data-dir (e.g. ../shared/data)")
+
+
+def up(state_dir: Path, workers: int, subnet: str, data: Path, idle_minutes: float = 1.0) -> dict:
     state_dir.mkdir(parents=True, exist_ok=True)
     state = {"dir": str(state_dir), "subnet": subnet, "hosts": {}, "made_mount_point": not SHARED_MOUNT.exists(),
              "idle_minutes": idle_minutes}
@@ -296,7 +302,6 @@ def down(state_dir: Path) -> None:
                     os.kill(int(target), signal.SIGKILL)
                 except (ProcessLookupError, ValueError):
                     pass
-        run("ip", "netns", "pids", host["netns"], check=False)
         for leftover in run("ip", "netns", "pids", host["netns"], check=False).stdout.split():
             try:
                 os.kill(int(leftover), signal.SIGKILL)
@@ -339,6 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "init":
         init(args.spec)
     elif args.command == "up":
+        preflight(args.dir.resolve(), args.data_dir.resolve())
         try:
             state = up(args.dir.resolve(), args.workers, args.subnet, args.data_dir.resolve(), args.idle_minutes)
         except BaseException:

@@ -77,6 +77,10 @@ class ArtifactFile:
     digest: str  # base64 md5, as W&B records it
     found: Path | None  # where it is now: `recorded` itself, or found again under the run's new place
 
+    @property
+    def moved(self) -> bool:
+        return self.found is not None and str(self.found) != self.recorded
+
 
 def md5_b64(path: Path) -> str:
     digest = hashlib.md5()
@@ -122,7 +126,7 @@ def rewrite(log: Path, files: list[ArtifactFile]) -> int:
     entries changed. Files not found are left as recorded."""
     from wandb.proto import wandb_internal_pb2 as pb
 
-    moved = {(f.artifact, f.path): str(f.found) for f in files if f.found and str(f.found) != f.recorded}
+    moved = {(f.artifact, f.path): str(f.found) for f in files if f.moved}
     if not moved:
         return 0
     items, changed = [], 0
