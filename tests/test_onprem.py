@@ -52,7 +52,10 @@ class Rehearsal:
         self.dir = state_dir
         self.yaml = state_dir / "onprem.yaml"
         self.shared = state_dir / "shared"  # what the hosts see at /mnt/shared
-        self.env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(state_dir / "auth_token")}
+        # as cluster/README.md has the user type it; RAY_AUTH_TOKEN, which would win over the file, emptied: a local
+        # Ray started earlier in this process leaves its own there
+        self.env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(state_dir / "auth_token"),
+                    "RAY_AUTH_TOKEN": ""}
         self.jobs = ""
         self.timings: dict[str, float] = {}
 
