@@ -22,9 +22,10 @@ class ClusterConfigError(ArchsweepError):
     pass
 
 
-# Ray ships no defaults file for the fake_multinode provider: its autoscaler reads such a YAML as written, so these
-# keys must be in it (the local rehearsal cluster, cluster/local.yaml, has them all).
 LOCAL_NODE_TYPE = "local.cluster.node"  # Ray's name for the one node type of a `local` (on-premise) cluster
+# Ray ships no defaults file for the fake_multinode provider, and merges none into a local cluster that states its
+# node type: its autoscaler reads such a YAML as written, so these keys must be in it (cluster/local.yaml and
+# cluster/onprem.yaml have them all).
 AS_WRITTEN = ("file_mounts", "cluster_synced_files", "initialization_commands", "setup_commands",
               "head_setup_commands", "worker_setup_commands", "head_start_ray_commands", "worker_start_ray_commands")
 
@@ -160,9 +161,9 @@ def from_cluster_config(config: dict, source: str, head_resources: dict[str, flo
         if name == head and not count:
             continue
         room -= count
+        # a local cluster's workers are of the head's type: where the type leaves them out, the head's resources
         resources = spec.get("resources") or (head_resources if name == head else None) or {}
-        out.append(NodeType(name, {k: float(v) for k, v in resources.items()}, count))  # a local cluster's
-        # workers are of the head's type, and the autoscaler takes the head's resources as theirs
+        out.append(NodeType(name, {k: float(v) for k, v in resources.items()}, count))
     if missing := [t.name for t in out if "CPU" not in t.resources]:
         raise ClusterConfigError(f"{source} does not state the resources of node type(s) {', '.join(missing)} (the "
                                  "machines of a `local` provider report theirs when Ray starts on them), so trials "

@@ -53,13 +53,18 @@ def test_the_local_autoscaling_cluster_validates_and_starts_from_zero_workers():
     assert "up to 2 x cpu_worker (1 CPU each)" in capacity.describe()
 
 
+def written(tmp_path, raw: dict, name: str) -> Path:
+    """`raw` (a changed copy of a shipped file) as the file `name` in `tmp_path`."""
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
 def test_a_local_cluster_file_without_what_the_autoscaler_reads_is_refused(tmp_path):
     raw = yaml.safe_load((CLUSTER / "local.yaml").read_text())
     del raw["worker_start_ray_commands"]
-    path = tmp_path / "local.yaml"
-    path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ClusterConfigError, match="read as written.*add worker_start_ray_commands"):
-        validate_cluster_yaml(path)
+        validate_cluster_yaml(written(tmp_path, raw, "local.yaml"))
 
 
 def _break(change):
@@ -84,8 +89,7 @@ BROKEN = {
 @pytest.mark.parametrize("case", BROKEN, ids=list(BROKEN))
 def test_broken_cluster_yamls_are_rejected(tmp_path, case):
     change, message = BROKEN[case]
-    path = tmp_path / "broken.yaml"
-    path.write_text(yaml.safe_dump(_break(change)))
+    path = written(tmp_path, _break(change), "broken.yaml")
     with pytest.raises(ClusterConfigError) as info:
         validate_cluster_yaml(path)
     assert str(path) in str(info.value) and message in str(info.value)
@@ -153,20 +157,16 @@ def test_the_onprem_file_is_read_as_written_plans_its_workers_like_the_head_and_
     assert "RAY_enable_autoscaler_v2=0 ray start --head" in raw["head_start_ray_commands"][1]
     assert raw["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
     for key in ("head_setup_commands", "worker_setup_commands"):
-        broken = dict(raw, **{key: []})
-        path = tmp_path / "onprem.yaml"
-        path.write_text(yaml.safe_dump(broken))
         with pytest.raises(ClusterConfigError, match="never setup_commands: put the setup there"):
-            validate_cluster_yaml(path)
+            validate_cluster_yaml(written(tmp_path, dict(raw, **{key: []}), "onprem.yaml"))
 
 
 def test_a_cluster_that_does_not_state_its_resources_cannot_be_checked_offline(tmp_path):
     raw = yaml.safe_load((CLUSTER / "onprem.yaml").read_text())
     for key in ("available_node_types", "head_node_type"):  # Ray then makes the node type, without resources
         del raw[key]
-    path = tmp_path / "onprem.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    result = CliRunner().invoke(cli, ["sweep", GPU_SWEEP, "--check", "--cluster", str(path)])
+    result = CliRunner().invoke(cli, ["sweep", GPU_SWEEP, "--check", "--cluster", str(written(tmp_path, raw,
+                                                                                                "onprem.yaml"))])
     assert result.exit_code == 2 and "does not state the resources of node type(s)" in result.stderr
 
 

@@ -152,9 +152,10 @@ def _run_pipeline(cfg: Config, context, sweep_dir: Path, env: dict, log_level: s
     final = final_metrics(results)
     run_dir = RunDir(trial_dir, Path(results["vqvae_dir"]))
     paths = {"trial_dir": str(trial_dir), "vqvae_dir": results["vqvae_dir"], "vqvae_node": results["vqvae"].get("node"),
-             "vqvae_host": results["vqvae"].get("host")} | ({
-        "lm_dir": str(run_dir.lm.dir), "lm_node": results["lm"].get("node"), "lm_host": results["lm"].get("host")}
-        if "lm" in results else {})
+             "vqvae_host": results["vqvae"].get("host")}
+    if "lm" in results:
+        paths |= {"lm_dir": str(run_dir.lm.dir), "lm_node": results["lm"].get("node"),
+                  "lm_host": results["lm"].get("host")}
     # The trial records itself: a finished trial is in the store even if the sweep's driver dies right after.
     ResultStore(sweep_dir).put(Row(context.get_trial_id(), "TERMINATED", to_dict(cfg), final, paths))
     ray.tune.report(final)
