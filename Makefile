@@ -31,12 +31,12 @@ test: data hosts-tools
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest -m "reliability or e2e"
 
-# The long suite's test hosts (tests/test_onprem.py, cluster/hosts.py) run sshd and rsync: as root on Debian, install
+# The long suite's test hosts (tests/test_onprem.py, cluster/hosts.py) need sshd, rsync and ip: as root on Debian, install
 # them where missing, with services kept from starting (policy-rc.d), so no sshd listens on this machine's network.
 hosts-tools:
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! { [ -x /usr/sbin/sshd ] && command -v rsync >/dev/null; }; then \
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! { [ -x /usr/sbin/sshd ] && command -v rsync >/dev/null && command -v ip >/dev/null; }; then \
 	  made=; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; made=1; }; \
-	  { apt-get install -yq openssh-server rsync || { apt-get update -q && apt-get install -yq openssh-server rsync; }; } >/dev/null; \
+	  { apt-get install -yq openssh-server rsync iproute2 || { apt-get update -q && apt-get install -yq openssh-server rsync iproute2; }; } >/dev/null; \
 	  status=$$?; [ -z "$$made" ] || rm -f /usr/sbin/policy-rc.d; exit $$status; fi
 
 bench: data
