@@ -143,6 +143,8 @@ def run_trainer(loop: Callable[[dict], None], loop_config: dict, *, name: str, o
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchTrainer
 
+    from archsweep.train.group import NodeAddressTorchConfig
+
     resources = {"CPU": cpus_per_worker} | ({"GPU": gpus_per_worker} if use_gpu else {})
     # How often Ray Train's controller looks at its workers (Ray's default: 2 s): a stage ends that much sooner
     # after its last epoch, seconds per stage once the epochs take seconds. Ray passes it on to the controller.
@@ -153,6 +155,7 @@ def run_trainer(loop: Callable[[dict], None], loop_config: dict, *, name: str, o
             loop,
             train_loop_config=loop_config,
             scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources),
+            torch_config=NodeAddressTorchConfig(),
             run_config=RunConfig(name=name, storage_path=str(Path(out_dir).resolve() / "ray"),
                                  failure_config=FailureConfig(max_failures=0),
                                  checkpoint_config=CheckpointConfig(num_to_keep=2),

@@ -1,0 +1,77 @@
+"""The torch process group of a Ray Train worker group, listening on the node's Ray address only.
+
+Ray Train's own setup (env:// rendezvous) has rank 0 start torch's TCPStore server, which binds every interface
+(`::`) whatever address it is given. Here rank 0 binds a socket to its node's Ray address first and hands it to
+the store (`master_listen_fd`); the other ranks connect to it as clients. On the embedded local Ray that address
+is 127.0.0.1, and the collective libraries are told to use the loopback interface too (gloo would otherwise bind
+the address the host name resolves to, NCCL its first network interface); on a cluster they keep their defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import timedelta
+
+import psutil
+import ray
+import torch.distributed as dist
+from ray.train.torch import TorchConfig
+from ray.train.torch.config import _TorchBackend
+
+_STORE: dist.TCPStore | None = None  # rank 0's server, until its process group takes it over
+
+
+def interface_of(address: str) -> str | None:
+    """The network interface that carries `address` on this machine, None if none does."""
+    for name, addrs in psutil.net_if_addrs().items():
+        if any(a.address.split("%")[0] == address for a in addrs):
+            return name
+    return None
+
+
+def serve_store(world_size: int, timeout_s: float) -> tuple[str, int]:
+    """Start the rendezvous store's server on this worker's node address; returns (address, port)."""
+    global _STORE
+    address = ray.util.get_node_ip_address()
+    listener = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
+    listener.bind((address, 0))
+    listener.listen(128)
+    port = listener.getsockname()[1]
+    _STORE = dist.TCPStore(address, port, world_size, is_master=True, timeout=timedelta(seconds=timeout_s),
+                           wait_for_workers=False, master_listen_fd=listener.detach())
+    return address, port
+
+
+def join_group(backend: str, address: str, port: int, timeout_s: float) -> None:
+    """Join the process group whose store rank 0 serves at address:port, with torchrun's variables set."""
+    global _STORE
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    os.environ.update(MASTER_ADDR=address, MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
+                      LOCAL_RANK=str(context.get_local_rank()),
+                      LOCAL_WORLD_SIZE=str(context.get_local_world_size()), NODE_RANK=str(context.get_node_rank()))
+    if address == "127.0.0.1" and (interface := interface_of(address)):
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", interface)
+        os.environ.setdefault("NCCL_SOCKET_IFNAME", interface)
+    if "nccl" in backend:
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")  # a stuck collective fails, as under Ray's own
+    timeout = timedelta(seconds=timeout_s)
+    store, _STORE = (_STORE, None) if rank == 0 else (dist.TCPStore(address, port, world_size, False, timeout), None)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
+
+
+class NodeAddressBackend(_TorchBackend):
+    def on_start(self, worker_group, backend_config: TorchConfig):
+        address, port = worker_group.execute_single(0, serve_store, len(worker_group), backend_config.timeout_s)
+        joins = [worker_group.execute_single_async(rank, join_group, backend_config.backend, address, port,
+                                                   backend_config.timeout_s) for rank in range(len(worker_group))]
+        ray.get(joins)
+
+
+class NodeAddressTorchConfig(TorchConfig):
+    """TorchConfig for `TorchTrainer(torch_config=...)`: the same process group, its store on the node's address."""
+
+    @property
+    def backend_cls(self):
+        return NodeAddressBackend
