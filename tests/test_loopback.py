@@ -88,7 +88,7 @@ def test_nothing_a_sweep_trains_with_listens_beyond_loopback(data_dir, tmp_path,
 
 
 def test_the_interface_of_an_address_is_found_from_the_machines_own_table():
-    from archsweep.train.group import interface_of
+    from archsweep.train.launch import interface_of
 
     assert interface_of("127.0.0.1") == "lo"
     assert interface_of("203.0.113.77") is None  # TEST-NET-3: on no interface here

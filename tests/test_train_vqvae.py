@@ -144,7 +144,7 @@ def test_archsweep_errors_end_a_stage_at_once_and_faults_restart_it(local_ray, t
     """An error no restart can fix (bad data, config, checkpoint) ends the stage on its first attempt and is raised
     as itself; a dead worker restarts the worker group (train.max_failures)."""
     from archsweep.errors import DataError
-    from archsweep.train import run_trainer
+    from archsweep.train.launch import run_trainer
 
     log = tmp_path / "attempts.txt"
     config = {"attempts": str(log), "fail_on": fail_on, "how": how}

@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import json
-import logging
-import os
-from collections.abc import Callable
 from pathlib import Path
 
 from archsweep.errors import ArchsweepError
 
-log = logging.getLogger(__name__)
-
-
-HEALTH_CHECK_S = 0.25
 HISTORY = "history.json"  # every epoch's report so far, in each checkpoint (Ray keeps only checkpointed reports)
 RUN_CONFIG = "config.json"  # the config a checkpoint was trained with (the LM's, beside DeepSpeed's files)
 
@@ -127,49 +120,3 @@ def fatal_error(error: BaseException) -> BaseException | None:
         if isinstance(failure, ArchsweepError):
             return failure
     return None
-
-
-def run_trainer(loop: Callable[[dict], None], loop_config: dict, *, name: str, out_dir: str | Path, num_workers: int,
-                cpus_per_worker: int, use_gpu: bool, max_failures: int, gpus_per_worker: float = 1.0,
-                log_level: str = "WARNING", callbacks: list | None = None):
-    """Run `loop` on `num_workers` Ray Train workers (DDP process group: gloo on CPU, NCCL on GPUs) and return
-    Ray's `Result`. The run's state lives in `out_dir/ray/<name>`, so the same call resumes an interrupted run
-    from its last checkpoint, and a finished one is not trained again. `callbacks`: Ray Train callbacks, e.g. the
-    one a sweep trial uses to forward each epoch's report to Tune.
-
-    Restarts are decided here rather than by Ray Train's FailureConfig, which retries every error alike: a fault
-    restarts the worker group from the last checkpoint (up to `max_failures` times, -1: always), while an
-    archsweep error raised by a worker ends the run at once and is raised here as itself."""
-    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig, TrainingFailedError
-    from ray.train.torch import TorchTrainer
-
-    from archsweep.train.group import NodeAddressTorchConfig
-
-    resources = {"CPU": cpus_per_worker} | ({"GPU": gpus_per_worker} if use_gpu else {})
-    # How often Ray Train's controller looks at its workers (Ray's default: 2 s): a stage ends that much sooner
-    # after its last epoch, seconds per stage once the epochs take seconds. Ray passes it on to the controller.
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(HEALTH_CHECK_S))
-    failures = 0
-    while True:
-        trainer = TorchTrainer(
-            loop,
-            train_loop_config=loop_config,
-            scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources),
-            torch_config=NodeAddressTorchConfig(),
-            run_config=RunConfig(name=name, storage_path=str(Path(out_dir).resolve() / "ray"),
-                                 failure_config=FailureConfig(max_failures=0),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=2),
-                                 logging_config=LoggingConfig(log_level=log_level), callbacks=callbacks or []),
-        )
-        try:
-            return trainer.fit()
-        except TrainingFailedError as exc:
-            fatal = fatal_error(exc)
-            if fatal is not None:
-                raise fatal from None
-            failures += 1
-            if 0 <= max_failures < failures:
-                raise
-            log.warning("%s stage: the worker group failed (%s); restarting it from the last checkpoint "
-                        "(restart %d of %s)", name, str(exc).strip().splitlines()[-1][:200], failures,
-                        "unlimited" if max_failures < 0 else max_failures)

@@ -23,7 +23,8 @@ from archsweep.errors import ArchsweepError
 from archsweep.lm.models import add_lora, build
 from archsweep.lm.sampling import IGNORE, collate
 from archsweep.train import (LM_RUN_KEYS, host, plateaued, read_history, read_run_config, refuse_other_run,
-                             run_trainer, scale, write_history, write_run_config)
+                             scale, write_history, write_run_config)
+from archsweep.train.launch import run_trainer
 
 RUN_NAME = "lm"
 TAG = "state"  # not "latest": DeepSpeed writes a file of that name beside the tag directory

@@ -21,8 +21,8 @@ from archsweep.data import load_cells
 from archsweep.metrics import codebook_stats_from_counts
 from archsweep.models.vqvae import build_model, decode_graph, start_training
 from archsweep.spaces import get_space
-from archsweep.train import (VQVAE_RUN_KEYS, host, plateaued, read_history, refuse_other_run, run_trainer,
-                             scale, write_history)
+from archsweep.train import VQVAE_RUN_KEYS, host, plateaued, read_history, refuse_other_run, scale, write_history
+from archsweep.train.launch import run_trainer
 
 RUN_NAME = "vqvae"
 

@@ -1,4 +1,5 @@
-"""The torch process group of a Ray Train worker group, listening on the node's Ray address only.
+"""How a stage's loop is launched: Ray Train workers, restarts decided by archsweep, and a torch process group
+that listens on the node's Ray address only.
 
 Ray Train's own setup (env:// rendezvous) has rank 0 start torch's TCPStore server, which binds every interface
 (`::`) whatever address it is given. Here rank 0 binds a socket to its node's Ray address first and hands it to
@@ -9,15 +10,24 @@ the address the host name resolves to, NCCL its first network interface); on a c
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 import psutil
 import ray
 import torch.distributed as dist
-from ray.train.torch import TorchConfig
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig, TrainingFailedError
+from ray.train.torch import TorchConfig, TorchTrainer
 from ray.train.torch.config import _TorchBackend
+
+from archsweep.train import fatal_error
+
+log = logging.getLogger(__name__)
+HEALTH_CHECK_S = 0.25
 
 _STORE: dist.TCPStore | None = None  # rank 0's server, until its process group takes it over
 
@@ -75,3 +85,44 @@ class NodeAddressTorchConfig(TorchConfig):
     @property
     def backend_cls(self):
         return NodeAddressBackend
+
+
+def run_trainer(loop: Callable[[dict], None], loop_config: dict, *, name: str, out_dir: str | Path, num_workers: int,
+                cpus_per_worker: int, use_gpu: bool, max_failures: int, gpus_per_worker: float = 1.0,
+                log_level: str = "WARNING", callbacks: list | None = None):
+    """Run `loop` on `num_workers` Ray Train workers (DDP process group: gloo on CPU, NCCL on GPUs) and return
+    Ray's `Result`. The run's state lives in `out_dir/ray/<name>`, so the same call resumes an interrupted run
+    from its last checkpoint, and a finished one is not trained again. `callbacks`: Ray Train callbacks, e.g. the
+    one a sweep trial uses to forward each epoch's report to Tune.
+
+    Restarts are decided here rather than by Ray Train's FailureConfig, which retries every error alike: a fault
+    restarts the worker group from the last checkpoint (up to `max_failures` times, -1: always), while an
+    archsweep error raised by a worker ends the run at once and is raised here as itself."""
+    resources = {"CPU": cpus_per_worker} | ({"GPU": gpus_per_worker} if use_gpu else {})
+    # How often Ray Train's controller looks at its workers (Ray's default: 2 s): a stage ends that much sooner
+    # after its last epoch, seconds per stage once the epochs take seconds. Ray passes it on to the controller.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(HEALTH_CHECK_S))
+    failures = 0
+    while True:
+        trainer = TorchTrainer(
+            loop,
+            train_loop_config=loop_config,
+            scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources),
+            torch_config=NodeAddressTorchConfig(),
+            run_config=RunConfig(name=name, storage_path=str(Path(out_dir).resolve() / "ray"),
+                                 failure_config=FailureConfig(max_failures=0),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2),
+                                 logging_config=LoggingConfig(log_level=log_level), callbacks=callbacks or []),
+        )
+        try:
+            return trainer.fit()
+        except TrainingFailedError as exc:
+            fatal = fatal_error(exc)
+            if fatal is not None:
+                raise fatal from None
+            failures += 1
+            if 0 <= max_failures < failures:
+                raise
+            log.warning("%s stage: the worker group failed (%s); restarting it from the last checkpoint "
+                        "(restart %d of %s)", name, str(exc).strip().splitlines()[-1][:200], failures,
+                        "unlimited" if max_failures < 0 else max_failures)
