@@ -6,6 +6,7 @@ starts, with the key, what was given and what is allowed. Nothing in a config is
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -387,6 +388,15 @@ def check_plain(node, source: str, key: str = "") -> None:
                           "only (nothing is read from the environment or computed); write the value itself")
 
 
+@functools.cache
+def _defaults():
+    """The defaults as a structured OmegaConf config, built once: building it is most of a config's cost (tens of
+    ms), paid for every run of a search file. Merges copy it, so it is never changed."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.structured(Config)
+
+
 def _merge(base, other, source: str):
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
@@ -404,7 +414,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    cfg = OmegaConf.structured(Config)
+    cfg = _defaults()
     if data is not None:
         check_plain(data, source)
         cfg = _merge(cfg, OmegaConf.create(data), source)
@@ -572,6 +582,6 @@ def from_dict(data: dict) -> Config:
     """Rebuild (and re-validate) a config that travelled as a plain dict, e.g. to a Ray worker."""
     from omegaconf import OmegaConf
 
-    config = _resolve_auto(OmegaConf.to_object(_merge(OmegaConf.structured(Config), OmegaConf.create(data), "config")))
+    config = _resolve_auto(OmegaConf.to_object(_merge(_defaults(), OmegaConf.create(data), "config")))
     validate(config)
     return config

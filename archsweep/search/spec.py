@@ -21,6 +21,7 @@ a missing prior for lm_guided.
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -68,10 +69,11 @@ class SearchFile:
         for label, patch in self.searches.strategies.items():
             config = patched(to_dict(self.base), _strategy_patch(label, patch))
             for dataset in self.searches.datasets or [self.base.search.dataset or DATASETS[self.base.space][0]]:
+                checked = from_dict(patched(config, {"search.dataset": dataset}))  # then copied for each seed
                 for k in range(self.searches.seeds):
-                    seed = self.base.search.seed + k
-                    cfg = from_dict(patched(config, {"search.dataset": dataset, "search.seed": seed}))
-                    out.append((f"{label}-{dataset}-s{seed}", cfg))
+                    cfg = copy.deepcopy(checked)
+                    cfg.search.seed = self.base.search.seed + k
+                    out.append((f"{label}-{dataset}-s{cfg.search.seed}", cfg))
         return out
 
 
