@@ -8,7 +8,7 @@ from archsweep.errors import ArchsweepError
 from archsweep.settings import absolute
 
 # Variables every Ray worker needs so it reads the same data and cache as the driver.
-PROPAGATED_ENV = ("ARCHSWEEP_DATA_DIR", "ARCHSWEEP_CACHE_DIR")
+PROPAGATED_ENV = ("ARCHSWEEP_DATA_DIR", "ARCHSWEEP_CACHE_DIR", "ARCHSWEEP_TRACE")
 
 
 def worker_env() -> dict[str, str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "archsweep"
 
 FLOORS = {  # room -> floor, bottom to top, as docs/ARCHITECTURE.md draws them
-    "errors": 0, "settings": 0, "checkpoint": 0, "runtime": 0,
+    "errors": 0, "settings": 0, "checkpoint": 0, "runtime": 0, "trace": 0,
     "spaces": 1, "benchmarks": 1, "metrics": 1, "lm": 1,
     "config": 2,
     "layout": 3, "models": 3, "data": 3, "decoding": 3, "artifacts": 3, "specfile": 3, "tracking": 3, "capacity": 3,

@@ -12,8 +12,14 @@ from archsweep.search.encodings import CodeEncoder, Encoder
 from archsweep.search.loop import SearchState, search_loop, summarize
 from archsweep.search.ranker import LMRanker
 from archsweep.search.requirements import encoder_source, needs_generator, uses_encoder
-from archsweep.search.strategies import (BayesianOptimisation, LMGuided, RandomSearch, RegularizedEvolution, Reinforce,
-                                         Surrogate)
+from archsweep.search.strategies import (
+    BayesianOptimisation,
+    LMGuided,
+    RandomSearch,
+    RegularizedEvolution,
+    Reinforce,
+    Surrogate,
+)
 from archsweep.spaces import get_space
 
 

@@ -30,11 +30,11 @@ from archsweep.lm.models import add_lora, build
 from archsweep.lm.sampling import sample
 from archsweep.spaces import get_space
 from archsweep.spaces.enumeration import GraphIndex
+from archsweep.trace import mark
 from archsweep.train import history as train_history
 from archsweep.train import plateaued
 from archsweep.train.lm import fit, full_state_dict, load_codes
 from archsweep.train.scale import sample_batch
-
 
 TABLE_ROWS = 100  # samples kept one by one in generated.json
 
@@ -118,12 +118,14 @@ def run(cfg: Config, vqvae_dir: str | Path, out_dir: str | Path, env: dict[str, 
     codes_path = VQVAEStage(Path(vqvae_dir)).codes
     _, _, codebook_size = load_codes(codes_path)
     start = time.perf_counter()
+    mark("lm stage: start")
     result = fit(cfg, codes_path, stage.dir, env, log_level, callbacks)
     if result.error is not None:
         raise result.error
     train_seconds = time.perf_counter() - start
     lm = _load_trained(cfg, result, codebook_size)
     save_lm(lm, stage.model)
+    mark("lm stage: model saved")
 
     history = train_history(result)
     curve = history[["epoch", "heldout_loss"]].to_dict("records") if "heldout_loss" in history else []
@@ -137,4 +139,5 @@ def run(cfg: Config, vqvae_dir: str | Path, out_dir: str | Path, env: dict[str, 
                **generate(lm, scorer, cfg, stage.samples, stage.generated),
                "training_cells": scorer.ceiling(cfg.sample.samples, cfg.sample.seed)}
     stage.metrics.write_text(json.dumps(results, indent=2))
+    mark("lm stage: done")
     return results

@@ -28,6 +28,7 @@ from archsweep.decoding import decode_cells, encode_graphs, generated_cells
 from archsweep.layout import VQVAEStage
 from archsweep.spaces import get_space, training_cells
 from archsweep.spaces.enumeration import GraphIndex
+from archsweep.trace import mark
 from archsweep.train import history as train_history
 from archsweep.train import plateaued
 from archsweep.train.vqvae import fit
@@ -75,7 +76,9 @@ def run(cfg: Config, out_dir: str | Path, env: dict[str, str] | None = None, log
     stage = VQVAEStage(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    mark("vqvae stage: start")
     training_cells(cfg)  # built (or loaded) here once, not by every worker at once
+    mark("vqvae stage: cells ready")
     result = fit(cfg, out_dir, env, log_level)
     if result.error is not None:
         raise result.error
@@ -105,5 +108,6 @@ def run(cfg: Config, out_dir: str | Path, env: dict[str, str] | None = None, log
         **measured,
     }
     stage.metrics.write_text(json.dumps(results, indent=2))
+    mark("vqvae stage: done")
     log.info("VQ-VAE stage done: %s", out_dir)
     return results

@@ -16,12 +16,11 @@ from pathlib import Path
 from archsweep import version
 from archsweep.capacity import ClusterConfigError, validate_cluster_yaml
 from archsweep.runtime import keep_loopback, refresh_ray_auth
-from archsweep.specfile import read_spec_file
 from archsweep.search.spec import SECTIONS as SEARCH_SECTIONS
 from archsweep.search.spec import load_search_file
+from archsweep.specfile import read_spec_file
 from archsweep.sweep.spec import SECTIONS, load_sweep
 from archsweep.tracking.wandb import PASSED_ON  # the W&B settings a job is given; never the API key
-
 
 # --- the local autoscaling cluster ------------------------------------------------------------------------------
 

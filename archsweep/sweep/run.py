@@ -32,6 +32,7 @@ from archsweep.specfile import preflight, same_spec, set_key, to_yaml
 from archsweep.stages import pipeline, vqvae
 from archsweep.sweep.plan import SweepError, plan_concurrency
 from archsweep.sweep.spec import Sweep, load_sweep, max_lm_epochs, trial_configs
+from archsweep.trace import mark
 from archsweep.tracking.report import report
 from archsweep.tracking.store import ResultStore, Row
 from archsweep.tracking.wandb import enabled, log_sweep_summary, sweep_prefix, wandb_callback, wandb_env
@@ -126,6 +127,7 @@ def run_trial(config: dict, sweep_dir: str, env: dict, log_level: str = "WARNING
     import ray.tune
 
     os.environ.update(env)
+    mark("trial: entered")
     cfg = from_dict(config.get("trial", config))
     context = ray.tune.get_context()
     done = ResultStore(sweep_dir).get(context.get_trial_id())
@@ -158,7 +160,9 @@ def _run_pipeline(cfg: Config, context, sweep_dir: Path, env: dict, log_level: s
                   "lm_host": results["lm"].get("host")}
     # The trial records itself: a finished trial is in the store even if the sweep's driver dies right after.
     ResultStore(sweep_dir).put(Row(context.get_trial_id(), "TERMINATED", to_dict(cfg), final, paths))
+    mark("trial: recorded")
     ray.tune.report(final)
+    mark("trial: reported")
 
 
 def param_space(sweep: Sweep) -> dict:
@@ -264,6 +268,7 @@ def run_sweep(sweep: Sweep, *, sweep_dir: str | Path | None = None, resume: bool
     ResultGrid. Finished trials of a resumed sweep are not run again; running a sweep whose directory already
     holds the same sweep continues it. `capacity`: what the cluster can become (archsweep.capacity), for an
     autoscaling cluster; by default the nodes alive now."""
+    mark("sweep: start")
     preflight(sweep)
     concurrency = cluster_concurrency(sweep, capacity)  # a trial that can never run is refused before any write
     sweep_dir = Path(sweep_dir) if sweep_dir else sweep_dir_of(sweep)
@@ -292,10 +297,13 @@ def run_sweep(sweep: Sweep, *, sweep_dir: str | Path | None = None, resume: bool
     callbacks = [*callbacks, JsonLoggerCallback(), _store_callback(sweep_dir, sweep.tune.max_failures),
                  *wandb_callback(sweep, sweep_dir)]
     tuner = build_tuner(sweep, sweep_dir, callbacks, env, log_level, resume, concurrency)
+    mark("sweep: trials start")
     grid = tuner.fit()
+    mark("sweep: trials done")
     _forget_unsaved(sweep_dir)
     if enabled(sweep.tracking):
         _summary_run(sweep, sweep_dir)
+    mark("sweep: done")
     return grid
 
 

@@ -24,8 +24,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from archsweep.config import (ALL_KEYS, Config, ConfigError, absolute_patch, absolute_path, load_config, suggest_key,
-                              to_dict)
+from archsweep.config import (
+    ALL_KEYS,
+    Config,
+    ConfigError,
+    absolute_patch,
+    absolute_path,
+    load_config,
+    suggest_key,
+    to_dict,
+)
 from archsweep.settings import absolute
 from archsweep.specfile import TrackingSettings, check_tracking, patched, read_settings, read_spec_file, with_key
 

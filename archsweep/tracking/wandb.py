@@ -31,6 +31,7 @@ from archsweep import __version__, commit
 from archsweep.config import get_key
 from archsweep.errors import ArchsweepError
 from archsweep.layout import RunDir, VQVAEStage
+from archsweep.trace import mark
 from archsweep.tracking.wandb_log import artifact_files, records, staged_in
 
 log = logging.getLogger(__name__)
@@ -215,7 +216,9 @@ def _mirror_class():
         def on_trial_start(self, iteration, trials, trial, **info):
             # Opened now, while the trial's process starts and its VQ-VAE stage trains: a function trial waits
             # for each of its reports to be taken, so opening the run at the first result would stall it.
+            mark("wandb: opening the trial's run")
             self._run(trial)
+            mark("wandb: trial's run open")
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             row = {k: v for k, v in result.items()
@@ -225,6 +228,7 @@ def _mirror_class():
             run.log(row, step=self.steps[trial.trial_id], commit=True)  # on disk now, not at the next step
 
         def on_trial_complete(self, iteration, trials, trial, **info):
+            mark("wandb: logging the trial's outputs")
             run = self._run(trial)
             for key, value in (trial.last_result or {}).items():  # numbers are summarised from the history
                 if key not in _TUNE_BOOKKEEPING and isinstance(value, str):
@@ -234,6 +238,7 @@ def _mirror_class():
             except Exception as exc:  # the trial's results are in the store whatever W&B makes of its files
                 log.warning("W&B: the outputs of trial %s were not logged: %s", trial.trial_id, exc)
             self._finish(trial, 0)
+            mark("wandb: trial's run finished")
 
         def _outputs(self, run, trial):
             """The trial's table of generated cells, its LM artifact, its VQ-VAE stage's run and the reference to

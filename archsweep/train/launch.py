@@ -24,6 +24,7 @@ from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig,
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.train.torch.config import _TorchBackend
 
+from archsweep.trace import mark
 from archsweep.train import fatal_error
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,10 @@ def run_trainer(loop: Callable[[dict], None], loop_config: dict, *, name: str, o
                                  logging_config=LoggingConfig(log_level=log_level), callbacks=callbacks or []),
         )
         try:
-            return trainer.fit()
+            mark(f"{name}: launch")
+            result = trainer.fit()
+            mark(f"{name}: fit returned")
+            return result
         except TrainingFailedError as exc:
             fatal = fatal_error(exc)
             if fatal is not None:

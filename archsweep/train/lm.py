@@ -22,8 +22,18 @@ from archsweep.config import Config, from_dict, to_dict
 from archsweep.errors import ArchsweepError
 from archsweep.lm.models import add_lora, build
 from archsweep.lm.sampling import IGNORE, collate
-from archsweep.train import (LM_RUN_KEYS, host, plateaued, read_history, read_run_config, refuse_other_run,
-                             scale, write_history, write_run_config)
+from archsweep.trace import mark
+from archsweep.train import (
+    LM_RUN_KEYS,
+    host,
+    plateaued,
+    read_history,
+    read_run_config,
+    refuse_other_run,
+    scale,
+    write_history,
+    write_run_config,
+)
 from archsweep.train.launch import run_trainer
 
 RUN_NAME = "lm"
@@ -139,6 +149,8 @@ def train_loop(loop_config: dict) -> None:
     cfg = from_dict(loop_config["config"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
+    if rank == 0:
+        mark("lm: loop entered")
     torch.manual_seed(cfg.seed)
     train_seqs, held_seqs, _ = load_codes(loop_config["codes"])
     batch = scale.global_batch(cfg.lm.batch_size, scale.LM_REFERENCE_BATCH, len(train_seqs), world,
@@ -160,7 +172,11 @@ def train_loop(loop_config: dict) -> None:
     if cfg.lm.lora.rank:
         add_lora(lm, cfg.lm.lora.rank, cfg.lm.lora.alpha, cfg.lm.lora.dropout, cfg.lm.lora.target_modules)
     trainable = [p for p in lm.model.parameters() if p.requires_grad]
+    if rank == 0:
+        mark("lm: model built")
     engine, _, _, _ = deepspeed.initialize(model=lm.model, model_parameters=trainable, config=ds_config)
+    if rank == 0:
+        mark("lm: DeepSpeed engine ready")
     if cfg.lm.compile:
         engine.compile()
     device = engine.device
@@ -190,6 +206,8 @@ def train_loop(loop_config: dict) -> None:
 
     last_checkpoint = time.perf_counter()
     setup_s = last_checkpoint - entered  # data, model, process group, resume: the stage's fixed cost
+    if rank == 0:
+        mark("lm: set up")
     for epoch in range(start_epoch, epochs):
         # --- train: no host sync inside the epoch, the loss is summed on the device ------------------------------
         engine.train()
@@ -248,6 +266,8 @@ def train_loop(loop_config: dict) -> None:
                 checkpoint = ray.train.Checkpoint.from_directory(directory)
                 last_checkpoint = time.perf_counter()
             ray.train.report(metrics, checkpoint=checkpoint)
+            if rank == 0:
+                mark(f"lm: epoch {epoch} {'checkpointed' if checkpoint else 'reported'}")
         if stop:
             break
 

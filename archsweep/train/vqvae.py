@@ -21,6 +21,7 @@ from archsweep.data import load_cells
 from archsweep.metrics import codebook_stats_from_counts
 from archsweep.models.vqvae import build_model, decode_graph, start_training
 from archsweep.spaces import get_space
+from archsweep.trace import mark
 from archsweep.train import VQVAE_RUN_KEYS, host, plateaued, read_history, refuse_other_run, scale, write_history
 from archsweep.train.launch import run_trainer
 
@@ -38,6 +39,8 @@ def train_loop(loop_config: dict) -> None:
     cfg = from_dict(loop_config["config"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
+    if rank == 0:
+        mark("vqvae: loop entered")
     torch.manual_seed(cfg.seed)
     torch.set_float32_matmul_precision("high")  # TF32 on GPUs that have it; no effect on CPUs
     space = get_space(cfg.space)
@@ -81,6 +84,8 @@ def train_loop(loop_config: dict) -> None:
 
     last_checkpoint = time.perf_counter()
     setup_s = last_checkpoint - entered  # data, model, process group, resume: the stage's fixed cost
+    if rank == 0:
+        mark("vqvae: set up")
     for epoch in range(start_epoch, cfg.train.epochs):
         # --- train: no host sync inside the epoch, the losses are summed on the device --------------------------
         model.train()
@@ -155,6 +160,8 @@ def train_loop(loop_config: dict) -> None:
                 write_history(directory, history)
                 checkpoint = ray.train.Checkpoint.from_directory(directory)
             ray.train.report(metrics, checkpoint=checkpoint)
+        if rank == 0:
+            mark(f"vqvae: epoch {epoch} {'checkpointed' if due else 'reported'}")
         if stop:
             break
 
