@@ -5,8 +5,8 @@ trial and the Ray Train workers each mark their steps (archsweep/trace.py) on on
     python -m bench.startup [--repeats 2] [--wandb/--no-wandb] [--write]
 
 Each row is the time between two consecutive marks on the trial's path; a row is work (the stages' epochs, the
-LM's sampling and scoring) or fixed cost (everything a trial pays whatever its size). The median over the repeats
-is what the block reports, the first run's trace beside it.
+LM's sampling and scoring) or fixed cost (everything a trial pays whatever its size); the block reports each
+segment's median over the repeats, and every run's wall time.
 """
 
 from __future__ import annotations
