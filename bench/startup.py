@@ -22,8 +22,7 @@ from pathlib import Path
 from archsweep.runtime import init_local_ray
 from archsweep.trace import TRACE_ENV, read
 from bench._report import ROOT, header, write_block
-
-QUICK = ["name=startup", "train.epochs=1", "lm.epochs=1", "sample.samples=1000", "lm.name=gpt2-tiny"]
+from bench.overhead import QUICK  # the same trial that bench/overhead.py measures
 
 
 def is_work(start: str, end: str) -> bool:

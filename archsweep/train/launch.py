@@ -68,7 +68,10 @@ def join_group(backend: str, address: str, port: int, timeout_s: float) -> None:
     if "nccl" in backend:
         os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")  # a stuck collective fails, as under Ray's own
     timeout = timedelta(seconds=timeout_s)
-    store, _STORE = (_STORE, None) if rank == 0 else (dist.TCPStore(address, port, world_size, False, timeout), None)
+    if rank == 0:
+        store, _STORE = _STORE, None  # the process group holds it from here
+    else:
+        store = dist.TCPStore(address, port, world_size, False, timeout)
     dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
 
 
