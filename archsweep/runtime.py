@@ -10,6 +10,8 @@ from archsweep.settings import absolute
 # Variables every Ray worker needs so it reads the same data and cache as the driver.
 PROPAGATED_ENV = ("ARCHSWEEP_DATA_DIR", "ARCHSWEEP_CACHE_DIR", "ARCHSWEEP_TRACE")
 
+_STARTED_HERE = False  # this process started the local Ray it is connected to (`init_local_ray`)
+
 
 def worker_env() -> dict[str, str]:
     """The data and cache directories as absolute paths: a Ray worker's working directory is not the driver's."""
@@ -75,8 +77,17 @@ def init_local_ray(num_cpus: int | None = None, num_gpus: int | None = None, ver
         del os.environ["RAY_AUTH_TOKEN"]
     import ray
 
+    global _STARTED_HERE
     ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
              runtime_env={"env_vars": worker_env() | (env or {})}, logging_level="WARNING", log_to_driver=verbose)
+    _STARTED_HERE = True
+
+
+def started_here() -> bool:
+    """Whether this process started the local Ray it is on: the whole machine is then its own to use."""
+    import sys
+
+    return _STARTED_HERE and "ray" in sys.modules and sys.modules["ray"].is_initialized()
 
 
 def connect_ray(address: str, env: dict[str, str] | None = None, verbose: bool = False) -> None:

@@ -1,6 +1,6 @@
 """The embedded local Ray listens on loopback only: read from the OS's own table of listening sockets while a
 command runs on it, for every process it started (GCS, raylet, agents, Ray Train workers and their torch process
-group, DeepSpeed, search actors, W&B)."""
+group, trials training in their own process, DeepSpeed, search actors, W&B)."""
 
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ name: loopback
 space: nasbench201
 vqvae: {hidden_dim: 32, decoder_hidden: 128, gin_layers: 2, code_dim: 8, codebook_size: 8, seq_len: 2}
 train: {epochs: 1, batch_size: 512}
-lm: {name: gpt2-tiny, epochs: 1, batch_size: 256, warmup_steps: 5, num_workers: 2}
+lm: {name: gpt2-tiny, epochs: 1, batch_size: 256, warmup_steps: 5, zero_stage: 2}
 sample: {samples: 100}
 sweep:
-  lm.zero_stage: {grid: [2]}
+  lm.num_workers: {grid: [1, 2]}
 tracking: {wandb: true, mode: offline, project: archsweep-test}
 """
 
@@ -77,7 +77,8 @@ def test_nothing_the_embedded_ray_opens_for_a_search_listens_beyond_loopback(dat
 
 
 def test_nothing_a_sweep_trains_with_listens_beyond_loopback(data_dir, tmp_path, wandb_offline):
-    """Two LM workers: rank 0 serves the process group's store, and gloo connects the ranks."""
+    """Two LM workers: rank 0 serves the process group's store, and gloo connects the ranks; one LM worker: the
+    stage trains in the trial's own process, in a process group of one."""
     sweep = tmp_path / "loopback.yaml"
     sweep.write_text(SWEEP)
     seen = watch("sweep", str(sweep), f"storage={tmp_path}", "--num-cpus", "2")

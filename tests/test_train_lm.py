@@ -1,5 +1,5 @@
-"""The LM prior on DeepSpeed under Ray Train, on CPU: ZeRO-2 and ZeRO-3 with 2 workers over gloo; checkpoints
-every rank writes, resume, and the full weights recovered from the shards for sampling."""
+"""The LM prior on DeepSpeed, on CPU: ZeRO-2 and ZeRO-3 with 2 Ray Train workers over gloo, one worker in this
+process; checkpoints every rank writes, resume, and the full weights recovered from the shards for sampling."""
 
 from __future__ import annotations
 
@@ -64,16 +64,18 @@ def test_zero2_trains_checkpoints_and_resumes(local_ray, codes_file, tmp_path):
 
 def test_early_stop_ends_training_on_the_held_out_loss_plateau(local_ray, codes_file, tmp_path):
     """lm.min_delta 100 nats: no epoch beats the first by as much, so with patience 1 training stops after epoch 1
-    of 5 (checkpointed there, though 30 s have not passed), and running it again trains nothing more."""
+    of 5 (checkpointed there, though 30 s have not passed), and running it again trains nothing more. One worker:
+    DeepSpeed in this process, its checkpoint where Ray Train's would be, loaded again by the rerun."""
     from archsweep.train import history
     from archsweep.train.lm import fit
 
-    stop = config("lm.zero_stage=2", "lm.epochs=5", "lm.early_stop=true", "lm.patience=1", "lm.min_delta=100",
+    stop = config("lm.num_workers=1", "lm.zero_stage=2", "lm.epochs=5", "lm.early_stop=true", "lm.patience=1", "lm.min_delta=100",
                   "lm.min_epochs=0")
     first = fit(stop, codes_file, tmp_path / "run", local_ray)
     assert first.error is None, first.error
     trained = history(first)
     assert trained["epoch"].tolist() == [0, 1] and trained["plateaued"].tolist() == [False, True]
+    assert [p.name for p in (tmp_path / "run" / "ray" / "lm").iterdir()] == ["checkpoint_000001"]
     again = fit(stop, codes_file, tmp_path / "run", local_ray)
     assert again.error is None and history(again).equals(trained)
 
@@ -132,7 +134,8 @@ def test_other_families_train_under_deepspeed(local_ray, codes_file, tmp_path, n
     from archsweep.lm.models import build
     from archsweep.train.lm import fit, full_state_dict
 
-    result = fit(config(f"lm.name={name}", "lm.zero_stage=2", "lm.epochs=1"), codes_file, tmp_path / "run", local_ray)
+    result = fit(config(f"lm.name={name}", "lm.num_workers=1", "lm.zero_stage=2", "lm.epochs=1"), codes_file,
+                 tmp_path / "run", local_ray)
     assert result.error is None, result.error
     assert result.metrics["epoch"] == 0 and np.isfinite(result.metrics["heldout_loss"])
     with result.checkpoint.as_directory() as directory:

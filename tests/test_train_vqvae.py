@@ -1,4 +1,5 @@
-"""The VQ-VAE stage on a real local Ray: 2 Ray Train workers (DDP over gloo), checkpoints, resume, artifacts."""
+"""The VQ-VAE stage on a real local Ray: 2 Ray Train workers (DDP over gloo) or one worker in this process,
+checkpoints, resume across the two, artifacts."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ pytestmark = pytest.mark.ray
 
 TINY = ["space=nasbench201", "vqvae.hidden_dim=32", "vqvae.decoder_hidden=128", "vqvae.gin_layers=2",
         "vqvae.seq_len=4", "vqvae.codebook_size=16", "train.batch_size=256", "train.num_workers=2"]
+ONE = [*TINY, "train.num_workers=1"]  # trained in the test's own process (train/launch.py): logic, not scale
 
 
 def test_two_workers_train_checkpoint_and_resume(local_ray, tmp_path):
@@ -43,13 +45,40 @@ def test_two_workers_train_checkpoint_and_resume(local_ray, tmp_path):
     assert history(fit(load_config(overrides=[*TINY, "train.epochs=3", every_epoch]), tmp_path, local_ray)).equals(after)
 
 
+def test_one_worker_trains_in_this_process_and_resumes_there_or_on_ray_train(local_ray, tmp_path):
+    """One worker needs no worker group: the loop runs in this process, its checkpoints where Ray Train's go, and a
+    rerun resumes from them, here or on two Ray Train workers."""
+    import ray
+
+    from archsweep.train import history
+    from archsweep.train.vqvae import fit
+
+    every_epoch = "train.checkpoint_interval_s=0"
+    first = fit(load_config(overrides=[*ONE, "train.epochs=2", every_epoch]), tmp_path, local_ray)
+    trained = history(first)
+    assert first.error is None and trained["epoch"].tolist() == [0, 1]
+    assert trained["node"].tolist() == [ray.get_runtime_context().get_node_id()] * 2
+    assert sorted(p.name for p in (tmp_path / "ray" / "vqvae").iterdir()) == ["checkpoint_000000", "checkpoint_000001"]
+
+    resumed = fit(load_config(overrides=[*ONE, "train.epochs=3", every_epoch]), tmp_path, local_ray)
+    assert resumed.metrics["epoch"] == 2 and resumed.metrics["start_epoch"] == 2
+    assert history(resumed).iloc[:2].equals(trained)
+    assert sorted(p.name for p in (tmp_path / "ray" / "vqvae").iterdir()) == ["checkpoint_000001", "checkpoint_000002"]
+
+    wider = fit(load_config(overrides=[*TINY, "train.epochs=4", every_epoch]), tmp_path, local_ray)  # 2 workers
+    assert wider.error is None and wider.metrics["start_epoch"] == 3 and wider.metrics["batch_size"] == 256
+    assert history(wider)["epoch"].tolist() == [0, 1, 2, 3]
+    again = fit(load_config(overrides=[*ONE, "train.epochs=4", every_epoch]), tmp_path, local_ray)
+    assert history(again).equals(history(wider)) and again.metrics["epoch"] == 3  # finished: nothing trained
+
+
 def test_early_stop_ends_training_on_the_plateau_and_a_rerun_trains_no_more(local_ray, tmp_path):
     """min_delta 1.0: no epoch can beat the first by more than all of the held-out cells, so with patience 1 the
     curve is flat at epoch 1, where training stops (checkpointed) out of 6 epochs allowed."""
     from archsweep.train import history
     from archsweep.train.vqvae import fit
 
-    stop = [*TINY, "train.epochs=6", "train.early_stop=true", "train.patience=1", "train.min_delta=1.0",
+    stop = [*ONE, "train.epochs=6", "train.early_stop=true", "train.patience=1", "train.min_delta=1.0",
             "train.min_epochs=0"]
     first = fit(load_config(overrides=stop), tmp_path, local_ray)
     assert first.error is None
@@ -58,7 +87,7 @@ def test_early_stop_ends_training_on_the_plateau_and_a_rerun_trains_no_more(loca
     again = fit(load_config(overrides=stop), tmp_path, local_ray)
     assert again.error is None and history(again).equals(trained)
     # the rule off: the same run continues to its epochs, and still reports where its curve stands
-    on = fit(load_config(overrides=[*TINY, "train.epochs=3", "train.patience=1", "train.min_delta=1.0",
+    on = fit(load_config(overrides=[*ONE, "train.epochs=3", "train.patience=1", "train.min_delta=1.0",
                                     "train.min_epochs=0"]), tmp_path, local_ray)
     assert history(on)["epoch"].tolist() == [0, 1, 2] and history(on)["plateaued"].tolist() == [False, True, True]
 
@@ -81,7 +110,7 @@ def test_stage_writes_model_codes_and_metrics(local_ray, tmp_path):
     from archsweep.spaces import get_space
     from archsweep.stages import vqvae
 
-    cfg = load_config(overrides=[*TINY, "train.epochs=3"])
+    cfg = load_config(overrides=[*ONE, "train.epochs=3"])
     results = vqvae.run(cfg, tmp_path, local_ray)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["config"]["vqvae"]["codebook_size"] == 16
@@ -108,7 +137,7 @@ def test_rerunning_a_finished_stage_does_not_train_again(local_ray, tmp_path):
 
     from archsweep.stages import vqvae
 
-    cfg = load_config(overrides=[*TINY, "train.epochs=1"])
+    cfg = load_config(overrides=[*ONE, "train.epochs=1"])
     first = vqvae.run(cfg, tmp_path, local_ray)
     weights = torch.load(tmp_path / "model.pt", weights_only=False)["model"]
     again = vqvae.run(cfg, tmp_path, local_ray)
@@ -124,12 +153,11 @@ def _loop_failing(config: dict) -> None:
     import os
     from pathlib import Path
 
-    import ray.train
-
     from archsweep.errors import DataError
+    from archsweep.train.launch import session
 
     attempts = Path(config["attempts"])
-    if ray.train.get_context().get_world_rank() == 0:
+    if session(config).rank == 0:
         with open(attempts, "a") as f:
             f.write("attempt\n")
     attempt = len(attempts.read_text().splitlines())
@@ -139,16 +167,20 @@ def _loop_failing(config: dict) -> None:
         os._exit(1)
 
 
-@pytest.mark.parametrize("how, fail_on, attempts", [("data", [1, 2, 3], 1), ("fault", [1], 2)])
-def test_archsweep_errors_end_a_stage_at_once_and_faults_restart_it(local_ray, tmp_path, how, fail_on, attempts):
+@pytest.mark.parametrize("how, fail_on, attempts, here", [("data", [1, 2, 3], 1, False), ("data", [1, 2, 3], 1, True),
+                                                          ("fault", [1], 2, False)])
+def test_archsweep_errors_end_a_stage_at_once_and_faults_restart_it(local_ray, tmp_path, how, fail_on, attempts,
+                                                                   here):
     """An error no restart can fix (bad data, config, checkpoint) ends the stage on its first attempt and is raised
-    as itself; a dead worker restarts the worker group (train.max_failures)."""
+    as itself, on Ray Train workers or in this process; a dead worker restarts the worker group
+    (train.max_failures)."""
     from archsweep.errors import DataError
     from archsweep.train.launch import run_trainer
 
     log = tmp_path / "attempts.txt"
     config = {"attempts": str(log), "fail_on": fail_on, "how": how}
-    kwargs = dict(name="probe", out_dir=tmp_path, num_workers=1, cpus_per_worker=1, use_gpu=False, max_failures=2)
+    kwargs = dict(name="probe", out_dir=tmp_path, num_workers=1, cpus_per_worker=1, use_gpu=False, max_failures=2,
+                  in_process=here)
     if how == "data":
         with pytest.raises(DataError, match="benchmark data file missing: /nowhere/table.csv"):
             run_trainer(_loop_failing, config, **kwargs)

@@ -1,5 +1,5 @@
-"""The LM stage: train the prior on a VQ-VAE stage's codes (DeepSpeed on Ray Train), sample it, decode the samples
-through the VQ-VAE decoder and score them.
+"""The LM stage: train the prior on a VQ-VAE stage's codes (DeepSpeed, data parallel), sample it, decode the
+samples through the VQ-VAE decoder and score them.
 
 Artifacts in the output directory:
 - `lm/`: the trained model in `transformers` format (full weights, whatever the ZeRO stage; with `lm.lora`, the
@@ -33,6 +33,7 @@ from archsweep.spaces.enumeration import GraphIndex
 from archsweep.trace import mark
 from archsweep.train import history as train_history
 from archsweep.train import plateaued
+from archsweep.train.launch import Forward
 from archsweep.train.lm import fit, full_state_dict, load_codes
 from archsweep.train.scale import sample_batch
 
@@ -111,7 +112,7 @@ def generate(lm, scorer: Scorer, cfg: Config, samples_path: str | Path | None = 
 
 
 def run(cfg: Config, vqvae_dir: str | Path, out_dir: str | Path, env: dict[str, str] | None = None,
-        data_dir: str | None = None, log_level: str = "WARNING", callbacks: list | None = None) -> dict:
+        data_dir: str | None = None, log_level: str = "WARNING", forward: Forward | None = None) -> dict:
     """Train (or resume) the LM on the VQ-VAE stage's codes, save it, sample and score; writes `out_dir`."""
     stage = LMStage(Path(out_dir))
     stage.dir.mkdir(parents=True, exist_ok=True)
@@ -119,7 +120,7 @@ def run(cfg: Config, vqvae_dir: str | Path, out_dir: str | Path, env: dict[str, 
     _, _, codebook_size = load_codes(codes_path)
     start = time.perf_counter()
     mark("lm stage: start")
-    result = fit(cfg, codes_path, stage.dir, env, log_level, callbacks)
+    result = fit(cfg, codes_path, stage.dir, env, log_level, forward)
     if result.error is not None:
         raise result.error
     train_seconds = time.perf_counter() - start

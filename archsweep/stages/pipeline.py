@@ -20,6 +20,7 @@ from archsweep.config import Config, to_dict
 from archsweep.layout import RunDir
 from archsweep.metrics import GENERATION
 from archsweep.stages import lm, search, vqvae
+from archsweep.train.launch import Forward
 
 # (config) -> (the VQ-VAE stage's metrics, its directory, whether an earlier run had trained it)
 VQVAEProvider = Callable[[Config], tuple[dict, Path, bool]]
@@ -27,10 +28,10 @@ VQVAEProvider = Callable[[Config], tuple[dict, Path, bool]]
 
 def run(cfg: Config, out_dir: str | Path, env: dict[str, str] | None = None, data_dir: str | None = None,
         log_level: str = "WARNING", *, vqvae_stage: VQVAEProvider | None = None,
-        lm_callbacks: list | None = None) -> dict:
+        lm_forward: Forward | None = None) -> dict:
     """Run (or continue) every stage into `out_dir`; returns what `metrics.json` holds. `vqvae_stage`: where the
     VQ-VAE stage comes from (default: trained in `out_dir/vqvae`; a sweep shares one between trials).
-    `lm_callbacks`: Ray Train callbacks of the LM stage (a sweep trial forwards its epochs to Tune)."""
+    `lm_forward`: where the LM stage's epoch reports go too (a sweep trial sends them to Tune)."""
     start = time.perf_counter()
     out_dir = Path(out_dir)
     if vqvae_stage is None:
@@ -45,7 +46,7 @@ def run(cfg: Config, out_dir: str | Path, env: dict[str, str] | None = None, dat
     if cfg.vqvae.model == "vae":  # the continuous baseline generates by sampling its own prior: no LM
         results["generation"] = vq["prior_samples"]
     else:
-        prior = lm.run(cfg, run_dir.vqvae.dir, run_dir.lm.dir, env, data_dir, log_level, lm_callbacks)
+        prior = lm.run(cfg, run_dir.vqvae.dir, run_dir.lm.dir, env, data_dir, log_level, lm_forward)
         results["lm"] = {k: v for k, v in prior.items() if k != "config"}
         results["generation"] = {k: prior[k] for k in GENERATION}
     if cfg.search.enabled:

@@ -1,4 +1,4 @@
-"""The VQ-VAE stage: train (Ray Train), then encode every cell of the space and measure the model.
+"""The VQ-VAE stage: train (train/vqvae.py), then encode every cell of the space and measure the model.
 
 Artifacts in the output directory:
 - `model.pt`: the trained model (weights + config), loadable with `archsweep.artifacts.load_model`

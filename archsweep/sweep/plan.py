@@ -27,6 +27,18 @@ def trial_resources(cfg: Config) -> dict[str, float]:
             "worker_GPU": max((g if gpu else 0.0) for _, _, gpu, g in stages)}
 
 
+def trial_holds(cfg: Config) -> dict[str, float]:
+    """What a trial's own process holds for its whole run (Tune's resources for it). When every training stage
+    takes one worker, the stages train in that process (train/launch.py), which then holds the worker's CPUs and
+    GPUs; otherwise it only waits on its Ray Train workers and holds no CPU (a bundle of nothing at all is
+    rejected, hence a little memory), so that a 2-worker stage never waits on a CPU its own trial holds."""
+    need = trial_resources(cfg)
+    workers = [cfg.train.num_workers] + ([cfg.lm.num_workers] if cfg.vqvae.model == "vqvae" else [])
+    if max(workers) > 1:
+        return {"cpu": 0, "memory": 64 * 2**20}
+    return {"cpu": need["worker_CPU"]} | ({"gpu": need["worker_GPU"]} if need["worker_GPU"] else {})
+
+
 def _label(sweep: Sweep, index: int, config: dict, total: int) -> str:
     """`trial 3 (lm.num_workers=4)`: a trial by its position and its swept values."""
     values = [f"{key}={get_key(config, key)}"

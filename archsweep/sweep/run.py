@@ -30,21 +30,19 @@ from archsweep.metrics import GENERATION
 from archsweep.runtime import worker_env
 from archsweep.specfile import preflight, same_spec, set_key, to_yaml
 from archsweep.stages import pipeline, vqvae
-from archsweep.sweep.plan import SweepError, plan_concurrency
+from archsweep.sweep.plan import SweepError, plan_concurrency, trial_holds
 from archsweep.sweep.spec import Sweep, load_sweep, max_lm_epochs, trial_configs
 from archsweep.trace import mark
 from archsweep.tracking.report import report
 from archsweep.tracking.store import ResultStore, Row
 from archsweep.tracking.wandb import enabled, log_sweep_summary, sweep_prefix, wandb_callback, wandb_env
 from archsweep.train import fatal_error
+from archsweep.train.launch import Forward
 
 log = logging.getLogger(__name__)
 # Ray Tune is imported where it is used: it reads some of the settings `run_sweep` makes (TUNE_*) when imported.
 
 EXPERIMENT = "trials"
-# The trial's own process only waits on its Ray Train workers, so it holds no CPU (a bundle of nothing at all is
-# rejected, hence a little memory): a 1-worker trial then takes exactly one CPU.
-TRIAL_RESOURCES = {"cpu": 0, "memory": 64 * 2**20}
 # Settings that change how a stage runs, not what it computes: left out of the reuse key.
 EXECUTION_ONLY = {"cpus_per_worker", "gpus_per_worker", "checkpoint_every", "checkpoint_interval_s", "max_failures"}
 # The result a trial reports when it fails with an archsweep error: its one-line message (see `_store_callback`).
@@ -72,17 +70,29 @@ def shared_vqvae(cfg: Config, artifacts: Path, env: dict, log_level: str) -> tup
         return vqvae.run(cfg, stage_dir, env, log_level), stage_dir, False
 
 
-def _stage_report(stage: str):
-    """A Ray Train callback forwarding a stage's reports to the Tune trial, keys prefixed with the stage
-    ("lm/loss"); made inside the trial, where Tune's session is."""
-    from ray.tune.integration.ray_train import TuneReportCallback
+class TuneForward(Forward):
+    """A stage's epoch reports sent on to the Tune trial, keys prefixed with the stage ("lm/loss"): directly when
+    the stage runs in the trial's process, through Ray Train's Tune callback when it runs on a worker group."""
 
-    class StageReport(TuneReportCallback):
-        def after_report(self, run_context, metrics, checkpoint):
-            prefixed = [{f"{stage}/{k}": v for k, v in m.items()} for m in metrics]
-            super().after_report(run_context, prefixed, None)
+    def __init__(self, stage: str):
+        self.stage = stage
 
-    return StageReport()
+    def __call__(self, metrics: dict) -> None:
+        import ray.tune
+
+        ray.tune.report({f"{self.stage}/{k}": v for k, v in metrics.items()})
+
+    def train_callbacks(self) -> list:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        stage = self.stage
+
+        class StageReport(TuneReportCallback):  # made inside the trial, where Tune's session is
+            def after_report(self, run_context, metrics, checkpoint):
+                prefixed = [{f"{stage}/{k}": v for k, v in m.items()} for m in metrics]
+                super().after_report(run_context, prefixed, None)
+
+        return [StageReport()]
 
 
 def final_metrics(results: dict) -> dict:
@@ -150,7 +160,7 @@ def _run_pipeline(cfg: Config, context, sweep_dir: Path, env: dict, log_level: s
     trial_dir = sweep_dir / EXPERIMENT / Path(context.get_trial_dir()).name
     results = pipeline.run(cfg, trial_dir, env, log_level=log_level,
                            vqvae_stage=lambda c: shared_vqvae(c, sweep_dir / "artifacts", env, log_level),
-                           lm_callbacks=[_stage_report("lm")])
+                           lm_forward=TuneForward("lm"))
     final = final_metrics(results)
     run_dir = RunDir(trial_dir, Path(results["vqvae_dir"]))
     paths = {"trial_dir": str(trial_dir), "vqvae_dir": results["vqvae_dir"], "vqvae_node": results["vqvae"].get("node"),
@@ -241,7 +251,8 @@ def build_tuner(sweep: Sweep, sweep_dir: Path, callbacks: list, env: dict, log_l
     from ray import tune
 
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, sweep_dir=str(sweep_dir), env=env, log_level=log_level), TRIAL_RESOURCES)
+        tune.with_parameters(run_trial, sweep_dir=str(sweep_dir), env=env, log_level=log_level),
+        lambda config: trial_holds(from_dict(config.get("trial", config))))
     experiment = sweep_dir / EXPERIMENT
     if resume:
         if not tune.Tuner.can_restore(str(experiment)):

@@ -1,9 +1,10 @@
-"""Train the LM prior on the VQ-VAE's code sequences with DeepSpeed (ZeRO 0-3) under Ray Train.
+"""Train the LM prior on the VQ-VAE's code sequences with DeepSpeed (ZeRO 0-3), data parallel.
 
 `train_loop` runs on every worker and reads top to bottom: set up (data, model, DeepSpeed engine), resume, then
-per epoch train, measure the held-out loss, checkpoint and report. Ray Train has already created the process
-group (gloo on CPU, NCCL on GPUs); DeepSpeed joins it. Every rank writes its own ZeRO shard into the checkpoint,
-which `full_state_dict` turns back into ordinary weights. Rerunning `fit` on the same directory resumes.
+per epoch train, measure the held-out loss, checkpoint and report. The process group (gloo on CPU, NCCL on GPUs)
+exists already, made by train/launch.py for Ray Train's workers or for the one worker in this process; DeepSpeed
+joins it. Every rank writes its own ZeRO shard into the checkpoint, which `full_state_dict` turns back into
+ordinary weights. Rerunning `fit` on the same directory resumes.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from archsweep.train import (
     write_history,
     write_run_config,
 )
-from archsweep.train.launch import run_trainer
+from archsweep.train.launch import Forward, run_trainer, session
 
 RUN_NAME = "lm"
 TAG = "state"  # not "latest": DeepSpeed writes a file of that name beside the tag directory
@@ -140,15 +141,14 @@ def check_build_locks() -> None:
 def train_loop(loop_config: dict) -> None:
     import deepspeed
     import ray
-    import ray.train
     import torch.distributed as dist
 
     # --- set up: every sequence becomes a row of one tensor, on the device, once ---------------------------
     entered = time.perf_counter()
     os.environ.update(loop_config.get("env", {}))
     cfg = from_dict(loop_config["config"])
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
+    where = session(loop_config)  # this process, or a Ray Train worker
+    rank, world = where.rank, where.world
     if rank == 0:
         mark("lm: loop entered")
     torch.manual_seed(cfg.seed)
@@ -163,7 +163,7 @@ def train_loop(loop_config: dict) -> None:
     if cfg.lm.zero_stage == 3:  # transformers then builds (or loads) the model already sharded: a 1B model
         from transformers.integrations import HfDeepSpeedConfig  # never sits whole in one worker's memory
 
-        deepspeed.init_distributed()  # joins Ray Train's process group, which sharding at construction needs
+        deepspeed.init_distributed()  # joins the process group, which sharding at construction needs
         hf_zero3 = HfDeepSpeedConfig(ds_config)  # noqa: F841 (transformers holds a weak reference to it)
     lm = build(cfg.lm.name, loop_config["codebook_size"], cfg.vqvae.seq_len)
     if cfg.lm.gradient_checkpointing:
@@ -189,7 +189,7 @@ def train_loop(loop_config: dict) -> None:
 
     # --- resume ---------------------------------------------------------------------------------------------
     start_epoch, history = 0, []
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = where.checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             refuse_other_run(read_run_config(directory), loop_config["config"], LM_RUN_KEYS,
@@ -256,32 +256,31 @@ def train_loop(loop_config: dict) -> None:
         metrics["plateaued"] = plateaued("lm", history, cfg.lm)  # same on every rank
         stop = cfg.lm.early_stop and metrics["plateaued"]
         with tempfile.TemporaryDirectory() as directory:
-            checkpoint = None
-            if stop or scale.checkpoint_due(epoch, epochs, cfg.lm.checkpoint_every, cfg.lm.checkpoint_interval_s,
-                                            float(totals[3])):
+            due = stop or scale.checkpoint_due(epoch, epochs, cfg.lm.checkpoint_every, cfg.lm.checkpoint_interval_s,
+                                               float(totals[3]))
+            if due:
                 engine.save_checkpoint(directory, tag=TAG, client_state={"epoch": epoch})
                 if rank == 0:
                     write_history(directory, history)
                     write_run_config(directory, loop_config["config"])
-                checkpoint = ray.train.Checkpoint.from_directory(directory)
                 last_checkpoint = time.perf_counter()
-            ray.train.report(metrics, checkpoint=checkpoint)
+            where.report(metrics, directory if due else None)
             if rank == 0:
-                mark(f"lm: epoch {epoch} {'checkpointed' if checkpoint else 'reported'}")
+                mark(f"lm: epoch {epoch} {'checkpointed' if due else 'reported'}")
         if stop:
             break
 
 
 def fit(cfg: Config, codes_path: str | Path, out_dir: str | Path, env: dict[str, str] | None = None,
-        log_level: str = "WARNING", callbacks: list | None = None):
-    """Run `train_loop` on `cfg.lm.num_workers` Ray Train workers; rerunning on `out_dir` resumes."""
+        log_level: str = "WARNING", forward: Forward | None = None):
+    """Run `train_loop` on `cfg.lm.num_workers` workers; rerunning on `out_dir` resumes."""
     _, _, codebook_size = load_codes(codes_path)
     loop_config = {"config": to_dict(cfg), "env": env or {}, "codes": str(Path(codes_path).resolve()),
                    "codebook_size": codebook_size}
     return run_trainer(train_loop, loop_config, name=RUN_NAME, out_dir=out_dir, num_workers=cfg.lm.num_workers,
                        cpus_per_worker=cfg.lm.cpus_per_worker, use_gpu=cfg.lm.use_gpu,
                        max_failures=cfg.lm.max_failures, gpus_per_worker=cfg.lm.gpus_per_worker,
-                       log_level=log_level, callbacks=callbacks)
+                       log_level=log_level, forward=forward)
 
 
 def full_state_dict(checkpoint_dir: str | Path) -> dict[str, torch.Tensor]:

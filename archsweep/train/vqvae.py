@@ -1,8 +1,8 @@
-"""Train the graph VQ-VAE (or the continuous VAE baseline) with Ray Train: data parallel, checkpointed, resumable.
+"""Train the graph VQ-VAE (or the continuous VAE baseline): data parallel, checkpointed, resumable.
 
-`train_loop` runs on every Ray Train worker and reads top to bottom: set up, resume, then per epoch train,
-evaluate on the held-out cells, checkpoint and report. `fit` launches it; rerunning `fit` on the same output
-directory resumes from the last checkpoint (Ray Train restores its run state from `storage_path/name`).
+`train_loop` runs on every worker (Ray Train's, or this process when one worker does the work: train/launch.py)
+and reads top to bottom: set up, resume, then per epoch train, evaluate on the held-out cells, checkpoint and
+report. `fit` launches it; rerunning `fit` on the same output directory resumes from the last checkpoint.
 """
 
 from __future__ import annotations
@@ -23,34 +23,33 @@ from archsweep.models.vqvae import build_model, decode_graph, start_training
 from archsweep.spaces import get_space
 from archsweep.trace import mark
 from archsweep.train import VQVAE_RUN_KEYS, host, plateaued, read_history, refuse_other_run, scale, write_history
-from archsweep.train.launch import run_trainer
+from archsweep.train.launch import Forward, run_trainer, session
 
 RUN_NAME = "vqvae"
 
 
 def train_loop(loop_config: dict) -> None:
-    import ray.train
-    import ray.train.torch
+    import ray
     import torch.distributed as dist
 
     # --- set up: the whole space's cells are two tensors, on the device, once ---------------------------------
     entered = time.perf_counter()
     os.environ.update(loop_config.get("env", {}))
     cfg = from_dict(loop_config["config"])
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
+    where = session(loop_config)  # this process, or a Ray Train worker
+    rank, world = where.rank, where.world
     if rank == 0:
         mark("vqvae: loop entered")
     torch.manual_seed(cfg.seed)
     torch.set_float32_matmul_precision("high")  # TF32 on GPUs that have it; no effect on CPUs
     space = get_space(cfg.space)
-    device = ray.train.torch.get_device()
+    device = where.device
     ops, adj, train_mask = load_cells(cfg)
     ops, adj = ops.to(device), adj.to(device)
     train_idx, held_idx = torch.from_numpy(np.flatnonzero(train_mask)), torch.from_numpy(np.flatnonzero(~train_mask))
     module = build_model(cfg.vqvae, len(space.op_vocab), space.max_vertices).to(device)
     start_training(module, ops[train_idx.to(device)], adj[train_idx.to(device)])  # a resume overwrites it
-    model = ray.train.torch.prepare_model(module)
+    model = where.prepare_model(module)
     if cfg.train.compile:
         model = torch.compile(model)
     batch = scale.global_batch(cfg.train.batch_size, scale.VQVAE_REFERENCE_BATCH, len(train_idx), world,
@@ -66,7 +65,7 @@ def train_loop(loop_config: dict) -> None:
 
     # --- resume ---------------------------------------------------------------------------------------------
     start_epoch, history = 0, []
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = where.checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state = torch_load(Path(directory) / "state.pt", map_location=device,
@@ -152,14 +151,12 @@ def train_loop(loop_config: dict) -> None:
         if due:
             last_checkpoint = time.perf_counter()
         with tempfile.TemporaryDirectory() as directory:
-            checkpoint = None
             if rank == 0 and due:
                 torch.save({"model": module.state_dict(), "optimizer": optimizer.state_dict(),
                             "schedule": schedule.state_dict(), "epoch": epoch,
                             "config": to_dict(cfg)}, Path(directory) / "state.pt")
                 write_history(directory, history)
-                checkpoint = ray.train.Checkpoint.from_directory(directory)
-            ray.train.report(metrics, checkpoint=checkpoint)
+            where.report(metrics, directory if rank == 0 and due else None)
         if rank == 0:
             mark(f"vqvae: epoch {epoch} {'checkpointed' if due else 'reported'}")
         if stop:
@@ -167,10 +164,10 @@ def train_loop(loop_config: dict) -> None:
 
 
 def fit(cfg: Config, out_dir: Path, env: dict[str, str] | None = None, log_level: str = "WARNING",
-        callbacks: list | None = None):
-    """Run `train_loop` on `cfg.train.num_workers` Ray Train workers; rerunning on `out_dir` resumes."""
+        forward: Forward | None = None):
+    """Run `train_loop` on `cfg.train.num_workers` workers; rerunning on `out_dir` resumes."""
     t = cfg.train
     return run_trainer(train_loop, {"config": to_dict(cfg), "env": env or {}}, name=RUN_NAME, out_dir=out_dir,
                        num_workers=t.num_workers, cpus_per_worker=t.cpus_per_worker, use_gpu=t.use_gpu,
                        max_failures=t.max_failures, gpus_per_worker=t.gpus_per_worker,
-                       log_level=log_level, callbacks=callbacks)
+                       log_level=log_level, forward=forward)
