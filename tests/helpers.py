@@ -46,10 +46,17 @@ def free_port() -> int:
 
 
 def latest_checkpoint(run_dir) -> dict | None:
-    """The metrics of the newest checkpoint Ray Train has recorded for this run (a checkpoint directory alone may
-    be one still being written), or None."""
+    """The metrics of the newest checkpoint of a run, or None: the one Ray Train has recorded (a checkpoint
+    directory alone may be one still being written), or for a stage trained in its caller's process, the newest
+    whole `checkpoint_<epoch>` directory (written aside and renamed into place)."""
     from pathlib import Path
 
+    done = sorted(Path(run_dir).glob("checkpoint_" + "[0-9]" * 6))
+    if done:
+        try:
+            return json.loads((done[-1] / "history.json").read_text())[-1]
+        except (OSError, ValueError, IndexError):
+            return None
     try:
         snapshot = json.loads((Path(run_dir) / "checkpoint_manager_snapshot.json").read_text())
     except (OSError, ValueError):

@@ -2,6 +2,8 @@
 
 - Ray Train workers of both stages (VQ-VAE, DeepSpeed LM) SIGKILLed mid-trial: the stage resumes from its last
   checkpoint in place (FailureConfig), with no trial retry to hide behind (tune.max_failures=0).
+- A trial whose one-worker stages train in its own process SIGKILLed mid-LM: Tune retries it, and the LM stage
+  resumes from its checkpoint (the VQ-VAE stage, finished, is not trained again).
 - The sweep's driver SIGKILLed mid-sweep: `archsweep resume` completes it, the finished trial is not rerun, and
   the interrupted trial's W&B run goes on under the same id with monotonic steps.
 - A worker node of a `ray.cluster_utils.Cluster` removed mid-sweep: its trial is rescheduled and the sweep ends.
@@ -48,27 +50,29 @@ def tiny_sweep(tmp_path: Path, *overrides: str, lms: str = "gpt2-tiny, llama-tin
 
 
 
-def train_worker_pids() -> list[int]:
-    """PIDs of the live Ray Train workers, from Ray's own actor table (only the stage running now has any)."""
+def actor_pids(actor_class: str = "RayTrainWorker") -> list[int]:
+    """PIDs of the live actors of a class, from Ray's own actor table: by default the Ray Train workers (only the
+    stage running now has any); "ImplicitFunc": the Tune trials."""
     from ray._private import state
 
     return [a["Pid"] for a in state.actors().values()
-            if a["ActorClassName"] == "RayTrainWorker" and a["State"] == "ALIVE" and a["Pid"]]
+            if a["ActorClassName"] == actor_class and a["State"] == "ALIVE" and a["Pid"]]
 
 
 class Killer(threading.Thread):
-    """For each `ready` in turn: once `ready()` turns true, SIGKILLs the live Ray Train workers."""
+    """For each `ready` in turn: once `ready()` turns true, SIGKILLs the live actors of `actor_class`."""
 
-    def __init__(self, *plan):
+    def __init__(self, *plan, actor_class: str = "RayTrainWorker"):
         super().__init__(daemon=True)
         self.plan, self.killed, self.errors, self.stop = list(plan), [], [], threading.Event()
+        self.actor_class = actor_class
 
     def run(self):
         import psutil
 
         while self.plan and not self.stop.is_set():
             try:  # directories and processes come and go while this looks at them: never let that end the thread
-                if (label := self.plan[0]()) and (pids := train_worker_pids()):
+                if (label := self.plan[0]()) and (pids := actor_pids(self.actor_class)):
                     for pid in pids:
                         try:
                             psutil.Process(pid).send_signal(signal.SIGKILL)
@@ -110,9 +114,9 @@ def test_killed_train_workers_of_both_stages_resume_from_their_checkpoints(data_
     from archsweep.sweep.run import run_sweep, sweep_dir_of
     from archsweep.tracking.wandb import wandb_env
 
-    epochs = 6
+    epochs = 6  # two workers a stage: one would train in the trial's own process, without Ray Train workers
     _, sweep = tiny_sweep(tmp_path, f"train.epochs={epochs}", f"lm.epochs={epochs}", "tune.max_failures=0",
-                          lms="gpt2-tiny")
+                          "train.num_workers=2", "lm.num_workers=2", lms="gpt2-tiny")
     sweep_dir = sweep_dir_of(sweep)
 
     def early_checkpoint(stage: str, pattern: str):
@@ -157,6 +161,48 @@ def test_killed_train_workers_of_both_stages_resume_from_their_checkpoints(data_
     measured("a Ray Train worker of the VQ-VAE stage, then of the LM stage, SIGKILLed", "1", "1", "0",
              f"VQ-VAE resumed at epoch {vq['start_epoch']} of {epochs}, LM at epoch {lm['start_epoch']} of {epochs}; "
              "no trial retry")
+
+
+def test_a_killed_trial_training_in_its_own_process_is_retried_from_its_checkpoints(data_dir, tmp_path,
+                                                                                    wandb_offline, measured):
+    import json
+
+    import ray
+
+    from archsweep.runtime import init_local_ray
+    from archsweep.sweep.run import run_sweep, sweep_dir_of
+    from archsweep.tracking.wandb import wandb_env
+
+    epochs = 6
+    _, sweep = tiny_sweep(tmp_path, f"lm.epochs={epochs}", "tune.max_failures=1", lms="gpt2-tiny")
+    sweep_dir = sweep_dir_of(sweep)
+
+    def lm_checkpointed():
+        for run_dir in sweep_dir.glob("trials/*/lm/ray/lm"):
+            if (latest := latest_checkpoint(run_dir)) and latest["epoch"] <= epochs - 3:
+                return "trial"
+        return None
+
+    killer = Killer(lm_checkpointed, actor_class="ImplicitFunc")
+    init_local_ray(num_cpus=2, env=wandb_env(sweep.tracking))
+    try:
+        killer.start()
+        grid = run_sweep(sweep)
+    finally:
+        killer.stop.set()
+        ray.shutdown()
+    assert len(killer.killed) == 1, f"no trial was killed; {killer.errors[-3:]}"
+    assert not grid.errors
+    (row,) = _finished(sweep_dir).values()
+    assert row.status == "TERMINATED" and 0 <= row.metrics["validity"] <= 1
+    lm = json.loads((Path(row.paths["lm_dir"]) / "metrics.json").read_text())["training"]
+    assert lm["epoch"] == epochs - 1 and lm["start_epoch"] >= 1
+    assert row.metrics["vqvae/reused"]  # the retry found the VQ-VAE stage it had finished
+    (parts,) = _runs_by_id(sweep_dir).values()  # one W&B run, its steps strictly increasing across the retry
+    steps = _steps(parts)
+    assert steps == sorted(set(steps))
+    measured("the trial's own process, training its LM stage, SIGKILLed (tune.max_failures=1)", "1", "1", "0",
+             f"retried by Tune; LM resumed at epoch {lm['start_epoch']} of {epochs}, the VQ-VAE stage reused")
 
 
 def test_killed_sweep_driver_resumes_without_rerunning_and_wandb_steps_go_on(data_dir, tmp_path, wandb_offline,

@@ -172,7 +172,7 @@ class LocalSession:
             shutil.rmtree(final, ignore_errors=True)
             partial.rename(final)  # whole or absent: a process killed while copying leaves only the .partial
             self.latest = ray.train.Checkpoint.from_directory(str(final))
-            for old in sorted(self.run_dir.glob("checkpoint_[0-9]*[0-9]"))[:-self.keep]:
+            for old in sorted(self.run_dir.glob("checkpoint_" + "[0-9]" * 6))[:-self.keep]:
                 shutil.rmtree(old, ignore_errors=True)
         self.metrics = metrics
         if self.forward is not None:
