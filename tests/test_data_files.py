@@ -131,12 +131,12 @@ def test_a_flaky_server_is_tried_again_and_a_missing_file_is_not(data_dir, tmp_p
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         served = [dataclasses.replace(f, url=f"{base}/{f.path}") for f in REQUIRED]
-        done = files.fetch(tmp_path / "flaky", files=served, retries=1)
+        done = files.fetch(tmp_path / "flaky", files=served, retries=1, pause_s=0.05)
         assert all(action.startswith("downloaded from") for action in done.values())
         assert sorted(asked.values()) == [2] * len(REQUIRED)
         with pytest.raises(DataError, match=r"cannot download .*/nowhere.csv: File not found \(after 2 attempts\)"):
             files.fetch(tmp_path / "missing", files=[dataclasses.replace(REQUIRED[0], url=f"{base}/nowhere.csv")],
-                        retries=3)
+                        retries=3, pause_s=0.05)
         assert asked["/nowhere.csv"] == 2  # the 503, then the 404, which is not tried again
     finally:
         server.shutdown()

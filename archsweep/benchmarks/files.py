@@ -102,9 +102,10 @@ def _transient(exc: Exception) -> bool:
     return True
 
 
-def _download(url: str, dest: Path, timeout: float, retries: int = 0) -> None:
-    """Download `url` into `dest`; a transient failure is tried again `retries` times, 2, 4, 8 ... s apart (a
-    cluster's nodes fetch at once when it starts, and one flaky connection must not leave a node without data)."""
+def _download(url: str, dest: Path, timeout: float, retries: int = 0, pause_s: float = 2.0) -> None:
+    """Download `url` into `dest`; a transient failure is tried again `retries` times, `pause_s`, twice that, four
+    times ... apart (a cluster's nodes fetch at once when it starts, and one flaky connection must not leave a node
+    without data)."""
     for attempt in range(retries + 1):
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response, open(dest, "wb") as out:
@@ -112,7 +113,7 @@ def _download(url: str, dest: Path, timeout: float, retries: int = 0) -> None:
             return
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             if attempt < retries and _transient(exc):
-                time.sleep(2 ** (attempt + 1))
+                time.sleep(pause_s * 2**attempt)
                 continue
             reason = getattr(exc, "reason", exc)
             tries = f" (after {attempt + 1} attempts)" if attempt else ""
@@ -130,6 +131,7 @@ def fetch(
     on_file: Callable[[DataFile, str], None] | None = None,
     files: Sequence[DataFile] = FILES,
     retries: int = 0,
+    pause_s: float = 2.0,
 ) -> dict[str, str]:
     """Make the data directory hold every (required) file, intact. Returns {path: what was done}.
 
@@ -158,7 +160,7 @@ def fetch(
                     shutil.copyfile(source, tmp)
                     action = f"copied from {source}"
                 else:
-                    _download(f.url, tmp, timeout, retries)
+                    _download(f.url, tmp, timeout, retries, pause_s)
                     action = f"downloaded from {f.url}"
                 if f.sha256 is not None and (digest := sha256_of(tmp)) != f.sha256:
                     raise DataError(f"{f.path} from {mirror or f.url} has sha256 {digest}, expected {f.sha256}; "

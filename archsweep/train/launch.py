@@ -195,6 +195,11 @@ def _epochs_in(directory: Path) -> int:
         return -1
 
 
+def run_dir_of(out_dir: str | Path, name: str) -> Path:
+    """Where a stage's run keeps its checkpoints (and, on Ray Train, its run state)."""
+    return Path(out_dir).resolve() / "ray" / name
+
+
 def latest_checkpoint(run_dir: Path) -> ray.train.Checkpoint | None:
     """The checkpoint holding the most epochs under `run_dir`, whether this process or Ray Train wrote it."""
     found = [d for d in run_dir.glob("checkpoint_*") if d.is_dir() and not d.name.endswith(".partial")]
@@ -259,7 +264,7 @@ def run_trainer(loop: Callable[[dict], None], loop_config: dict, *, name: str, o
     GPUs). Restarts are then decided here rather than by Ray Train's FailureConfig, which retries every error
     alike: a fault restarts the worker group from the last checkpoint (up to `max_failures` times, -1: always),
     while an archsweep error raised by a worker ends the run at once and is raised here as itself."""
-    run_dir = Path(out_dir).resolve() / "ray" / name
+    run_dir = run_dir_of(out_dir, name)
     if in_process is None:
         in_process = num_workers == 1 and holds(cpus_per_worker, gpus_per_worker if use_gpu else 0.0)
     if in_process:

@@ -35,7 +35,7 @@ from archsweep.train import (
     write_history,
     write_run_config,
 )
-from archsweep.train.launch import Forward, run_trainer, session
+from archsweep.train.launch import Forward, latest_checkpoint, run_dir_of, run_trainer, session
 
 RUN_NAME = "lm"
 TAG = "state"  # not "latest": DeepSpeed writes a file of that name beside the tag directory
@@ -275,6 +275,8 @@ def fit(cfg: Config, codes_path: str | Path, out_dir: str | Path, env: dict[str,
         log_level: str = "WARNING", forward: Forward | None = None):
     """Run `train_loop` on `cfg.lm.num_workers` workers; rerunning on `out_dir` resumes."""
     _, _, codebook_size = load_codes(codes_path)
+    if latest := latest_checkpoint(run_dir_of(out_dir, RUN_NAME)):  # refused before any worker starts
+        refuse_other_run(read_run_config(latest.path), to_dict(cfg), LM_RUN_KEYS, Path(latest.path).parent)
     loop_config = {"config": to_dict(cfg), "env": env or {}, "codes": str(Path(codes_path).resolve()),
                    "codebook_size": codebook_size}
     return run_trainer(train_loop, loop_config, name=RUN_NAME, out_dir=out_dir, num_workers=cfg.lm.num_workers,

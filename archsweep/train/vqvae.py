@@ -22,8 +22,18 @@ from archsweep.metrics import codebook_stats_from_counts
 from archsweep.models.vqvae import build_model, decode_graph, start_training
 from archsweep.spaces import get_space
 from archsweep.trace import mark
-from archsweep.train import VQVAE_RUN_KEYS, host, plateaued, read_history, refuse_other_run, scale, write_history
-from archsweep.train.launch import Forward, run_trainer, session
+from archsweep.train import (
+    VQVAE_RUN_KEYS,
+    host,
+    plateaued,
+    read_history,
+    read_run_config,
+    refuse_other_run,
+    scale,
+    write_history,
+    write_run_config,
+)
+from archsweep.train.launch import Forward, latest_checkpoint, run_dir_of, run_trainer, session
 
 RUN_NAME = "vqvae"
 
@@ -156,6 +166,7 @@ def train_loop(loop_config: dict) -> None:
                             "schedule": schedule.state_dict(), "epoch": epoch,
                             "config": to_dict(cfg)}, Path(directory) / "state.pt")
                 write_history(directory, history)
+                write_run_config(directory, loop_config["config"])
             where.report(metrics, directory if rank == 0 and due else None)
         if rank == 0:
             mark(f"vqvae: epoch {epoch} {'checkpointed' if due else 'reported'}")
@@ -167,6 +178,8 @@ def fit(cfg: Config, out_dir: Path, env: dict[str, str] | None = None, log_level
         forward: Forward | None = None):
     """Run `train_loop` on `cfg.train.num_workers` workers; rerunning on `out_dir` resumes."""
     t = cfg.train
+    if latest := latest_checkpoint(run_dir_of(out_dir, RUN_NAME)):  # refused before any worker starts
+        refuse_other_run(read_run_config(latest.path), to_dict(cfg), VQVAE_RUN_KEYS, Path(latest.path).parent)
     return run_trainer(train_loop, {"config": to_dict(cfg), "env": env or {}}, name=RUN_NAME, out_dir=out_dir,
                        num_workers=t.num_workers, cpus_per_worker=t.cpus_per_worker, use_gpu=t.use_gpu,
                        max_failures=t.max_failures, gpus_per_worker=t.gpus_per_worker,
