@@ -50,6 +50,8 @@ bench: data
 	$(BIN)/python -m bench.optimum --write
 	$(BIN)/python -m bench.load --write
 	$(BIN)/python -m bench.overhead --write
+	$(BIN)/python -m bench.startup --write
+	$(BIN)/python -m bench.stages --write
 	$(BIN)/python -m bench.wandb_cost --write
 	$(BIN)/python -m bench.gpu --write     # on a CPU: the dry run (block gpu-dry-run); bench/gpu.sh on a GPU machine
 

@@ -148,8 +148,8 @@ def test_killed_train_workers_of_both_stages_resume_from_their_checkpoints(data_
     vq = json.loads((Path(row.paths["vqvae_dir"]) / "metrics.json").read_text())["training"]
     lm = json.loads((Path(row.paths["lm_dir"]) / "metrics.json").read_text())["training"]
     assert [k[0] for k in killer.killed] == ["vqvae", "lm"]
-    assert vq["epoch"] == epochs - 1 and vq["start_epoch"] >= 1
-    assert lm["epoch"] == epochs - 1 and lm["start_epoch"] >= 1
+    assert vq["epoch"] == epochs - 1 and vq["start_epoch"] >= 1 and not vq["in_process"]
+    assert lm["epoch"] == epochs - 1 and lm["start_epoch"] >= 1 and not lm["in_process"]
 
     # W&B: one run, the LM's epochs in order with none trained twice, steps strictly increasing
     (parts,) = _runs_by_id(sweep_dir).values()
@@ -196,7 +196,7 @@ def test_a_killed_trial_training_in_its_own_process_is_retried_from_its_checkpoi
     (row,) = _finished(sweep_dir).values()
     assert row.status == "TERMINATED" and 0 <= row.metrics["validity"] <= 1
     lm = json.loads((Path(row.paths["lm_dir"]) / "metrics.json").read_text())["training"]
-    assert lm["epoch"] == epochs - 1 and lm["start_epoch"] >= 1
+    assert lm["epoch"] == epochs - 1 and lm["start_epoch"] >= 1 and lm["in_process"]
     assert row.metrics["vqvae/reused"]  # the retry found the VQ-VAE stage it had finished
     (parts,) = _runs_by_id(sweep_dir).values()  # one W&B run, its steps strictly increasing across the retry
     steps = _steps(parts)

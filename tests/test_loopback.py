@@ -4,6 +4,7 @@ group, trials training in their own process, DeepSpeed, search actors, W&B)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -86,6 +87,9 @@ def test_nothing_a_sweep_trains_with_listens_beyond_loopback(data_dir, tmp_path,
     trainers = {name for name in seen.values() if name.startswith("ray::") and "Train" in name}
     assert trainers, f"no Ray Train worker was seen listening (its process group's store): {seen}"
     assert_loopback_only(seen)
+    where = {json.loads(m.read_text())["lm"]["training"]["in_process"]
+             for m in (tmp_path / "loopback" / "trials").glob("*/metrics.json")}
+    assert where == {True, False}  # one trial trained its LM in its own process, the other on Ray Train workers
 
 
 def test_the_interface_of_an_address_is_found_from_the_machines_own_table():

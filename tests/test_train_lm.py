@@ -75,6 +75,7 @@ def test_early_stop_ends_training_on_the_held_out_loss_plateau(local_ray, codes_
     assert first.error is None, first.error
     trained = history(first)
     assert trained["epoch"].tolist() == [0, 1] and trained["plateaued"].tolist() == [False, True]
+    assert trained["in_process"].all()
     assert [p.name for p in (tmp_path / "run" / "ray" / "lm").iterdir()] == ["checkpoint_000001"]
     again = fit(stop, codes_file, tmp_path / "run", local_ray)
     assert again.error is None and history(again).equals(trained)

@@ -56,7 +56,7 @@ def test_one_worker_trains_in_this_process_and_resumes_there_or_on_ray_train(loc
     every_epoch = "train.checkpoint_interval_s=0"
     first = fit(load_config(overrides=[*ONE, "train.epochs=2", every_epoch]), tmp_path, local_ray)
     trained = history(first)
-    assert first.error is None and trained["epoch"].tolist() == [0, 1]
+    assert first.error is None and trained["epoch"].tolist() == [0, 1] and trained["in_process"].all()
     assert trained["node"].tolist() == [ray.get_runtime_context().get_node_id()] * 2
     assert sorted(p.name for p in (tmp_path / "ray" / "vqvae").iterdir()) == ["checkpoint_000000", "checkpoint_000001"]
 
@@ -67,6 +67,7 @@ def test_one_worker_trains_in_this_process_and_resumes_there_or_on_ray_train(loc
 
     wider = fit(load_config(overrides=[*TINY, "train.epochs=4", every_epoch]), tmp_path, local_ray)  # 2 workers
     assert wider.error is None and wider.metrics["start_epoch"] == 3 and wider.metrics["batch_size"] == 256
+    assert not wider.metrics["in_process"]
     assert history(wider)["epoch"].tolist() == [0, 1, 2, 3]
     again = fit(load_config(overrides=[*ONE, "train.epochs=4", every_epoch]), tmp_path, local_ray)
     assert history(again).equals(history(wider)) and again.metrics["epoch"] == 3  # finished: nothing trained

@@ -125,6 +125,8 @@ class TrainSession:
     """What a loop asks of where it runs, on a Ray Train worker: Ray Train's own answers, and for a run Ray Train
     has no state of (its checkpoints were written in-process), the checkpoint `run_trainer` found."""
 
+    in_process = False
+
     def __init__(self, loop_config: dict):
         self.resume_from = loop_config.get(RESUME_FROM)
         context = ray.train.get_context()
@@ -149,7 +151,7 @@ class LocalSession:
     """The same answers for a loop run in this process as the only worker: its checkpoints are copied into
     `run_dir/checkpoint_<epoch>` (the last `keep`), its reports go to `forward`."""
 
-    rank, world = 0, 1
+    rank, world, in_process = 0, 1, True
 
     def __init__(self, run_dir: Path, use_gpu: bool, forward: Forward | None, keep: int = 2):
         self.run_dir, self.forward, self.keep = run_dir, forward, keep

@@ -251,7 +251,8 @@ def train_loop(loop_config: dict) -> None:
                    "heldout_loss": heldout, "heldout_perplexity": math.exp(heldout),
                    "tokens_per_s": float(totals[2]) / seconds, "lr": engine.get_lr()[0], "batch_size": batch,
                    "setup_s": setup_s, "steps": min(total_steps, (epoch + 1) * steps), **memory_footprint(engine),
-                   "node": ray.get_runtime_context().get_node_id(), "host": host()}  # where rank 0 ran
+                   "node": ray.get_runtime_context().get_node_id(), "host": host(),  # where rank 0 ran
+                   "in_process": where.in_process}
         history.append(metrics)
         metrics["plateaued"] = plateaued("lm", history, cfg.lm)  # same on every rank
         stop = cfg.lm.early_stop and metrics["plateaued"]
@@ -272,8 +273,10 @@ def train_loop(loop_config: dict) -> None:
 
 
 def fit(cfg: Config, codes_path: str | Path, out_dir: str | Path, env: dict[str, str] | None = None,
-        log_level: str = "WARNING", forward: Forward | None = None):
-    """Run `train_loop` on `cfg.lm.num_workers` workers; rerunning on `out_dir` resumes."""
+        log_level: str = "WARNING", forward: Forward | None = None,
+        in_process: bool | None = None):
+    """Run `train_loop` on `cfg.lm.num_workers` workers; rerunning on `out_dir` resumes.
+    `in_process`: where one worker runs (train/launch.py `run_trainer`; None decides by what this process holds)."""
     _, _, codebook_size = load_codes(codes_path)
     if latest := latest_checkpoint(run_dir_of(out_dir, RUN_NAME)):  # refused before any worker starts
         refuse_other_run(read_run_config(latest.path), to_dict(cfg), LM_RUN_KEYS, Path(latest.path).parent)
@@ -282,7 +285,7 @@ def fit(cfg: Config, codes_path: str | Path, out_dir: str | Path, env: dict[str,
     return run_trainer(train_loop, loop_config, name=RUN_NAME, out_dir=out_dir, num_workers=cfg.lm.num_workers,
                        cpus_per_worker=cfg.lm.cpus_per_worker, use_gpu=cfg.lm.use_gpu,
                        max_failures=cfg.lm.max_failures, gpus_per_worker=cfg.lm.gpus_per_worker,
-                       log_level=log_level, forward=forward)
+                       log_level=log_level, forward=forward, in_process=in_process)
 
 
 def full_state_dict(checkpoint_dir: str | Path) -> dict[str, torch.Tensor]:

@@ -150,6 +150,7 @@ def train_loop(loop_config: dict) -> None:
             "host": host(),
             "batch_size": batch * world,
             "setup_s": setup_s,
+            "in_process": where.in_process,  # trained in the caller's process, not on Ray Train workers
         }
         if cfg.vqvae.model == "vqvae":
             metrics |= codebook_stats_from_counts(counts.numpy())
@@ -175,12 +176,13 @@ def train_loop(loop_config: dict) -> None:
 
 
 def fit(cfg: Config, out_dir: Path, env: dict[str, str] | None = None, log_level: str = "WARNING",
-        forward: Forward | None = None):
-    """Run `train_loop` on `cfg.train.num_workers` workers; rerunning on `out_dir` resumes."""
+        forward: Forward | None = None, in_process: bool | None = None):
+    """Run `train_loop` on `cfg.train.num_workers` workers; rerunning on `out_dir` resumes.
+    `in_process`: where one worker runs (train/launch.py `run_trainer`; None decides by what this process holds)."""
     t = cfg.train
     if latest := latest_checkpoint(run_dir_of(out_dir, RUN_NAME)):  # refused before any worker starts
         refuse_other_run(read_run_config(latest.path), to_dict(cfg), VQVAE_RUN_KEYS, Path(latest.path).parent)
     return run_trainer(train_loop, {"config": to_dict(cfg), "env": env or {}}, name=RUN_NAME, out_dir=out_dir,
                        num_workers=t.num_workers, cpus_per_worker=t.cpus_per_worker, use_gpu=t.use_gpu,
                        max_failures=t.max_failures, gpus_per_worker=t.gpus_per_worker,
-                       log_level=log_level, forward=forward)
+                       log_level=log_level, forward=forward, in_process=in_process)
