@@ -3,11 +3,11 @@ default pipelines' time to quality.
 
     python -m bench.gpu [--small] [--write] [--out DIR]
 
-On the GPU when there is one (otherwise the CPU, one thread per Ray Train worker as Ray gives it):
+On the GPU when there is one (otherwise the CPU, one thread per worker as Ray would give it):
 1. the device's peak: a measured square matmul (bf16 8192^3 on a GPU, fp32 2048^3 on one CPU thread);
-2. VQ-VAE stage (Ray Train, 1 worker) against the plain loop at the same batch (the device's `auto` batch):
+2. VQ-VAE stage (1 worker, in process) against the plain loop at the same batch (the device's `auto` batch):
    graphs/s and their ratio;
-3. LM stage (Ray Train, 1 worker, DeepSpeed ZeRO-2, bf16 on a GPU) against the plain loop at the same batch, on
+3. LM stage (1 worker, in process, DeepSpeed ZeRO-2, bf16 on a GPU) against the plain loop at the same batch, on
    the codes step 2 wrote: tokens/s, the ratio, and model FLOPs utilisation against the peak;
 4. the default NAS-Bench-201 and NAS-Bench-101 pipelines (VQ-VAE, LM, 10,000 samples decoded and scored) after Ray
    is up: wall time per stage, validity and valid_unique, architectures/s of sampling.
@@ -125,7 +125,7 @@ def main() -> None:
 
     body = (
         f"### Training at the device's scale ({'GPU' if gpu else 'CPU dry run'})\n\n" + header() + "\n"
-        f"Measured matmul peak ({peak_text}): {peak / 1e12:.3f} TFLOP/s. Each stage runs on one Ray Train worker at "
+        f"Measured matmul peak ({peak_text}): {peak / 1e12:.3f} TFLOP/s. Each stage runs as one worker in this process at "
         "the device's `batch_size: auto`; the plain loop is the same model, data order, batch, optimiser and "
         "schedule in this process with torch alone, data on the device beforehand (bench/_measure.py). Ratio: "
         "plain / stage (1.00x: no overhead). MFU: model FLOPs (counted by torch) per second / the peak.\n\n"

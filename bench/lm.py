@@ -1,6 +1,6 @@
 """Measure the LM prior: generation metrics of VQ-VAE + LM beside the continuous VAE baseline on both spaces
 (10,000 samples, temperature 1.0), the effect of temperature, every LM family side by side on NAS-Bench-201 (from
-scratch and from a pretrained checkpoint, with and without LoRA), the overhead of Ray Train + DeepSpeed against a
+scratch and from a pretrained checkpoint, with and without LoRA), the overhead of the LM stage (DeepSpeed) against a
 plain single-process PyTorch loop, and sampling throughput.
 
     python -m bench.lm [--spaces nasbench201 nasbench101 | --spaces darts] [--out runs/bench-lm] [--fresh] [--write]
@@ -41,7 +41,7 @@ EPOCHS = {  # training length per space (VQ-VAE as bench/vqvae.py); everything e
     "darts": ["train.epochs=4", "lm.epochs=20", "lm.early_stop=true", "lm.cpus_per_worker=2"],
 }
 ENUMERATED = ["nasbench201", "nasbench101"]  # the "lm" block; DARTS has a block of its own (`--spaces darts`)
-WORKERS = ["train.num_workers=2"]  # the LM: the default (1 Ray Train worker, DeepSpeed ZeRO-2)
+WORKERS = ["train.num_workers=2"]  # the LM: the default (1 worker, in process, DeepSpeed ZeRO-2)
 TEMPERATURES = (0.5, 0.75, 1.0, 1.25, 1.5)
 METRICS = ("validity", "uniqueness", "novelty", "valid_unique", "valid_unique_novel")
 
@@ -105,7 +105,7 @@ def generation_rows(args) -> tuple[list[str], list[str], list[str]]:
 
 
 # The family table: the same VQ-VAE stage (NAS-Bench-201's generation row above), each LM trained as the stage
-# trains it (Ray Train, DeepSpeed ZeRO-2, 1 worker) until its held-out loss plateaus (lm.early_stop, at most
+# trains it (DeepSpeed ZeRO-2, 1 worker, in process) until its held-out loss plateaus (lm.early_stop, at most
 # FAMILY_EPOCHS), so the families compare at convergence; 10,000 samples at temperature 1.0.
 # Pretrained checkpoints: archsweep.lm.checkpoints (byte-level BPE, briefly pretrained on number strings), saved
 # locally; these machines reach no model hub.
@@ -165,7 +165,7 @@ def families_block(args) -> str:
     return (
         "### LM families side by side (NAS-Bench-201)\n\n" + header() + "\n"
         f"One VQ-VAE stage (NAS-Bench-201, {', '.join(EPOCHS['nasbench201'])}, K = 64, L = 8); each LM trained by "
-        f"the LM stage (Ray Train, DeepSpeed ZeRO-2, 1 worker) until its held-out loss plateaus (`lm.early_stop=true`: "
+        f"the LM stage (DeepSpeed ZeRO-2, 1 worker) until its held-out loss plateaus (`lm.early_stop=true`: "
         f"no gain above lm.min_delta in lm.patience epochs; at most {FAMILY_EPOCHS} epochs), 10,000 samples at "
         "temperature 1.0. Pretrained rows: a checkpoint saved locally by `archsweep.lm.checkpoints` (64 wide, 2 "
         "layers, byte-level BPE tokenizer, pretrained briefly on number strings; these machines reach no model hub), "
@@ -179,7 +179,7 @@ def families_block(args) -> str:
 
 
 def overhead_row(args) -> str:
-    """Ray Train (1 worker) + DeepSpeed ZeRO-2 vs the plain loop, on NAS-Bench-201's codes from the run above."""
+    """The LM stage (1 worker, in process, DeepSpeed ZeRO-2) vs the plain loop, on NAS-Bench-201's codes from the run above."""
     from archsweep.train import history, scale
     from archsweep.train.lm import fit, load_codes
 
@@ -245,10 +245,10 @@ def main() -> None:
         + "\n".join(temperature_rows) + "\n\n"
         "The LM's held-out perplexity per code token (on the 10 % of cells not trained on):\n\n"
         "| space | LM epochs | held-out perplexity |\n|---|---|---|\n" + "\n".join(speed) + "\n"
-        + ("" if overhead is None else "\nOverhead of Ray Train (1 worker) + DeepSpeed ZeRO-2 against a plain single-process PyTorch loop "
-        "(same model, data order, batches, AdamW and clipping, a warmup-cosine schedule); wall time includes start-up (Ray Train "
-        "worker group, DeepSpeed engine, per-epoch checkpoints):\n\n"
-        "| run | plain PyTorch | Ray Train + DeepSpeed | wall-time ratio | training-speed ratio |\n"
+        + ("" if overhead is None else "\nOverhead of the LM stage (1 worker) + DeepSpeed ZeRO-2 against a plain single-process PyTorch loop "
+        "(same model, data order, batches, AdamW and clipping, a warmup-cosine schedule); wall time includes start-up (process "
+        "group, DeepSpeed engine, checkpoints):\n\n"
+        "| run | plain PyTorch | LM stage + DeepSpeed | wall-time ratio | training-speed ratio |\n"
         "|---|---|---|---|---|\n" + overhead + "\n")
     )
     print(body)
