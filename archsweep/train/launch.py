@@ -220,14 +220,15 @@ def holds(cpus: int, gpus: float) -> bool:
     return held.get("CPU", 0.0) >= cpus and held.get("GPU", 0.0) >= gpus
 
 
-def _group_of_one(device: torch.device) -> None:
+def _group_of_one() -> None:
     """The process group of a world of one (DeepSpeed needs one), made once per process and kept: DeepSpeed holds
     on to the groups it derives from it, so a second stage in this process must find the same one."""
     if dist.is_initialized():
         return
     _collectives_on(ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1")
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=dist.HashStore(), rank=0,
-                            world_size=1)
+    # both backends where there is a GPU: a CPU stage may make the group, a GPU stage use it later
+    backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
 
 
 def run_here(loop: Callable[[dict], None], loop_config: dict, run_dir: Path, cpus: int, use_gpu: bool,
@@ -238,7 +239,7 @@ def run_here(loop: Callable[[dict], None], loop_config: dict, run_dir: Path, cpu
     local = LocalSession(run_dir, use_gpu, forward)
     saved_env, threads = dict(os.environ), torch.get_num_threads()
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", NODE_RANK="0")  # torchrun's
-    _group_of_one(local.device)
+    _group_of_one()
     torch.set_num_threads(cpus)
     _LOCAL = local
     try:
