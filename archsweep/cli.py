@@ -670,6 +670,18 @@ def report_command(sweep_dir, sort_by, ascending):
 # --- NAS search ------------------------------------------------------------------------------------------------
 
 
+def _searches_finished(spec, search_dir: Path) -> bool:
+    """Whether `search_dir` holds this very search file with every search of it finished."""
+    from archsweep.specfile import same_spec
+    from archsweep.tracking.store import ResultStore
+
+    saved = search_dir / "search.yaml"
+    if not saved.is_file() or not same_spec(saved, spec.to_dict()):
+        return False
+    done = {r.trial_id for r in ResultStore(search_dir).rows() if r.status == "TERMINATED"}
+    return all(rid in done for rid, _ in spec.runs())
+
+
 def _print_search_report(search_dir, budgets) -> int:
     """The summary over seeds, then the failed searches; returns how many failed."""
     from rich.table import Table
@@ -750,9 +762,13 @@ def search_command(search_file, overrides, address, num_cpus, check, cluster):
         return
     from archsweep.search.run import run_searches, search_dir_of
 
+    search_dir = search_dir_of(spec)
+    if _searches_finished(spec, search_dir):  # nothing left to run: the summary, without starting Ray
+        _console().print(f"search {spec.name!r}: all {len(runs)} search(es) in {search_dir} have finished")
+        _exit_on_failures(_print_search_report(search_dir, spec.searches.report_budgets))
+        return
     _start_sweep_ray(spec, address, num_cpus, cluster)
     capacity = _capacity(address, cluster)
-    search_dir = search_dir_of(spec)
     _console().print(f"search {spec.name!r}: {len(runs)} search(es) into {search_dir}; running the same command "
                      "again continues it if interrupted")
     with SearchMonitor(len(runs)) as monitor:

@@ -351,6 +351,9 @@ def test_search_command_runs_a_search_file_prints_the_summary_and_continues(data
 
     again = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=root)
     assert again.returncode == 0, again.stderr[-3000:]
+    said = " ".join(again.stdout.split())  # the console wraps long paths
+    assert "all 4 search(es) in" in said and "have finished" in said  # answered without starting Ray
+    assert "regularized_evolution" in said and "@20" in said
     assert {r.trial_id: r.updated for r in ResultStore(tmp_path / "search-quick").rows()} == {
         k: r.updated for k, r in rows.items()}
 
