@@ -6,8 +6,9 @@ Layout of a sweep directory (`<storage>/<name>/`):
 - `artifacts/vqvae-<key>/`: VQ-VAE stages, shared by every trial with the same upstream configuration
 - `trials/<trial>/`: Tune's trial directories: the LM stage (`lm/`), `metrics.json`, the offline W&B run
 
-The trial is a function trainable (Ray 2.60, Train V2): it runs the pipeline's Ray Train stages itself, with a
-callback that forwards each LM epoch's report to Tune (what ASHA and W&B see), then reports the final metrics.
+The trial is a function trainable (Ray 2.60, Train V2): it runs the pipeline's stages itself (in its own process
+when each takes one worker, on Ray Train workers otherwise), sends each LM epoch's report on to Tune (what ASHA
+and W&B see), then reports the final metrics.
 """
 
 from __future__ import annotations
