@@ -85,6 +85,34 @@ class Killer(threading.Thread):
             time.sleep(0.1)
 
 
+def early_checkpoint(sweep_dir: Path, pattern: str, label: str, epochs: int):
+    """A `ready` for Killer: `label` once a run under `pattern` has a checkpoint with at least two of its `epochs`
+    still to run after it, else None."""
+    def ready():
+        for run_dir in sweep_dir.glob(pattern):
+            if (latest := latest_checkpoint(run_dir)) and latest["epoch"] <= epochs - 3:
+                return label
+        return None
+    return ready
+
+
+def sweep_while(killer: Killer, sweep):
+    """Run `sweep` on a local Ray of 2 CPUs (W&B as the sweep says) while `killer` watches; returns Tune's grid."""
+    import ray
+
+    from archsweep.runtime import init_local_ray
+    from archsweep.sweep.run import run_sweep
+    from archsweep.tracking.wandb import wandb_env
+
+    init_local_ray(num_cpus=2, env=wandb_env(sweep.tracking))
+    try:
+        killer.start()
+        return run_sweep(sweep)
+    finally:
+        killer.stop.set()
+        ray.shutdown()
+
+
 def _finished(sweep_dir: Path):
     from archsweep.tracking.store import ResultStore
 
@@ -108,35 +136,15 @@ def _steps(parts: list[dict]) -> list[int]:
 
 def test_killed_train_workers_of_both_stages_resume_from_their_checkpoints(data_dir, tmp_path, wandb_offline,
                                                                            measured):
-    import ray
-
-    from archsweep.runtime import init_local_ray
-    from archsweep.sweep.run import run_sweep, sweep_dir_of
-    from archsweep.tracking.wandb import wandb_env
+    from archsweep.sweep.run import sweep_dir_of
 
     epochs = 6  # two workers a stage: one would train in the trial's own process, without Ray Train workers
     _, sweep = tiny_sweep(tmp_path, f"train.epochs={epochs}", f"lm.epochs={epochs}", "tune.max_failures=0",
                           "train.num_workers=2", "lm.num_workers=2", lms="gpt2-tiny")
     sweep_dir = sweep_dir_of(sweep)
-
-    def early_checkpoint(stage: str, pattern: str):
-        """True (the stage's name) once the stage has a checkpoint with epochs left to run after it."""
-        def ready():
-            for run_dir in sweep_dir.glob(pattern):
-                if (latest := latest_checkpoint(run_dir)) and latest["epoch"] <= epochs - 3:
-                    return stage
-            return None
-        return ready
-
-    killer = Killer(early_checkpoint("vqvae", "artifacts/vqvae-*/ray/vqvae"),
-                    early_checkpoint("lm", "trials/*/lm/ray/lm"))
-    init_local_ray(num_cpus=2, env=wandb_env(sweep.tracking))
-    try:
-        killer.start()
-        grid = run_sweep(sweep)
-    finally:
-        killer.stop.set()
-        ray.shutdown()
+    killer = Killer(early_checkpoint(sweep_dir, "artifacts/vqvae-*/ray/vqvae", "vqvae", epochs),
+                    early_checkpoint(sweep_dir, "trials/*/lm/ray/lm", "lm", epochs))
+    grid = sweep_while(killer, sweep)
     assert len(killer.killed) == 2, f"only {killer.killed} were killed; {killer.errors[-3:]}"
     assert not grid.errors
     (row,) = _finished(sweep_dir).values()
@@ -167,30 +175,13 @@ def test_a_killed_trial_training_in_its_own_process_is_retried_from_its_checkpoi
                                                                                     wandb_offline, measured):
     import json
 
-    import ray
-
-    from archsweep.runtime import init_local_ray
-    from archsweep.sweep.run import run_sweep, sweep_dir_of
-    from archsweep.tracking.wandb import wandb_env
+    from archsweep.sweep.run import sweep_dir_of
 
     epochs = 6
     _, sweep = tiny_sweep(tmp_path, f"lm.epochs={epochs}", "tune.max_failures=1", lms="gpt2-tiny")
     sweep_dir = sweep_dir_of(sweep)
-
-    def lm_checkpointed():
-        for run_dir in sweep_dir.glob("trials/*/lm/ray/lm"):
-            if (latest := latest_checkpoint(run_dir)) and latest["epoch"] <= epochs - 3:
-                return "trial"
-        return None
-
-    killer = Killer(lm_checkpointed, actor_class="ImplicitFunc")
-    init_local_ray(num_cpus=2, env=wandb_env(sweep.tracking))
-    try:
-        killer.start()
-        grid = run_sweep(sweep)
-    finally:
-        killer.stop.set()
-        ray.shutdown()
+    killer = Killer(early_checkpoint(sweep_dir, "trials/*/lm/ray/lm", "trial", epochs), actor_class="ImplicitFunc")
+    grid = sweep_while(killer, sweep)
     assert len(killer.killed) == 1, f"no trial was killed; {killer.errors[-3:]}"
     assert not grid.errors
     (row,) = _finished(sweep_dir).values()
